@@ -1,0 +1,71 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-dtm",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "dtm", targets: ["dtm"]),
+    ],
+    dependencies: [
+        // Socket I/O and event loops; nghttp2 does the HTTP/2 protocol work in memory.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        // Structured logging, the server-side Swift standard.
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // Command-line flags of the `dtm` executable.
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
+        .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2",
+                       providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c",
+                       providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+        // protoc-c output for proto/*.proto, committed; regenerate with tools/gen-proto.
+        .target(name: "DtmProtoC", dependencies: ["CProtobufC"], path: "generated",
+                exclude: ["README.md"], publicHeadersPath: "."),
+
+        // Swift value types for the wire messages, over protobuf-c.
+        .target(name: "DtmProto", dependencies: ["DtmProtoC", "CProtobufC"]),
+        // HTTP/2 sessions (nghttp2 in memory mode): bytes in, events out, bytes to send.
+        .target(name: "DtmHTTP2", dependencies: ["CNghttp2"]),
+        // gRPC on top of DtmHTTP2: framing, status, metadata, deadlines, router, unary client.
+        .target(name: "DtmGRPC", dependencies: [
+            "DtmHTTP2",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Sockets: NIO moves bytes between TCP connections and the in-memory sessions.
+        .target(name: "DtmNet", dependencies: [
+            "DtmGRPC", "DtmHTTP2",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Transaction model and per-mode processors: pure decisions, no I/O.
+        .target(name: "DtmEngine"),
+        // Durable store: the Store protocol and the SQLite implementation.
+        .target(name: "DtmStore", dependencies: [
+            "DtmEngine", "CSQLite",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Wiring: the dtmgimp.Dtm gRPC service, branch callers, the retry loop.
+        .target(name: "DtmServer", dependencies: [
+            "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "dtm", dependencies: [
+            "DtmServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
+        .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2"]),
+        .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
+        .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
+        .testTarget(name: "InteropTests", dependencies: ["DtmServer", "DtmNet", "DtmGRPC", "DtmProto"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
