@@ -1,0 +1,194 @@
+import Foundation
+
+/// The transaction modes DTM defines (`trans_type` on the wire).
+public enum TransType: String, Sendable, Codable, CaseIterable {
+    case saga, tcc, msg, xa, workflow
+}
+
+/// Status of a global transaction. `succeed` and `failed` are final.
+public enum GlobalStatus: String, Sendable, Codable, CaseIterable {
+    case prepared, submitted, aborting, succeed, failed
+
+    /// Final states are never left again and never picked by the cron.
+    public var isFinished: Bool { self == .succeed || self == .failed }
+}
+
+/// Status of one branch operation row.
+public enum BranchStatus: String, Sendable, Codable, CaseIterable {
+    case prepared, succeed, failed
+}
+
+/// The operation of a branch row or of a branch call (`op` on the wire).
+///
+/// A struct rather than an enum because a workflow resume call carries the
+/// workflow's name as its op; the stored rows only use the named constants.
+public struct BranchOp: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    public static let action = BranchOp("action")
+    public static let compensate = BranchOp("compensate")
+    public static let `try` = BranchOp("try")
+    public static let confirm = BranchOp("confirm")
+    public static let cancel = BranchOp("cancel")
+    public static let commit = BranchOp("commit")
+    public static let rollback = BranchOp("rollback")
+    /// The msg back-check (`query_prepared`) call and the DoAndSubmit barrier.
+    public static let msg = BranchOp("msg")
+}
+
+/// How branches of a transaction are called by default (`protocol` on the wire).
+public enum TransProtocol: String, Sendable, Codable, CaseIterable {
+    case http
+    case grpc
+    case jsonRPC = "json-rpc"
+}
+
+/// The three result kinds of a branch call; anything else is a transient error.
+public enum BranchResult: Sendable, Equatable {
+    case success
+    /// The branch refused for good (gRPC ABORTED, HTTP 409, body containing FAILURE).
+    case failure(message: String)
+    /// The branch is still working (gRPC FAILED_PRECONDITION, HTTP 425, body containing ONGOING).
+    case ongoing
+    /// Transport error, timeout or any other answer: retry later with backoff.
+    case error(message: String)
+}
+
+/// Per-transaction options; zero means "use the server default".
+public struct TransOptions: Sendable, Equatable, Codable {
+    public var waitResult: Bool
+    /// Seconds after creation before the transaction times out (0: server default, none for saga).
+    public var timeoutToFail: Int64
+    /// Base retry interval in seconds (0: server default).
+    public var retryInterval: Int64
+    /// Extra headers / gRPC metadata sent with every branch call.
+    public var branchHeaders: [String: String]
+    /// Timeout of each branch call in seconds (0: server default).
+    public var requestTimeout: Int64
+    /// Saga only: immediate retries of an erroring action before aborting (0: unlimited).
+    public var retryLimit: Int64
+    /// msg over HTTP: call the steps concurrently.
+    public var concurrent: Bool
+
+    public init(waitResult: Bool = false, timeoutToFail: Int64 = 0, retryInterval: Int64 = 0,
+                branchHeaders: [String: String] = [:], requestTimeout: Int64 = 0,
+                retryLimit: Int64 = 0, concurrent: Bool = false) {
+        self.waitResult = waitResult
+        self.timeoutToFail = timeoutToFail
+        self.retryInterval = retryInterval
+        self.branchHeaders = branchHeaders
+        self.requestTimeout = requestTimeout
+        self.retryLimit = retryLimit
+        self.concurrent = concurrent
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case waitResult = "wait_result", timeoutToFail = "timeout_to_fail"
+        case retryInterval = "retry_interval", branchHeaders = "branch_headers"
+        case requestTimeout = "request_timeout", retryLimit = "retry_limit", concurrent
+    }
+}
+
+/// A global transaction as stored (`trans_global`).
+public struct GlobalTransaction: Sendable, Equatable {
+    /// Store-assigned row id (paging cursor); nil before the first save.
+    public var id: Int64?
+    public var gid: String
+    public var transType: TransType
+    public var status: GlobalStatus
+    /// msg back-check URL or workflow callback URL.
+    public var queryPrepared: String
+    public var transProtocol: TransProtocol
+    public var createTime: Date
+    public var updateTime: Date
+    public var finishTime: Date?
+    public var rollbackTime: Date?
+    public var options: TransOptions
+    /// JSON text: saga `orders`/`concurrent`, msg `delay`, workflow `name`/`data`.
+    public var customData: String
+    /// Seconds between retries; doubles on errors.
+    public var nextCronInterval: Int64
+    /// When the cron should next look at this transaction (also the lease expiry).
+    public var nextCronTime: Date
+    /// Which coordinator last leased this transaction.
+    public var owner: String
+    public var extData: String
+    /// Workflow result (base64).
+    public var result: String
+    public var rollbackReason: String
+
+    public init(id: Int64? = nil, gid: String, transType: TransType, status: GlobalStatus,
+                queryPrepared: String = "", transProtocol: TransProtocol = .http,
+                createTime: Date, updateTime: Date? = nil, finishTime: Date? = nil,
+                rollbackTime: Date? = nil, options: TransOptions = TransOptions(),
+                customData: String = "", nextCronInterval: Int64 = 0, nextCronTime: Date? = nil,
+                owner: String = "", extData: String = "", result: String = "",
+                rollbackReason: String = "") {
+        self.id = id
+        self.gid = gid
+        self.transType = transType
+        self.status = status
+        self.queryPrepared = queryPrepared
+        self.transProtocol = transProtocol
+        self.createTime = createTime
+        self.updateTime = updateTime ?? createTime
+        self.finishTime = finishTime
+        self.rollbackTime = rollbackTime
+        self.options = options
+        self.customData = customData
+        self.nextCronInterval = nextCronInterval
+        self.nextCronTime = nextCronTime ?? createTime
+        self.owner = owner
+        self.extData = extData
+        self.result = result
+        self.rollbackReason = rollbackReason
+    }
+}
+
+/// One branch operation row (`trans_branch_op`); unique per (gid, branchID, op).
+public struct BranchRecord: Sendable, Equatable {
+    /// Store-assigned row id; rows are processed in id (insertion) order.
+    public var id: Int64?
+    public var gid: String
+    public var url: String
+    /// The payload sent to the branch (or a workflow step's result).
+    public var binData: [UInt8]
+    public var branchID: String
+    public var op: BranchOp
+    public var status: BranchStatus
+    public var createTime: Date
+    public var updateTime: Date
+    public var finishTime: Date?
+    public var rollbackTime: Date?
+
+    public init(id: Int64? = nil, gid: String, url: String, binData: [UInt8] = [],
+                branchID: String, op: BranchOp, status: BranchStatus = .prepared,
+                createTime: Date, updateTime: Date? = nil, finishTime: Date? = nil,
+                rollbackTime: Date? = nil) {
+        self.id = id
+        self.gid = gid
+        self.url = url
+        self.binData = binData
+        self.branchID = branchID
+        self.op = op
+        self.status = status
+        self.createTime = createTime
+        self.updateTime = updateTime ?? createTime
+        self.finishTime = finishTime
+        self.rollbackTime = rollbackTime
+    }
+}
+
+/// A source of the current time, injected so engine tests never sleep.
+public protocol Clock: Sendable {
+    func now() -> Date
+}
+
+/// The wall clock.
+public struct SystemClock: Clock {
+    public init() {}
+    public func now() -> Date { Date() }
+}
