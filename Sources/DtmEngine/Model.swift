@@ -183,12 +183,12 @@ public struct BranchRecord: Sendable, Equatable {
 }
 
 /// A source of the current time, injected so engine tests never sleep.
-public protocol Clock: Sendable {
+public protocol DtmClock: Sendable {
     func now() -> Date
 }
 
 /// The wall clock.
-public struct SystemClock: Clock {
+public struct SystemClock: DtmClock {
     public init() {}
     public func now() -> Date { Date() }
 }
