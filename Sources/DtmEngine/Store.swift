@@ -1,0 +1,156 @@
+import Foundation
+
+/// Why a store operation did not happen.
+public enum StoreError: Error, Equatable, Sendable {
+    /// A compare-and-set found no row in the expected state (row missing or status changed).
+    case notFound(String)
+    /// A unique key was violated: duplicate (gid, branch_id, op) or (cat, k).
+    case uniqueConflict(String)
+    /// The database failed (I/O, corruption, closed); the message comes from the driver.
+    case database(String)
+}
+
+/// Fields a status change may also set, in the same statement.
+public struct GlobalUpdate: Sendable, Equatable {
+    public var rollbackReason: String?
+    public var result: String?
+    public var finishTime: Date?
+    public var rollbackTime: Date?
+    public var nextCronInterval: Int64?
+    public var nextCronTime: Date?
+
+    public init(rollbackReason: String? = nil, result: String? = nil, finishTime: Date? = nil,
+                rollbackTime: Date? = nil, nextCronInterval: Int64? = nil, nextCronTime: Date? = nil) {
+        self.rollbackReason = rollbackReason
+        self.result = result
+        self.finishTime = finishTime
+        self.rollbackTime = rollbackTime
+        self.nextCronInterval = nextCronInterval
+        self.nextCronTime = nextCronTime
+    }
+}
+
+/// A branch row's new status, addressed by its unique key.
+public struct BranchUpdate: Sendable, Equatable {
+    public var branchID: String
+    public var op: BranchOp
+    public var status: BranchStatus
+    public var finishTime: Date?
+
+    public init(branchID: String, op: BranchOp, status: BranchStatus, finishTime: Date?) {
+        self.branchID = branchID
+        self.op = op
+        self.status = status
+        self.finishTime = finishTime
+    }
+}
+
+/// Filters of the `/all` listing; nil means "any".
+public struct GlobalQuery: Sendable, Equatable {
+    public var status: GlobalStatus?
+    public var transType: TransType?
+    public var createdFrom: Date?
+    public var createdTo: Date?
+    /// Return rows with id < position (ids descend); nil starts at the newest.
+    public var position: Int64?
+    public var limit: Int
+
+    public init(status: GlobalStatus? = nil, transType: TransType? = nil, createdFrom: Date? = nil,
+                createdTo: Date? = nil, position: Int64? = nil, limit: Int = 100) {
+        self.status = status
+        self.transType = transType
+        self.createdFrom = createdFrom
+        self.createdTo = createdTo
+        self.position = position
+        self.limit = limit
+    }
+}
+
+/// One row of the `kv` table (topics live under cat `topics`).
+public struct KVRecord: Sendable, Equatable {
+    public var id: Int64?
+    public var cat: String
+    public var key: String
+    public var value: String
+    public var version: Int64
+    public var createTime: Date
+    public var updateTime: Date
+
+    public init(id: Int64? = nil, cat: String, key: String, value: String, version: Int64 = 1,
+                createTime: Date, updateTime: Date? = nil) {
+        self.id = id
+        self.cat = cat
+        self.key = key
+        self.value = value
+        self.version = version
+        self.createTime = createTime
+        self.updateTime = updateTime ?? createTime
+    }
+}
+
+/// The durable truth of the coordinator. Every method returns only after its write is
+/// durable (implementations may share one commit among concurrent callers).
+///
+/// Status changes are compare-and-set on the old status, as DTM's are, so that a request
+/// and a cron pass racing on one transaction cannot both win.
+public protocol TransactionStore: Sendable {
+    /// Inserts the global row and its branches in one transaction if `gid` is new.
+    /// Returns false, writing nothing, when the gid already exists. Fills in ids.
+    func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool
+
+    func findGlobal(gid: String) async throws(StoreError) -> GlobalTransaction?
+
+    /// Branch rows of a transaction in insertion order.
+    func findBranches(gid: String) async throws(StoreError) -> [BranchRecord]
+
+    /// Sets `status` (and the given fields, and update_time = now) where the stored status is `from`.
+    /// Throws `.notFound` when no row matched.
+    func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
+                      now: Date) async throws(StoreError)
+
+    /// Inserts branches while the global row is in `expecting` (checked in the same
+    /// transaction). `.notFound` if it is not; `.uniqueConflict` on a duplicate (gid, branch_id, op).
+    func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
+                        now: Date) async throws(StoreError)
+
+    /// Records branch results while the global row is in `expecting`. `.notFound` if it is not.
+    func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
+                        now: Date) async throws(StoreError)
+
+    /// Moves next_cron_time / next_cron_interval while the status is still `status`;
+    /// does nothing (no error) when it is not.
+    func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
+                   nextCronTime: Date, now: Date) async throws(StoreError)
+
+    /// Leases up to `limit` due transactions: unfinished with next_cron_time <= now. Each
+    /// returned row has been updated in the same statement to owner = `owner` and
+    /// next_cron_time = `leaseUntil`, so no other coordinator picks it until then.
+    func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
+        -> [GlobalTransaction]
+
+    /// Operator tool: for up to `limit` unfinished rows whose next_cron_time is later than
+    /// `after`, set next_cron_time = now. Returns how many rows changed.
+    func resetCronTime(after: Date, limit: Int, now: Date) async throws(StoreError) -> Int
+
+    /// Sets next_cron_time = now for one gid, whatever its status. `.notFound` for an unknown gid.
+    func resetNextCronTime(gid: String, now: Date) async throws(StoreError)
+
+    /// Listing for `/all`: ordered by id descending.
+    func scanGlobals(_ query: GlobalQuery) async throws(StoreError) -> [GlobalTransaction]
+
+    /// KV rows matching cat and key; an empty string matches any.
+    func findKV(cat: String, key: String) async throws(StoreError) -> [KVRecord]
+
+    /// KV rows of `cat` by id descending, id < position when given.
+    func scanKV(cat: String, position: Int64?, limit: Int) async throws(StoreError) -> [KVRecord]
+
+    /// Inserts with version 1; `.uniqueConflict` when (cat, key) exists.
+    func createKV(cat: String, key: String, value: String, now: Date) async throws(StoreError)
+
+    /// Sets value and version+1 where version == `expectedVersion`; `.notFound` otherwise.
+    func updateKV(cat: String, key: String, value: String, expectedVersion: Int64,
+                  now: Date) async throws(StoreError)
+
+    /// `.notFound` when (cat, key) does not exist.
+    func deleteKV(cat: String, key: String) async throws(StoreError)
+}
