@@ -1,0 +1,191 @@
+/// A finished client call: the response, or why there is none.
+public struct GRPCCallCompletion: Sendable {
+    public var streamID: Int32
+    public var result: Result<GRPCResponse, RPCError>
+}
+
+/// The gRPC client side of one HTTP/2 connection, in memory: start calls, feed received
+/// bytes, collect completions, drain bytes to send. Not thread-safe; one event loop owns it.
+public final class GRPCClientConnection {
+    private struct Call {
+        var responseHeaders: [HeaderField]?
+        var buffer: [UInt8] = []
+    }
+
+    public let authority: String
+    public let maxReceiveMessageSize: Int
+    private let session: HTTP2Session
+    private var calls: [Int32: Call] = [:]
+    /// Set when the server sent GOAWAY: no new calls go on this connection.
+    public private(set) var isGoingAway = false
+
+    public init(authority: String, maxReceiveMessageSize: Int = 4 << 20,
+                settings: HTTP2Settings = HTTP2Settings()) throws(HTTP2Error) {
+        self.authority = authority
+        self.maxReceiveMessageSize = maxReceiveMessageSize
+        self.session = try HTTP2Session(role: .client, settings: settings)
+    }
+
+    /// Calls waiting for their response.
+    public var activeCalls: Int { calls.count }
+
+    /// True while the peer's stream limit leaves room for another call.
+    public var hasCapacity: Bool {
+        !isGoingAway && UInt32(calls.count) < session.remoteMaxConcurrentStreams
+    }
+
+    /// Opens a stream for a unary call and queues its request. Returns the stream id that
+    /// identifies the call in completions.
+    public func startCall(path: String, message: [UInt8], metadata: Metadata = Metadata(),
+                          timeout: Duration? = nil) throws(HTTP2Error) -> Int32 {
+        var headers = [
+            HeaderField(":method", "POST"),
+            HeaderField(":scheme", "http"),
+            HeaderField(":path", path),
+            HeaderField(":authority", authority),
+            HeaderField("content-type", Wire.contentType),
+            HeaderField("te", "trailers"),
+            HeaderField("user-agent", "swift-dtm"),
+        ]
+        if let timeout { headers.append(HeaderField("grpc-timeout", Wire.formatTimeout(timeout))) }
+        headers += metadata.headerFields
+        let id = try session.submitRequest(headers: headers, body: Wire.frame(message))
+        calls[id] = Call()
+        return id
+    }
+
+    /// Gives up on a call (deadline, caller cancelled): resets its stream and returns the
+    /// completion to deliver, or nil when the call already finished.
+    public func cancel(streamID: Int32, with error: RPCError) -> GRPCCallCompletion? {
+        guard calls.removeValue(forKey: streamID) != nil else { return nil }
+        try? session.resetStream(streamID, code: .cancel)
+        return GRPCCallCompletion(streamID: streamID, result: .failure(error))
+    }
+
+    /// The connection is gone: every open call fails with `error`.
+    public func failAll(_ error: RPCError) -> [GRPCCallCompletion] {
+        defer { calls = [:] }
+        return calls.keys.sorted().map { GRPCCallCompletion(streamID: $0, result: .failure(error)) }
+    }
+
+    /// Feeds bytes read from the socket; returns the calls that finished.
+    /// A thrown error is fatal for the connection (then use `failAll`).
+    public func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2Error) -> [GRPCCallCompletion] {
+        var completions: [GRPCCallCompletion] = []
+        for event in try session.receive(bytes) {
+            handle(event, into: &completions)
+        }
+        return completions
+    }
+
+    public func receive(_ bytes: [UInt8]) throws(HTTP2Error) -> [GRPCCallCompletion] {
+        var completions: [GRPCCallCompletion] = []
+        for event in try session.receive(bytes) {
+            handle(event, into: &completions)
+        }
+        return completions
+    }
+
+    public func drainOutput(_ sink: (UnsafeRawBufferPointer) -> Void) throws(HTTP2Error) {
+        try session.drainOutput(sink)
+    }
+
+    public func pendingOutput() throws(HTTP2Error) -> [UInt8] {
+        try session.pendingOutput()
+    }
+
+    private func handle(_ event: HTTP2Event, into completions: inout [GRPCCallCompletion]) {
+        switch event {
+        case .headers(let id, let fields, let endStream):
+            guard var call = calls[id] else { return }
+            if call.responseHeaders == nil {
+                if let error = Self.checkResponseHeaders(fields) {
+                    finish(id, .failure(error), into: &completions)
+                    try? session.resetStream(id, code: .cancel)
+                    return
+                }
+                call.responseHeaders = fields
+                calls[id] = call
+                // Trailers-only: the status is in this same block.
+                if endStream { finish(id, result(call: call, trailers: fields), into: &completions) }
+            } else {
+                finish(id, result(call: call, trailers: fields), into: &completions)
+            }
+        case .data(let id, let bytes):
+            guard var call = calls[id] else { return }
+            calls[id] = nil  // drop our reference so the append does not copy the buffer
+            call.buffer.append(contentsOf: bytes)
+            if call.buffer.count > maxReceiveMessageSize + 5 {
+                finish(id, .failure(RPCError(.resourceExhausted,
+                    "response exceeds the maximum message size of \(maxReceiveMessageSize) bytes")),
+                    into: &completions, alreadyRemoved: true)
+                try? session.resetStream(id, code: .cancel)
+                return
+            }
+            calls[id] = call
+        case .endStream(let id):
+            // DATA with END_STREAM and no trailers: the server never sent a status.
+            finish(id, .failure(RPCError(.internal, "stream ended without grpc-status trailers")), into: &completions)
+        case .streamClosed(let id, let code):
+            guard calls[id] != nil else { return }
+            let error: RPCError = switch HTTP2ErrorCode(rawValue: code) {
+            case .cancel?: RPCError(.cancelled, "stream reset by the server (CANCEL)")
+            case .refusedStream?: RPCError(.unavailable, "stream refused by the server")
+            case .enhanceYourCalm?: RPCError(.resourceExhausted, "server asked to slow down (ENHANCE_YOUR_CALM)")
+            default: RPCError(.internal, "stream closed by the server with HTTP/2 error \(code)")
+            }
+            finish(id, .failure(error), into: &completions)
+        case .goAway(let lastStreamID, _):
+            isGoingAway = true
+            // Streams the server never processed can safely be retried elsewhere.
+            for id in calls.keys.sorted() where id > lastStreamID {
+                finish(id, .failure(RPCError(.unavailable, "server is going away (GOAWAY)")), into: &completions)
+            }
+        }
+    }
+
+    private func finish(_ id: Int32, _ result: Result<GRPCResponse, RPCError>,
+                        into completions: inout [GRPCCallCompletion], alreadyRemoved: Bool = false) {
+        guard alreadyRemoved || calls.removeValue(forKey: id) != nil else { return }
+        completions.append(GRPCCallCompletion(streamID: id, result: result))
+    }
+
+    private static func checkResponseHeaders(_ fields: [HeaderField]) -> RPCError? {
+        let status = fields[":status"].flatMap { Int($0) } ?? 0
+        if status != 200 {
+            // Some servers put a real gRPC status next to a non-200 HTTP status; prefer it.
+            if let code = fields["grpc-status"].flatMap({ Int($0) }).flatMap(GRPCStatusCode.init(rawValue:)), code != .ok {
+                return RPCError(code, fields["grpc-message"].map(Wire.percentDecode) ?? "HTTP status \(status)")
+            }
+            return RPCError(GRPCStatusCode(httpStatus: status), "unexpected HTTP status \(status)")
+        }
+        if !Wire.isGRPCContentType(fields["content-type"]) {
+            return RPCError(.unknown, "response content-type '\(fields["content-type"] ?? "")' is not gRPC")
+        }
+        return nil
+    }
+
+    private func result(call: Call, trailers: [HeaderField]) -> Result<GRPCResponse, RPCError> {
+        guard let rawStatus = trailers["grpc-status"] else {
+            return .failure(RPCError(.internal, "response trailers carry no grpc-status"))
+        }
+        guard let code = Int(rawStatus).flatMap(GRPCStatusCode.init(rawValue:)) else {
+            return .failure(RPCError(.unknown, "invalid grpc-status '\(rawStatus)'"))
+        }
+        let trailing: Metadata
+        let initial: Metadata
+        do throws(RPCError) {
+            trailing = try Metadata(headers: trailers)
+            initial = try Metadata(headers: call.responseHeaders ?? [])
+        } catch {
+            return .failure(error)
+        }
+        guard code == .ok else {
+            let message = trailers["grpc-message"].map(Wire.percentDecode) ?? ""
+            return .failure(RPCError(code, message, metadata: trailing))
+        }
+        return Wire.unaryMessage(from: call.buffer, maxSize: maxReceiveMessageSize).map {
+            GRPCResponse(message: $0, metadata: initial, trailers: trailing)
+        }
+    }
+}

@@ -1,0 +1,307 @@
+@_exported import DtmHTTP2
+
+/// A unary request as a handler sees it.
+public struct GRPCRequest: Sendable {
+    /// `/package.Service/Method`
+    public var path: String
+    public var metadata: Metadata
+    /// The serialised request message (no gRPC prefix).
+    public var message: [UInt8]
+    /// From `grpc-timeout`; the server answers DEADLINE_EXCEEDED when it passes.
+    public var timeout: Duration?
+
+    public init(path: String, metadata: Metadata = Metadata(), message: [UInt8], timeout: Duration? = nil) {
+        self.path = path
+        self.metadata = metadata
+        self.message = message
+        self.timeout = timeout
+    }
+}
+
+/// A successful unary response.
+public struct GRPCResponse: Sendable, Equatable {
+    public var message: [UInt8]
+    /// Sent with the response headers.
+    public var metadata: Metadata
+    /// Sent with the trailers, next to `grpc-status: 0`.
+    public var trailers: Metadata
+
+    public init(message: [UInt8], metadata: Metadata = Metadata(), trailers: Metadata = Metadata()) {
+        self.message = message
+        self.metadata = metadata
+        self.trailers = trailers
+    }
+}
+
+/// How a method is served.
+public enum GRPCHandler: Sendable {
+    /// Runs inline on the connection's event loop: for cheap work that never blocks (e.g. NewGid).
+    case sync(@Sendable (GRPCRequest) throws(RPCError) -> GRPCResponse)
+    /// Runs in its own task; cancelled when the client resets the stream or the deadline passes.
+    case async(@Sendable (GRPCRequest) async throws(RPCError) -> GRPCResponse)
+}
+
+/// Maps `/package.Service/Method` paths to handlers.
+public struct GRPCRouter: Sendable {
+    private var routes: [String: GRPCHandler] = [:]
+
+    public init() {}
+
+    public mutating func register(_ path: String, _ handler: GRPCHandler) {
+        routes[path] = handler
+    }
+
+    public mutating func register(service: String, method: String, _ handler: GRPCHandler) {
+        register("/\(service)/\(method)", handler)
+    }
+
+    public func handler(for path: String) -> GRPCHandler? { routes[path] }
+
+    public var paths: [String] { routes.keys.sorted() }
+}
+
+/// Limits of a server connection.
+public struct GRPCServerConfig: Sendable {
+    /// Larger request messages get RESOURCE_EXHAUSTED (gRPC's default is 4 MiB).
+    public var maxReceiveMessageSize: Int
+    /// Bytes of unfinished requests one connection may buffer before new data is refused.
+    public var maxBufferedBytesPerConnection: Int
+    public var http2: HTTP2Settings
+
+    public init(maxReceiveMessageSize: Int = 4 << 20, maxBufferedBytesPerConnection: Int = 64 << 20,
+                http2: HTTP2Settings = HTTP2Settings()) {
+        self.maxReceiveMessageSize = maxReceiveMessageSize
+        self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
+        self.http2 = http2
+    }
+}
+
+/// What the transport must do after `receive`.
+public enum GRPCServerAction: Sendable {
+    /// Run `handler` for the request on `streamID`, then call `complete`.
+    /// With a timeout, call `expire` when it passes.
+    case start(streamID: Int32, request: GRPCRequest, handler: GRPCHandler)
+    /// The client reset the stream (or the connection dropped it): cancel the handler's work.
+    case cancel(streamID: Int32)
+}
+
+/// The gRPC server side of one HTTP/2 connection, in memory: bytes in, actions out, bytes to send.
+///
+/// Not thread-safe; the transport calls it from one event loop. It never runs handlers itself,
+/// so that the transport decides where they run and tests can complete them by hand.
+public final class GRPCServerConnection {
+    private enum StreamState {
+        /// Receiving headers and DATA.
+        case receiving(headers: [HeaderField], buffer: [UInt8])
+        /// Answered early with an error; further DATA is dropped.
+        case rejected
+        /// Handler running; waiting for `complete` or `expire`.
+        case dispatched
+    }
+
+    public let router: GRPCRouter
+    public let config: GRPCServerConfig
+    private let session: HTTP2Session
+    private var streams: [Int32: StreamState] = [:]
+    private var bufferedBytes = 0
+    public private(set) var isShuttingDown = false
+
+    public init(router: GRPCRouter, config: GRPCServerConfig = GRPCServerConfig()) throws(HTTP2Error) {
+        self.router = router
+        self.config = config
+        self.session = try HTTP2Session(role: .server, settings: config.http2)
+    }
+
+    /// Streams whose handler has not answered yet.
+    public var inFlight: Int {
+        streams.values.reduce(0) { if case .dispatched = $1 { $0 + 1 } else { $0 } }
+    }
+
+    /// Feeds bytes read from the socket. A thrown error is fatal: flush `drainOutput`, close.
+    public func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2Error) -> [GRPCServerAction] {
+        var actions: [GRPCServerAction] = []
+        for event in try session.receive(bytes) {
+            handle(event, into: &actions)
+        }
+        return actions
+    }
+
+    public func receive(_ bytes: [UInt8]) throws(HTTP2Error) -> [GRPCServerAction] {
+        var actions: [GRPCServerAction] = []
+        for event in try session.receive(bytes) {
+            handle(event, into: &actions)
+        }
+        return actions
+    }
+
+    /// Answers a dispatched call. Ignored when the stream is gone (reset, expired).
+    public func complete(streamID: Int32, result: Result<GRPCResponse, RPCError>) {
+        guard case .dispatched = streams[streamID] else { return }
+        streams[streamID] = nil
+        switch result {
+        case .success(let response):
+            let headers = [HeaderField(":status", "200"), HeaderField("content-type", Wire.contentType)]
+                + response.metadata.headerFields
+            let trailers = [HeaderField("grpc-status", "0")] + response.trailers.headerFields
+            do {
+                try session.respond(streamID: streamID, headers: headers, body: Wire.frame(response.message),
+                                    trailers: trailers)
+            } catch {
+                // The stream closed under us; nothing left to answer.
+            }
+        case .failure(let error):
+            sendError(streamID: streamID, error)
+        }
+    }
+
+    /// The call's deadline passed: answers DEADLINE_EXCEEDED if it is still unanswered.
+    /// Returns true when it was, so the transport cancels the handler.
+    @discardableResult
+    public func expire(streamID: Int32) -> Bool {
+        guard case .dispatched = streams[streamID] else { return false }
+        streams[streamID] = nil
+        sendError(streamID: streamID, RPCError(.deadlineExceeded, "deadline exceeded before the handler answered"))
+        return true
+    }
+
+    /// Everything to write to the socket now.
+    public func drainOutput(_ sink: (UnsafeRawBufferPointer) -> Void) throws(HTTP2Error) {
+        try session.drainOutput(sink)
+    }
+
+    public func pendingOutput() throws(HTTP2Error) -> [UInt8] {
+        try session.pendingOutput()
+    }
+
+    /// Graceful shutdown, step 1: a GOAWAY notice; requests already sent may still arrive.
+    public func beginShutdown() {
+        guard !isShuttingDown else { return }
+        isShuttingDown = true
+        try? session.shutdownNotice()
+    }
+
+    /// Graceful shutdown, step 2 (about one round trip later): the final GOAWAY. Calls in
+    /// flight finish; the connection may close when `canClose` turns true.
+    public func finishShutdown() {
+        isShuttingDown = true
+        try? session.goAway(code: .noError)
+    }
+
+    /// True when nghttp2 has nothing more to read or write (after GOAWAY and the last stream).
+    public var canClose: Bool { !session.wantsRead && !session.wantsWrite }
+
+    // MARK: - Events
+
+    private func handle(_ event: HTTP2Event, into actions: inout [GRPCServerAction]) {
+        switch event {
+        case .headers(let id, let fields, let endStream):
+            if streams[id] != nil {
+                // Trailers from a client: unary requests end here.
+                if endStream { finishRequest(id, into: &actions) }
+                return
+            }
+            guard let rejection = validate(fields) else {
+                streams[id] = .receiving(headers: fields, buffer: [])
+                if endStream { finishRequest(id, into: &actions) }
+                return
+            }
+            streams[id] = .rejected
+            sendError(streamID: id, rejection.error, httpStatus: rejection.httpStatus)
+        case .data(let id, let bytes):
+            receiveData(id, bytes)
+        case .endStream(let id):
+            finishRequest(id, into: &actions)
+        case .streamClosed(let id, _):
+            switch streams.removeValue(forKey: id) {
+            case .receiving(_, let buffer)?: bufferedBytes -= buffer.count
+            case .dispatched?: actions.append(.cancel(streamID: id))
+            case .rejected?, nil: break
+            }
+        case .goAway:
+            break
+        }
+    }
+
+    private func validate(_ fields: [HeaderField]) -> (error: RPCError, httpStatus: String)? {
+        guard fields[":method"] == "POST" else {
+            return (RPCError(.internal, "gRPC requires method POST, got \(fields[":method"] ?? "none")"), "405")
+        }
+        guard Wire.isGRPCContentType(fields["content-type"]) else {
+            return (RPCError(.internal, "invalid gRPC request content-type '\(fields["content-type"] ?? "")'"), "415")
+        }
+        if let encoding = fields["grpc-encoding"], encoding != "identity" {
+            return (RPCError(.unimplemented, "grpc-encoding '\(encoding)' is not supported; use identity"), "200")
+        }
+        if let timeout = fields["grpc-timeout"], Wire.parseTimeout(timeout) == nil {
+            return (RPCError(.internal, "malformed grpc-timeout '\(timeout)'"), "200")
+        }
+        let path = fields[":path"] ?? ""
+        guard router.handler(for: path) != nil else {
+            return (RPCError(.unimplemented, "unknown method \(path)"), "200")
+        }
+        return nil
+    }
+
+    private func receiveData(_ id: Int32, _ bytes: [UInt8]) {
+        guard case .receiving(let headers, var buffer) = streams[id] else { return }
+        // The 5-byte prefix tells the size up front: refuse before buffering a huge message.
+        let declared = buffer.count < 5 ? Wire.declaredLength(buffer + bytes.prefix(5 - buffer.count)) : nil
+        let limit = config.maxReceiveMessageSize
+        var refusal: String?
+        if let declared, declared > limit {
+            refusal = "message of \(declared) bytes exceeds the maximum of \(limit) bytes"
+        } else if buffer.count + bytes.count > limit + 5 {
+            refusal = "request data exceeds the maximum message size of \(limit) bytes"
+        } else if bufferedBytes + bytes.count > config.maxBufferedBytesPerConnection {
+            refusal = "connection has too many unfinished request bytes"
+        }
+        if let refusal {
+            bufferedBytes -= buffer.count
+            streams[id] = .rejected
+            // Further DATA on this stream is dropped unbuffered. No RST_STREAM: nghttp2 would
+            // send it ahead of the queued response HEADERS, and the client would never see why.
+            sendError(streamID: id, RPCError(.resourceExhausted, refusal))
+            return
+        }
+        streams[id] = .rejected  // drop our reference so the append below does not copy the buffer
+        buffer.append(contentsOf: bytes)
+        bufferedBytes += bytes.count
+        streams[id] = .receiving(headers: headers, buffer: buffer)
+    }
+
+    private func finishRequest(_ id: Int32, into actions: inout [GRPCServerAction]) {
+        guard case .receiving(let headers, let buffer) = streams[id] else { return }
+        bufferedBytes -= buffer.count
+        let path = headers[":path"] ?? ""
+        guard let handler = router.handler(for: path) else { return }
+        let message: [UInt8]
+        let metadata: Metadata
+        do throws(RPCError) {
+            message = try Wire.unaryMessage(from: buffer, maxSize: config.maxReceiveMessageSize).get()
+            metadata = try Metadata(headers: headers)
+        } catch {
+            streams[id] = .rejected
+            sendError(streamID: id, error)
+            return
+        }
+        streams[id] = .dispatched
+        let timeout = headers["grpc-timeout"].flatMap(Wire.parseTimeout)
+        actions.append(.start(streamID: id,
+                              request: GRPCRequest(path: path, metadata: metadata, message: message, timeout: timeout),
+                              handler: handler))
+    }
+
+    /// A trailers-only response: one HEADERS frame with the status, ending the stream.
+    private func sendError(streamID: Int32, _ error: RPCError, httpStatus: String = "200") {
+        var fields = [
+            HeaderField(":status", httpStatus),
+            HeaderField("content-type", Wire.contentType),
+            HeaderField("grpc-status", String(error.code.rawValue)),
+        ]
+        if !error.message.isEmpty {
+            fields.append(HeaderField("grpc-message", Wire.percentEncode(error.message)))
+        }
+        fields += error.metadata.headerFields
+        try? session.submitHeadersOnly(streamID: streamID, headers: fields)
+    }
+}

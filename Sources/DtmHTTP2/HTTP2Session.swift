@@ -1,0 +1,310 @@
+import CNghttp2
+
+/// Owns one `nghttp2_session` in memory mode: feed it the bytes read from the peer with
+/// `receive`, take what it wants to send with `drainOutput`. No sockets, no threads.
+///
+/// Not thread-safe: use a session from one thread or event loop only. nghttp2 callbacks
+/// only record events here; nothing re-enters `mem_recv`/`mem_send` from inside a callback.
+public final class HTTP2Session {
+    public enum Role: Sendable { case server, client }
+
+    public let role: Role
+    private let session: OpaquePointer
+    private let state: SessionState
+
+    /// Creates the session and queues our SETTINGS frame (a server's first frame; a client's
+    /// first frame after the connection preface, which nghttp2 adds itself).
+    public init(role: Role, settings: HTTP2Settings = HTTP2Settings()) throws(HTTP2Error) {
+        self.role = role
+        self.state = SessionState()
+
+        var callbacks: OpaquePointer?
+        try check(nghttp2_session_callbacks_new(&callbacks))
+        guard let callbacks else { throw HTTP2Error.library(code: -901, message: "out of memory", fatal: true) }
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, onBeginHeaders)
+        nghttp2_session_callbacks_set_on_header_callback(callbacks, onHeader)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, onFrameRecv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, onDataChunkRecv)
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, onStreamClose)
+
+        var option: OpaquePointer?
+        try check(nghttp2_option_new(&option))
+        defer { nghttp2_option_del(option) }
+
+        var created: OpaquePointer?
+        let userData = Unmanaged.passUnretained(state).toOpaque()
+        switch role {
+        case .server: try check(nghttp2_session_server_new2(&created, callbacks, userData, option))
+        case .client: try check(nghttp2_session_client_new2(&created, callbacks, userData, option))
+        }
+        guard let created else { throw HTTP2Error.library(code: -901, message: "out of memory", fatal: true) }
+        self.session = created
+
+        var iv = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                                   value: settings.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                                   value: settings.initialWindowSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                                   value: settings.maxHeaderListSize),
+        ]
+        if role == .client {
+            iv.append(nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
+        }
+        try check(nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), iv, iv.count))
+        try check(nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
+                                                        settings.connectionWindowSize))
+    }
+
+    deinit {
+        nghttp2_session_del(session)
+    }
+
+    /// Parses bytes read from the peer and returns what happened, in order.
+    /// A thrown error is fatal for the connection: send what `drainOutput` still has
+    /// (nghttp2 queues a GOAWAY for protocol errors), then close.
+    public func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2Error) -> [HTTP2Event] {
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count > 0 else {
+            return []
+        }
+        let consumed = nghttp2_session_mem_recv(session, base, bytes.count)
+        let events = state.takeEvents()
+        if consumed < 0 { throw HTTP2Session.error(Int32(consumed)) }
+        return events
+    }
+
+    /// Convenience for tests and small inputs.
+    public func receive(_ bytes: [UInt8]) throws(HTTP2Error) -> [HTTP2Event] {
+        do {
+            return try bytes.withUnsafeBytes { try self.receive($0) }
+        } catch let error as HTTP2Error {
+            throw error
+        } catch {
+            throw HTTP2Error.library(code: -902, message: "\(error)", fatal: true)
+        }
+    }
+
+    /// Hands every byte nghttp2 wants to send to `sink`, in order, until it has nothing left.
+    /// The buffer passed to `sink` is only valid during the call.
+    public func drainOutput(_ sink: (UnsafeRawBufferPointer) -> Void) throws(HTTP2Error) {
+        while true {
+            var chunk: UnsafePointer<UInt8>?
+            let length = nghttp2_session_mem_send(session, &chunk)
+            if length < 0 { throw HTTP2Session.error(Int32(length)) }
+            guard length > 0, let chunk else { return }
+            sink(UnsafeRawBufferPointer(start: chunk, count: length))
+        }
+    }
+
+    /// Everything nghttp2 wants to send now, as one array.
+    public func pendingOutput() throws(HTTP2Error) -> [UInt8] {
+        var out: [UInt8] = []
+        try drainOutput { out.append(contentsOf: $0) }
+        return out
+    }
+
+    /// Server: answers a request. With `trailers`, the body is followed by a trailing HEADERS
+    /// frame that ends the stream; with an empty body and no trailers, the HEADERS frame ends it.
+    public func respond(streamID: Int32, headers: [HeaderField], body: [UInt8],
+                        trailers: [HeaderField]?) throws(HTTP2Error) {
+        if body.isEmpty && trailers == nil {
+            try submitHeadersOnly(streamID: streamID, headers: headers)
+            return
+        }
+        state.outgoing[streamID] = OutgoingBody(bytes: body, trailers: trailers)
+        var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readBody)
+        let rv = withNV(headers) { nghttp2_submit_response(session, streamID, $0, $1, &provider) }
+        if rv != 0 {
+            state.outgoing[streamID] = nil
+            throw HTTP2Session.error(rv)
+        }
+    }
+
+    /// Server: one HEADERS frame that ends the stream (e.g. a gRPC trailers-only response).
+    public func submitHeadersOnly(streamID: Int32, headers: [HeaderField]) throws(HTTP2Error) {
+        let rv = withNV(headers) { nghttp2_submit_response(session, streamID, $0, $1, nil) }
+        if rv != 0 { throw HTTP2Session.error(rv) }
+    }
+
+    /// Client: opens a stream with `headers` and sends `body`, ending the stream after it.
+    /// Returns the new stream's id.
+    public func submitRequest(headers: [HeaderField], body: [UInt8]) throws(HTTP2Error) -> Int32 {
+        var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readBody)
+        let streamID = withNV(headers) { nghttp2_submit_request(session, nil, $0, $1, &provider, nil) }
+        if streamID < 0 { throw HTTP2Session.error(streamID) }
+        // nghttp2 pulls the body only from mem_send, so it is in place before it is read.
+        state.outgoing[streamID] = OutgoingBody(bytes: body, trailers: nil)
+        return streamID
+    }
+
+    /// Sends RST_STREAM; the stream's pending output is dropped.
+    public func resetStream(_ streamID: Int32, code: HTTP2ErrorCode) throws(HTTP2Error) {
+        state.outgoing[streamID] = nil
+        let rv = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, code.rawValue)
+        if rv != 0 { throw HTTP2Session.error(rv) }
+    }
+
+    /// Server: first step of a graceful shutdown, a GOAWAY that tells the client to open no
+    /// new streams while those in flight continue.
+    public func shutdownNotice() throws(HTTP2Error) {
+        let rv = nghttp2_submit_shutdown_notice(session)
+        if rv != 0 { throw HTTP2Session.error(rv) }
+    }
+
+    /// Final GOAWAY naming the last stream we processed; the connection may close once
+    /// `wantsRead` and `wantsWrite` are both false.
+    public func goAway(code: HTTP2ErrorCode = .noError) throws(HTTP2Error) {
+        let last = nghttp2_session_get_last_proc_stream_id(session)
+        let rv = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code.rawValue, nil, 0)
+        if rv != 0 { throw HTTP2Session.error(rv) }
+    }
+
+    /// False once a GOAWAY was exchanged and no stream is left: the connection may close.
+    public var wantsRead: Bool { nghttp2_session_want_read(session) != 0 }
+    public var wantsWrite: Bool { nghttp2_session_want_write(session) != 0 }
+
+    /// The peer's advertised SETTINGS_MAX_CONCURRENT_STREAMS.
+    public var remoteMaxConcurrentStreams: UInt32 {
+        nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+    }
+
+    private static func error(_ code: Int32) -> HTTP2Error {
+        .library(code: code, message: String(cString: nghttp2_strerror(code)), fatal: nghttp2_is_fatal(code) != 0)
+    }
+}
+
+private func check(_ rv: Int32) throws(HTTP2Error) {
+    if rv != 0 {
+        throw HTTP2Error.library(code: rv, message: String(cString: nghttp2_strerror(rv)), fatal: true)
+    }
+}
+
+/// A body (and optional trailers) waiting for nghttp2 to pull it through `readBody`.
+private struct OutgoingBody {
+    var bytes: [UInt8]
+    var offset = 0
+    var trailers: [HeaderField]?
+}
+
+/// What the C callbacks write to; read by the owning session after each nghttp2 call.
+private final class SessionState {
+    var events: [HTTP2Event] = []
+    var headerBlocks: [Int32: [HeaderField]] = [:]
+    var outgoing: [Int32: OutgoingBody] = [:]
+
+    func takeEvents() -> [HTTP2Event] {
+        defer { events = [] }
+        return events
+    }
+
+    static func from(_ userData: UnsafeMutableRawPointer?) -> SessionState? {
+        guard let userData else { return nil }
+        return Unmanaged<SessionState>.fromOpaque(userData).takeUnretainedValue()
+    }
+}
+
+/// Calls `body` with an nghttp2 name/value array for `fields`; the array and the strings
+/// it points to live only during the call (nghttp2 copies them).
+private func withNV<R>(_ fields: [HeaderField], _ body: (UnsafePointer<nghttp2_nv>?, Int) -> R) -> R {
+    var storage: [UInt8] = []
+    storage.reserveCapacity(fields.reduce(1) { $0 + $1.name.utf8.count + $1.value.utf8.count })
+    var offsets: [(Int, Int, Int, Int)] = []
+    offsets.reserveCapacity(fields.count)
+    for field in fields {
+        let nameStart = storage.count
+        storage.append(contentsOf: field.name.utf8)
+        let valueStart = storage.count
+        storage.append(contentsOf: field.value.utf8)
+        offsets.append((nameStart, valueStart - nameStart, valueStart, storage.count - valueStart))
+    }
+    storage.append(0)
+    return storage.withUnsafeMutableBufferPointer { buffer in
+        let base = buffer.baseAddress
+        let nva = offsets.map { nameStart, nameLength, valueStart, valueLength in
+            nghttp2_nv(name: base.map { $0 + nameStart }, value: base.map { $0 + valueStart },
+                       namelen: nameLength, valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+        }
+        return nva.withUnsafeBufferPointer { body($0.baseAddress, $0.count) }
+    }
+}
+
+// MARK: - C callbacks: record events only, never call back into nghttp2 (except the
+// documented nghttp2_submit_trailer from a data source read callback).
+
+private let onBeginHeaders: nghttp2_on_begin_headers_callback = { _, frame, userData in
+    guard let frame, let state = SessionState.from(userData) else { return 0 }
+    state.headerBlocks[frame.pointee.hd.stream_id] = []
+    return 0
+}
+
+private let onHeader: nghttp2_on_header_callback = { _, frame, name, nameLength, value, valueLength, _, userData in
+    guard let frame, let state = SessionState.from(userData) else { return 0 }
+    let field = HeaderField(
+        String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self),
+        String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self))
+    state.headerBlocks[frame.pointee.hd.stream_id, default: []].append(field)
+    return 0
+}
+
+private let onFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, userData in
+    guard let frame, let state = SessionState.from(userData) else { return 0 }
+    let header = frame.pointee.hd
+    let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+    switch Int(header.type) {
+    case Int(NGHTTP2_HEADERS.rawValue):
+        let fields = state.headerBlocks.removeValue(forKey: header.stream_id) ?? []
+        state.events.append(.headers(streamID: header.stream_id, fields: fields, endStream: endStream))
+    case Int(NGHTTP2_DATA.rawValue):
+        if endStream { state.events.append(.endStream(streamID: header.stream_id)) }
+    case Int(NGHTTP2_GOAWAY.rawValue):
+        let goaway = frame.pointee.goaway
+        state.events.append(.goAway(lastStreamID: goaway.last_stream_id, errorCode: goaway.error_code))
+    default:
+        break
+    }
+    return 0
+}
+
+private let onDataChunkRecv: nghttp2_on_data_chunk_recv_callback = { _, _, streamID, data, length, userData in
+    guard let state = SessionState.from(userData) else { return 0 }
+    state.events.append(.data(streamID: streamID, bytes: Array(UnsafeBufferPointer(start: data, count: length))))
+    return 0
+}
+
+private let onStreamClose: nghttp2_on_stream_close_callback = { _, streamID, errorCode, userData in
+    guard let state = SessionState.from(userData) else { return 0 }
+    state.outgoing[streamID] = nil
+    state.headerBlocks[streamID] = nil
+    state.events.append(.streamClosed(streamID: streamID, errorCode: errorCode))
+    return 0
+}
+
+private let readBody: nghttp2_data_source_read_callback = { session, streamID, buffer, length, flags, _, userData in
+    guard let state = SessionState.from(userData), let flags else {
+        return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue)
+    }
+    guard var body = state.outgoing[streamID] else {
+        flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+        return 0
+    }
+    let count = min(length, body.bytes.count - body.offset)
+    if count > 0, let buffer {
+        body.bytes.withUnsafeBufferPointer { source in
+            if let start = source.baseAddress { buffer.update(from: start + body.offset, count: count) }
+        }
+    }
+    body.offset += count
+    guard body.offset == body.bytes.count else {
+        state.outgoing[streamID] = body
+        return count
+    }
+    state.outgoing[streamID] = nil
+    flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+    if let trailers = body.trailers {
+        flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+        let rv = withNV(trailers) { nghttp2_submit_trailer(session, streamID, $0, $1) }
+        if rv != 0 { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+    }
+    return count
+}
