@@ -9,12 +9,13 @@ public protocol ProtoMessage: Sendable, Hashable {
     /// Decodes the protobuf wire format.
     ///
     /// Unknown fields are accepted and dropped. Strings that are not valid UTF-8 are repaired
-    /// with U+FFFD rather than rejected.
+    /// with U+FFFD rather than rejected; a string ends at its first NUL character (protobuf-c
+    /// strings are C strings).
     /// - Throws: `ProtoError.malformed` when `bytes` are not a valid encoding of this message.
     init(decoding bytes: UnsafeRawBufferPointer) throws(ProtoError)
 
     /// The protobuf wire format of this message. Map entries are written in key order, so equal
-    /// values encode to equal bytes.
+    /// values encode to equal bytes. A string is cut at its first NUL character, if any.
     func encode() -> [UInt8]
 }
 

@@ -54,6 +54,16 @@ struct RoundTripTests {
         #expect(try DtmRequest(decoding: request.encode()).binPayloads == [[], nonUTF8, [], [0]])
     }
 
+    /// protobuf-c strings are C strings: documented, so callers know not to put NUL in an id.
+    @Test func stringsEndAtTheirFirstNUL() throws {
+        #expect(DtmGidReply(gid: "a\u{0}b").encode() == [0x0a, 0x01, 0x61])
+        #expect(try DtmGidReply(decoding: [0x0a, 0x03, 0x61, 0x00, 0x62]).gid == "a")
+    }
+
+    @Test func invalidUTF8InAStringIsRepaired() throws {
+        #expect(try DtmGidReply(decoding: [0x0a, 0x02, 0x61, 0xff]).gid == "a\u{FFFD}")
+    }
+
     @Test func protoNamesComeFromTheDescriptors() {
         #expect(DtmRequest.protoName == "dtmgimp.DtmRequest")
         #expect(DtmTransOptions.protoName == "dtmgimp.DtmTransOptions")
