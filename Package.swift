@@ -41,6 +41,7 @@ let package = Package(
             "DtmGRPC", "DtmHTTP2",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Transaction model and per-mode processors: pure decisions, no I/O.

@@ -1,0 +1,135 @@
+import DtmGRPC
+import Logging
+import NIOCore
+
+/// Glue between one outbound TCP connection and its `GRPCClientConnection`; lives on the
+/// channel's event loop, where every call starts, finishes and times out.
+final class GRPCClientHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private struct Pending {
+        var promise: EventLoopPromise<GRPCResponse>
+        var timer: Scheduled<Void>?
+    }
+
+    private let connection: GRPCClientConnection
+    private let logger: Logger
+    private let onUnusable: @Sendable () -> Void
+    private var pending: [Int32: Pending] = [:]
+    private var context: ChannelHandlerContext?
+    private var reportedUnusable = false
+
+    init(authority: String, config: GRPCClientConfig, logger: Logger,
+         onUnusable: @escaping @Sendable () -> Void) throws {
+        self.connection = try GRPCClientConnection(authority: authority,
+                                                   maxReceiveMessageSize: config.maxReceiveMessageSize)
+        self.logger = logger
+        self.onUnusable = onUnusable
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        flush()
+    }
+
+    /// Starts a call; its result completes `promise`. Returns the stream id, nil if it failed to start.
+    func start(path: String, message: [UInt8], metadata: Metadata, timeout: Duration?,
+               promise: EventLoopPromise<GRPCResponse>) -> Int32? {
+        guard let context, context.channel.isActive, !connection.isGoingAway else {
+            promise.fail(RPCError(.unavailable, "connection to \(connection.authority) is closed"))
+            return nil
+        }
+        let id: Int32
+        do {
+            id = try connection.startCall(path: path, message: message, metadata: metadata, timeout: timeout)
+        } catch {
+            promise.fail(RPCError(.unavailable, "cannot start call to \(connection.authority)\(path): \(error)"))
+            return nil
+        }
+        var call = Pending(promise: promise)
+        if let timeout {
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            call.timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: timeout.nanoseconds))) {
+                bound.value.cancel(id, RPCError(.deadlineExceeded, "deadline of \(timeout) exceeded calling \(path)"))
+            }
+        }
+        pending[id] = call
+        flush()
+        return id
+    }
+
+    /// Abandons a call (deadline or caller cancellation): resets its stream, fails its promise.
+    func cancel(_ id: Int32, _ error: RPCError) {
+        if let completion = connection.cancel(streamID: id, with: error) { complete(completion) }
+        flush()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        do {
+            let completions = try buffer.withUnsafeReadableBytes { bytes throws(HTTP2Error) in
+                try connection.receive(bytes)
+            }
+            completions.forEach(complete)
+        } catch {
+            logger.debug("closing client connection after HTTP/2 error", metadata: ["error": "\(error)"])
+            failAll(RPCError(.unavailable, "HTTP/2 error on connection to \(connection.authority): \(error)"))
+            flush()
+            context.close(promise: nil)
+            return
+        }
+        if connection.isGoingAway { markUnusable() }
+        flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(RPCError(.unavailable, "connection to \(connection.authority) closed"))
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("client connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    private func complete(_ completion: GRPCCallCompletion) {
+        guard let call = pending.removeValue(forKey: completion.streamID) else { return }
+        call.timer?.cancel()
+        call.promise.completeWith(completion.result.mapError { $0 as Error })
+        if connection.isGoingAway && pending.isEmpty { context?.close(promise: nil) }
+    }
+
+    private func failAll(_ error: RPCError) {
+        markUnusable()
+        connection.failAll(error).forEach(complete)
+        for (_, call) in pending {
+            call.timer?.cancel()
+            call.promise.fail(error)
+        }
+        pending = [:]
+    }
+
+    private func markUnusable() {
+        guard !reportedUnusable else { return }
+        reportedUnusable = true
+        onUnusable()
+    }
+
+    private func flush() {
+        guard let context else { return }
+        var buffer: ByteBuffer?
+        do {
+            try connection.drainOutput { bytes in
+                if buffer == nil { buffer = context.channel.allocator.buffer(capacity: max(bytes.count, 1024)) }
+                buffer?.writeBytes(bytes)
+            }
+        } catch {
+            failAll(RPCError(.unavailable, "HTTP/2 send failed on \(connection.authority): \(error)"))
+            context.close(promise: nil)
+            return
+        }
+        if let buffer { context.writeAndFlush(wrapOutboundOut(buffer), promise: nil) }
+    }
+}

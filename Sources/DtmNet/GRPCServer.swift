@@ -1,0 +1,224 @@
+import DtmGRPC
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A gRPC server on TCP: NIO accepts connections and moves their bytes in and out of one
+/// `GRPCServerConnection` (nghttp2 in memory mode) per connection.
+public final class GRPCServer: Sendable {
+    private let serverChannel: Channel
+    private let connections: NIOLockedValueBox<[ObjectIdentifier: Channel]>
+    private let logger: Logger
+
+    /// The port the server listens on (useful after binding port 0).
+    public let port: Int
+    public let host: String
+
+    private init(serverChannel: Channel, connections: NIOLockedValueBox<[ObjectIdentifier: Channel]>,
+                 logger: Logger, host: String) {
+        self.serverChannel = serverChannel
+        self.connections = connections
+        self.logger = logger
+        self.host = host
+        self.port = serverChannel.localAddress?.port ?? 0
+    }
+
+    /// Binds and starts serving `router`. Port 0 picks a free port (see `port`).
+    public static func start(host: String = "0.0.0.0", port: Int, router: GRPCRouter,
+                             config: GRPCServerConfig = GRPCServerConfig(),
+                             group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                             logger: Logger = Logger(label: "dtm.grpc.server")) async throws -> GRPCServer {
+        let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                connections.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+                channel.closeFuture.whenComplete { _ in
+                    _ = connections.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    let handler = try GRPCServerHandler(router: router, config: config, logger: logger)
+                    try channel.pipeline.syncOperations.addHandlers([BackPressureHandler(), handler])
+                }
+            }
+            .bind(host: host, port: port).get()
+        let server = GRPCServer(serverChannel: channel, connections: connections, logger: logger, host: host)
+        logger.info("gRPC server listening", metadata: ["address": "\(host):\(server.port)"])
+        return server
+    }
+
+    /// Number of open client connections.
+    public var connectionCount: Int { connections.withLockedValue { $0.count } }
+
+    /// Stops accepting, sends GOAWAY on every connection, lets calls in flight finish for up
+    /// to `gracePeriod`, then closes whatever is left.
+    public func shutdown(gracePeriod: Duration = .seconds(5)) async {
+        try? await serverChannel.close()
+        let open = connections.withLockedValue { Array($0.values) }
+        for channel in open {
+            channel.pipeline.fireUserInboundEventTriggered(GRPCServerHandler.GracefulShutdown())
+        }
+        let deadline = ContinuousClock.now + gracePeriod
+        while connectionCount > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let left = connections.withLockedValue { Array($0.values) }
+        for channel in left { try? await channel.close() }
+        logger.info("gRPC server stopped", metadata: ["forced": "\(left.count)"])
+    }
+}
+
+/// Glue between one TCP connection and its `GRPCServerConnection`. Lives on the channel's
+/// event loop: nghttp2 and all stream bookkeeping are touched from that loop only.
+final class GRPCServerHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    struct GracefulShutdown: Sendable {}
+
+    private struct Running {
+        var task: Task<Void, Never>?
+        var timer: Scheduled<Void>?
+    }
+
+    private let connection: GRPCServerConnection
+    private let logger: Logger
+    private var running: [Int32: Running] = [:]
+    private var context: ChannelHandlerContext?
+
+    init(router: GRPCRouter, config: GRPCServerConfig, logger: Logger) throws {
+        self.connection = try GRPCServerConnection(router: router, config: config)
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { flush(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // Our SETTINGS go first.
+        flush(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        let actions: [GRPCServerAction]
+        do {
+            actions = try buffer.withUnsafeReadableBytes { bytes throws(HTTP2Error) in try connection.receive(bytes) }
+        } catch {
+            logger.debug("closing connection after HTTP/2 error", metadata: ["error": "\(error)"])
+            flush(context)
+            context.close(promise: nil)
+            return
+        }
+        for action in actions { run(action, context: context) }
+        flush(context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is GracefulShutdown else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        connection.beginShutdown()
+        flush(context)
+        // One round trip for requests already on the wire, then the final GOAWAY.
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .milliseconds(100)) {
+            bound.value.connection.finishShutdown()
+            if let context = bound.value.context { bound.value.flush(context) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        for (_, call) in running {
+            call.task?.cancel()
+            call.timer?.cancel()
+        }
+        running = [:]
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    private func run(_ action: GRPCServerAction, context: ChannelHandlerContext) {
+        switch action {
+        case .start(let id, let request, .sync(let handler)):
+            connection.complete(streamID: id, result: Result { () throws(RPCError) in try handler(request) })
+        case .start(let id, let request, .async(let handler)):
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            var call = Running()
+            call.task = Task {
+                let result: Result<GRPCResponse, RPCError>
+                do throws(RPCError) {
+                    result = .success(try await handler(request))
+                } catch {
+                    result = .failure(error)
+                }
+                loop.execute { bound.value.finish(id, result) }
+            }
+            if let timeout = request.timeout {
+                call.timer = loop.scheduleTask(in: .nanoseconds(Int64(clamping: timeout.nanoseconds))) {
+                    bound.value.expire(id)
+                }
+            }
+            running[id] = call
+        case .cancel(let id):
+            if let call = running.removeValue(forKey: id) {
+                call.task?.cancel()
+                call.timer?.cancel()
+            }
+        }
+    }
+
+    private func finish(_ id: Int32, _ result: Result<GRPCResponse, RPCError>) {
+        guard let call = running.removeValue(forKey: id) else { return }
+        call.timer?.cancel()
+        connection.complete(streamID: id, result: result)
+        if let context { flush(context) }
+    }
+
+    private func expire(_ id: Int32) {
+        guard let call = running.removeValue(forKey: id) else { return }
+        if connection.expire(streamID: id) { call.task?.cancel() }
+        if let context { flush(context) }
+    }
+
+    private func flush(_ context: ChannelHandlerContext) {
+        var buffer: ByteBuffer?
+        do {
+            try connection.drainOutput { bytes in
+                if buffer == nil { buffer = context.channel.allocator.buffer(capacity: max(bytes.count, 1024)) }
+                buffer?.writeBytes(bytes)
+            }
+        } catch {
+            logger.debug("HTTP/2 send failed", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
+        }
+        if let buffer { context.writeAndFlush(wrapOutboundOut(buffer), promise: nil) }
+        if connection.isShuttingDown && running.isEmpty && connection.canClose {
+            context.close(promise: nil)
+        }
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating.
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : scaled.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
+    }
+}
