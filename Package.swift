@@ -66,7 +66,8 @@ let package = Package(
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
-        .testTarget(name: "InteropTests", dependencies: ["DtmServer", "DtmNet", "DtmGRPC", "DtmProto"]),
+        .testTarget(name: "InteropTests", dependencies: ["DtmServer", "DtmNet", "DtmGRPC", "DtmProto"],
+                    exclude: ["python"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+
+/// Real peers for interop tests: Python grpcio programs and command-line tools, started by
+/// the tests themselves.
+enum Peers {
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static let pythonDir = repoRoot.appendingPathComponent("Tests/InteropTests/python")
+
+    /// The venv's python made by `tools/test` (or `DTM_PYTHON`); nil if missing.
+    static var python: String? {
+        let candidates: [String?] = [ProcessInfo.processInfo.environment["DTM_PYTHON"],
+                          repoRoot.appendingPathComponent(".venv-interop/bin/python").path]
+        return candidates.compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    static func require(_ tool: String?, _ what: String) throws -> String {
+        guard let tool else {
+            Issue.record("\(what) not found: run tools/test, which installs the interop peers")
+            throw PeerError.missing(what)
+        }
+        return tool
+    }
+
+    static func which(_ name: String) -> String? {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
+            let path = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }
+
+    /// Runs a program to completion (bounded by `timeout`) and returns its stdout.
+    static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) async throws
+        -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = pythonDir
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Read both pipes while the process runs so a full pipe cannot block it.
+        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        if process.isRunning {
+            process.terminate()
+            throw PeerError.timedOut("\(executable) \(arguments.joined(separator: " "))")
+        }
+        return (process.terminationStatus, String(decoding: await stdout, as: UTF8.self),
+                String(decoding: await stderr, as: UTF8.self))
+    }
+}
+
+enum PeerError: Error {
+    case missing(String)
+    case timedOut(String)
+    case badOutput(String)
+}
+
+/// A long-running peer that prints one line (e.g. its port) when ready and stops when its
+/// stdin closes or on `stop()`.
+final class RunningPeer: @unchecked Sendable {
+    let process = Process()
+    private let stdin = Pipe()
+    let firstLine: String
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = Peers.pythonDir
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = stdin
+        try process.run()
+        var line = Data()
+        while true {
+            let byte = out.fileHandleForReading.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        firstLine = String(decoding: line, as: UTF8.self)
+        guard !firstLine.isEmpty else { throw PeerError.badOutput("\(executable) printed nothing") }
+    }
+
+    func stop() {
+        try? stdin.fileHandleForWriting.close()
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}
