@@ -66,6 +66,7 @@ let package = Package(
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
+        .testTarget(name: "DtmServerTests", dependencies: ["DtmServer"]),
         .testTarget(name: "InteropTests", dependencies: ["DtmServer", "DtmNet", "DtmGRPC", "DtmProto"],
                     exclude: ["python"]),
     ],
