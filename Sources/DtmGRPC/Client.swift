@@ -79,11 +79,7 @@ public final class GRPCClientConnection {
     }
 
     public func receive(_ bytes: [UInt8]) throws(HTTP2Error) -> [GRPCCallCompletion] {
-        var completions: [GRPCCallCompletion] = []
-        for event in try session.receive(bytes) {
-            handle(event, into: &completions)
-        }
-        return completions
+        try bytes.withUnsafeBytes { raw in Result { () throws(HTTP2Error) in try receive(raw) } }.get()
     }
 
     public func drainOutput(_ sink: (UnsafeRawBufferPointer) -> Void) throws(HTTP2Error) {

@@ -127,11 +127,7 @@ public final class GRPCServerConnection {
     }
 
     public func receive(_ bytes: [UInt8]) throws(HTTP2Error) -> [GRPCServerAction] {
-        var actions: [GRPCServerAction] = []
-        for event in try session.receive(bytes) {
-            handle(event, into: &actions)
-        }
-        return actions
+        try bytes.withUnsafeBytes { raw in Result { () throws(HTTP2Error) in try receive(raw) } }.get()
     }
 
     /// Answers a dispatched call. Ignored when the stream is gone (reset, expired).

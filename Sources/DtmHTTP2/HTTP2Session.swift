@@ -76,13 +76,7 @@ public final class HTTP2Session {
 
     /// Convenience for tests and small inputs.
     public func receive(_ bytes: [UInt8]) throws(HTTP2Error) -> [HTTP2Event] {
-        do {
-            return try bytes.withUnsafeBytes { try self.receive($0) }
-        } catch let error as HTTP2Error {
-            throw error
-        } catch {
-            throw HTTP2Error.library(code: -902, message: "\(error)", fatal: true)
-        }
+        try bytes.withUnsafeBytes { raw in Result { () throws(HTTP2Error) in try receive(raw) } }.get()
     }
 
     /// Hands every byte nghttp2 wants to send to `sink`, in order, until it has nothing left.

@@ -119,17 +119,11 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     private func flush() {
         guard let context else { return }
-        var buffer: ByteBuffer?
         do {
-            try connection.drainOutput { bytes in
-                if buffer == nil { buffer = context.channel.allocator.buffer(capacity: max(bytes.count, 1024)) }
-                buffer?.writeBytes(bytes)
-            }
+            try context.writeAndFlush(drainingFrom: connection.drainOutput)
         } catch {
             failAll(RPCError(.unavailable, "HTTP/2 send failed on \(connection.authority): \(error)"))
             context.close(promise: nil)
-            return
         }
-        if let buffer { context.writeAndFlush(wrapOutboundOut(buffer), promise: nil) }
     }
 }

@@ -196,18 +196,13 @@ final class GRPCServerHandler: ChannelInboundHandler {
     }
 
     private func flush(_ context: ChannelHandlerContext) {
-        var buffer: ByteBuffer?
         do {
-            try connection.drainOutput { bytes in
-                if buffer == nil { buffer = context.channel.allocator.buffer(capacity: max(bytes.count, 1024)) }
-                buffer?.writeBytes(bytes)
-            }
+            try context.writeAndFlush(drainingFrom: connection.drainOutput)
         } catch {
             logger.debug("HTTP/2 send failed", metadata: ["error": "\(error)"])
             context.close(promise: nil)
             return
         }
-        if let buffer { context.writeAndFlush(wrapOutboundOut(buffer), promise: nil) }
         if connection.isShuttingDown && running.isEmpty && connection.canClose {
             context.close(promise: nil)
         }
@@ -220,5 +215,18 @@ extension Duration {
         let (seconds, attoseconds) = components
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         return overflow ? .max : scaled.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
+    }
+}
+
+extension ChannelHandlerContext {
+    /// Writes everything an nghttp2 session wants to send as one buffer, and flushes.
+    func writeAndFlush(drainingFrom drain: ((UnsafeRawBufferPointer) -> Void) throws(HTTP2Error) -> Void)
+        throws(HTTP2Error) {
+        var buffer: ByteBuffer?
+        try drain { bytes in
+            if buffer == nil { buffer = channel.allocator.buffer(capacity: max(bytes.count, 1024)) }
+            buffer?.writeBytes(bytes)
+        }
+        if let buffer { writeAndFlush(NIOAny(buffer), promise: nil) }
     }
 }
