@@ -24,6 +24,7 @@ public actor CronLoop {
     private var running: Set<String> = []
     private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
+    private var pollRequested = false
 
     /// - Parameters:
     ///   - sleep: waits the given seconds; must return early when the task is cancelled.
@@ -55,6 +56,7 @@ public actor CronLoop {
 
     /// Makes `run()` poll the store now instead of finishing its sleep.
     public func wake() {
+        pollRequested = true
         signal?.yield()
     }
 
@@ -84,35 +86,36 @@ public actor CronLoop {
     }
 
     /// Runs until cancelled: starts enqueued work at once, claims due work whenever there is
-    /// capacity, and sleeps (jittered TransCronInterval) when a claim came back empty.
+    /// capacity, and after an empty claim sleeps a jittered TransCronInterval (or until woken).
     public func run() async {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         signal = continuation
+        pollRequested = true
         var wakeups = stream.makeAsyncIterator()
-        let clock = driver.clock
         await withDiscardingTaskGroup { group in
-            var nextPoll = Date.distantPast
             while !Task.isCancelled {
                 while running.count < maxConcurrent, let pass = takeReady() {
                     start(pass, in: &group)
                 }
-                let now = clock.now()
-                if running.count < maxConcurrent && now >= nextPoll {
+                if pollRequested && running.count < maxConcurrent {
+                    pollRequested = false
                     let claimed = await claim(limit: maxConcurrent - running.count)
                     for global in claimed where !running.contains(global.gid) {
                         start(ScheduledPass(global: global), in: &group)
                     }
-                    // As DTM: after finding work, look again at once; after none, sleep.
-                    if !claimed.isEmpty { continue }
-                    nextPoll = now.addingTimeInterval(idleInterval())
-                }
-                if !sleeperArmed && running.count < maxConcurrent {
-                    sleeperArmed = true
-                    let seconds = max(0, nextPoll.timeIntervalSince(now))
-                    let sleep = self.sleep
-                    group.addTask {
-                        await sleep(seconds)
-                        await self.sleeperFired()
+                    // As DTM: after finding work look again at once, after none sleep.
+                    if !claimed.isEmpty {
+                        pollRequested = true
+                        continue
+                    }
+                    if !sleeperArmed {
+                        sleeperArmed = true
+                        let seconds = idleInterval()
+                        let sleep = self.sleep
+                        group.addTask {
+                            await sleep(seconds)
+                            await self.sleeperFired()
+                        }
                     }
                 }
                 guard await wakeups.next(isolation: self) != nil else { break }
@@ -146,7 +149,7 @@ public actor CronLoop {
 
     private func sleeperFired() {
         sleeperArmed = false
-        signal?.yield()
+        wake()
     }
 
     /// Leases due transactions for one RetryInterval: no other coordinator picks them until then.

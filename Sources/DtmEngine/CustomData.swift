@@ -20,22 +20,33 @@ public struct SagaCustomData: Sendable, Equatable {
     public static func parse(_ text: String) throws(CustomDataError) -> SagaCustomData {
         let object = try jsonObject(text)
         var result = SagaCustomData()
-        if let value = object.value(for: "concurrent") {
-            guard let flag = value as? Bool else { throw CustomDataError("concurrent must be a boolean") }
-            result.concurrent = flag
+        switch object.field("concurrent") {
+        case nil, .null: break
+        case .bool(let flag): result.concurrent = flag
+        default: throw CustomDataError("concurrent must be a boolean")
         }
-        guard let rawOrders = object.value(for: "orders") else { return result }
-        guard let orders = rawOrders as? [String: Any] else {
+        switch object.field("orders") {
+        case nil, .null:
+            return result
+        case .object(let orders):
+            for (key, value) in orders {
+                guard let step = Int(key) else { throw CustomDataError("orders key '\(key)' is not a step index") }
+                guard case .array(let preds) = value else {
+                    throw CustomDataError("orders[\(key)] must be an array of step indexes")
+                }
+                var indexes = [Int]()
+                for pred in preds {
+                    guard let index = pred.integer else {
+                        throw CustomDataError("orders[\(key)] must be an array of step indexes")
+                    }
+                    indexes.append(Int(clamping: index))
+                }
+                result.orders[step] = indexes
+            }
+            return result
+        default:
             throw CustomDataError("orders must be an object of step index to an array of step indexes")
         }
-        for (key, value) in orders {
-            guard let step = Int(key) else { throw CustomDataError("orders key '\(key)' is not a step index") }
-            guard let preds = value as? [Any], let indexes = try? preds.map(stepIndex) else {
-                throw CustomDataError("orders[\(key)] must be an array of step indexes")
-            }
-            result.orders[step] = indexes
-        }
-        return result
     }
 
     /// Orders must name existing steps and not wait on themselves (directly or in a cycle),
@@ -67,13 +78,12 @@ public struct MsgCustomData: Sendable, Equatable {
     public init(delay: Int64 = 0) { self.delay = delay }
 
     public static func parse(_ text: String) throws(CustomDataError) -> MsgCustomData {
-        let object = try jsonObject(text)
-        guard let value = object.value(for: "delay") else { return MsgCustomData() }
-        guard let number = value as? NSNumber, !(value is Bool), number.doubleValue >= 0,
-              number.doubleValue == number.doubleValue.rounded() else {
+        let value = try jsonObject(text).field("delay") ?? .null
+        if value == .null { return MsgCustomData() }
+        guard let delay = value.integer, delay >= 0 else {
             throw CustomDataError("delay must be a non-negative whole number of seconds")
         }
-        return MsgCustomData(delay: number.int64Value)
+        return MsgCustomData(delay: delay)
     }
 }
 
@@ -89,13 +99,13 @@ public struct WorkflowCustomData: Sendable, Equatable {
 
     public static func parse(_ text: String) throws(CustomDataError) -> WorkflowCustomData {
         let object = try jsonObject(text)
-        guard let name = object.value(for: "name") as? String, !name.isEmpty else {
+        guard case .string(let name) = object.field("name"), !name.isEmpty else {
             throw CustomDataError("name (the workflow name) is required")
         }
-        switch object.value(for: "data") {
-        case nil, is NSNull:
+        switch object.field("data") {
+        case nil, .null:
             return WorkflowCustomData(name: name)
-        case let text as String:
+        case .string(let text):
             guard let bytes = Data(base64Encoded: text) else { throw CustomDataError("data must be base64") }
             return WorkflowCustomData(name: name, data: Array(bytes))
         default:
@@ -118,26 +128,12 @@ public struct WorkflowCustomData: Sendable, Equatable {
     }
 }
 
-private func jsonObject(_ text: String) throws(CustomDataError) -> [String: Any] {
+private func jsonObject(_ text: String) throws(CustomDataError) -> [String: JSONValue] {
     if text.isEmpty { return [:] }
-    guard let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) else {
-        throw CustomDataError("not valid JSON")
-    }
-    if parsed is NSNull { return [:] }
-    guard let object = parsed as? [String: Any] else { throw CustomDataError("must be a JSON object") }
-    return object
-}
-
-private func stepIndex(_ value: Any) throws -> Int {
-    guard let number = value as? NSNumber, !(value is Bool), number.doubleValue == number.doubleValue.rounded()
-    else { throw CustomDataError("not a step index") }
-    return number.intValue
-}
-
-private extension Dictionary where Key == String, Value == Any {
-    /// Go's encoding/json matches keys case-insensitively; so do we.
-    func value(for key: String) -> Any? {
-        if let exact = self[key] { return exact }
-        return first { $0.key.lowercased() == key }?.value
+    switch JSONValue.parse(text) {
+    case nil: throw CustomDataError("not valid JSON")
+    case .null: return [:]
+    case .object(let object): return object
+    default: throw CustomDataError("must be a JSON object")
     }
 }

@@ -69,18 +69,17 @@ public struct TransRequest: Sendable, Equatable {
     public static func parseSteps(_ json: String) throws(DtmError) -> [[String: String]] {
         let text = json.trimmingCharacters(in: .whitespacesAndNewlines)
         if text.isEmpty || text == "null" { return [] }
-        guard let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8)),
-              let array = parsed as? [Any] else {
+        guard case .array(let array) = JSONValue.parse(text) else {
             throw DtmError.invalidArgument("steps: not a JSON array of objects")
         }
         var steps = [[String: String]]()
         for (index, element) in array.enumerated() {
-            guard let object = element as? [String: Any] else {
+            guard case .object(let object) = element else {
                 throw DtmError.invalidArgument("steps[\(index)]: not a JSON object")
             }
             var step = [String: String]()
             for (key, value) in object {
-                guard let string = value as? String else {
+                guard case .string(let string) = value else {
                     throw DtmError.invalidArgument("steps[\(index)].\(key): not a string")
                 }
                 step[key] = string
