@@ -72,4 +72,14 @@ public protocol BranchCaller: Sendable {
 
 extension BranchResult {
     public var isSuccess: Bool { self == .success }
+
+    /// The answer as text (FAILURE answers end in " FAILURE", as DTM prints them).
+    public var message: String {
+        switch self {
+        case .success: return "SUCCESS"
+        case .ongoing: return DtmText.ongoing
+        case .failure(let message): return DtmText.withFailure(message)
+        case .error(let message): return message
+        }
+    }
 }

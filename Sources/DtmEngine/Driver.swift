@@ -9,6 +9,8 @@ public struct PassReport: Sendable {
     public var calls: [BranchCall] = []
     /// The last non-success answer of a branch row's call (not the back-check or a resume).
     public var lastUnsuccessful: BranchResult?
+    /// Branch answers that backed the schedule off, for the alert webhook (spec 5.2).
+    public var branchErrors: [BranchErrorNote] = []
     /// A write or read that failed; `.notFound` means another party moved the transaction
     /// (lost compare-and-set) and this pass stopped quietly.
     public var storeError: StoreError?
@@ -23,6 +25,15 @@ public struct PassReport: Sendable {
         if case .notFound = storeError { return true }
         return false
     }
+}
+
+/// A branch answer that doubled the retry interval.
+public struct BranchErrorNote: Sendable, Equatable {
+    public var call: BranchCall
+    public var message: String
+    /// floor(log2(interval / reset interval)) after the doubling; DTM alerts when this
+    /// reaches AlertRetryLimit (3).
+    public var retryCount: Int64
 }
 
 /// Applies processor decisions to one transaction: persist transitions, make calls
@@ -91,6 +102,11 @@ public struct TransactionDriver: Sendable {
                     let now = clock.now()
                     let effect = CallEffect.of(result, call: call, transType: state.global.transType)
                     if let cron = effect.cron { schedule.apply(cron, for: state.global, config: config, now: now) }
+                    if effect.cron == .backoff {
+                        report.branchErrors.append(BranchErrorNote(
+                            call: call, message: result.message,
+                            retryCount: Self.retryCount(schedule.interval, reset: state.global.resetInterval(config))))
+                    }
                     if let reason = effect.rollbackReason { state.memory.rollbackReason = reason }
                     guard let status = effect.branchStatus else { continue }
                     let update = BranchUpdate(branchID: call.branchID, op: call.op, status: status, finishTime: now)
@@ -139,6 +155,11 @@ public struct TransactionDriver: Sendable {
         report.global = state.global
         report.branches = state.branches
         return report
+    }
+
+    static func retryCount(_ interval: Int64, reset: Int64) -> Int64 {
+        let ratio = reset > 0 ? interval / reset : 0
+        return ratio > 0 ? Int64(log2(Double(ratio)).rounded(.down)) : 0
     }
 
     /// An empty URL succeeds without a call (spec 3.4 / 4.1).

@@ -57,6 +57,11 @@ public struct PassState: Sendable {
         self.config = config
     }
 
+    /// Spec 5.5: a saga pass starts no new call after RequestTimeout + 2 s; the cron goes on.
+    public var passTimeUp: Bool {
+        now >= memory.startedAt.addingTimeInterval(Double(config.requestTimeout + 2))
+    }
+
     /// A call for a stored row, with the transaction's request timeout.
     public func call(for row: BranchRecord) -> BranchCall {
         BranchCall(branchID: row.branchID, op: row.op, url: row.url, payload: row.binData,

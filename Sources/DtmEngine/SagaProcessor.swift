@@ -62,7 +62,7 @@ private struct SagaView {
         var budget = limit > 0 ? Int(clamping: limit) - memory.relaunches : 0
         let retriesExhausted = limit > 0 && budget < unsuccessful.count
 
-        if !anyFailed && !timedOut && !retriesExhausted {
+        if !anyFailed && !timedOut && !retriesExhausted && !state.passTimeUp {
             var calls = [BranchCall]()
             for k in steps.indices where actionStatus(k) == .prepared && mayRun(k, actionStatus) {
                 let key = steps[k].action.key
@@ -100,7 +100,7 @@ private struct SagaView {
             return (successors[k] ?? []).allSatisfy { !steps.indices.contains($0) || compensated($0) }
         }
 
-        let calls = steps.indices.reversed()
+        let calls = state.passTimeUp ? [] : steps.indices.reversed()
             .filter { !compensated($0) && !memory.wasLaunched(steps[$0].compensate.key) && mayCompensate($0) }
             .map { state.call(for: steps[$0].compensate) }
         if !calls.isEmpty { return .launch(calls) }

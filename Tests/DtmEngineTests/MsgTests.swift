@@ -144,6 +144,24 @@ struct MsgTests {
         #expect(await h.global("maf").status == .succeed)
     }
 
+    @Test("TestMsgWebhook: the third consecutive error reaches AlertRetryLimit")
+    func alertRetryCount() async throws {
+        let h = Harness()
+        await h.start()
+        await h.caller.script("01", .action, .error(message: "e1"), .error(message: "e2"),
+                              .failure(message: "e3"))
+        try await h.coordinator.submit(msgRequest("alert", steps: 1))
+        var notes = [BranchErrorNote]()
+        notes += await h.process().flatMap(\.branchErrors)
+        notes += await h.cronWhenDue("alert").flatMap(\.branchErrors)
+        notes += await h.cronWhenDue("alert").flatMap(\.branchErrors)
+        #expect(notes.map(\.retryCount) == [1, 2, 3])
+        #expect(notes.map(\.message) == ["e1", "e2", "e3 FAILURE"])
+        #expect(notes.allSatisfy { $0.call.url == "http://busi/m1" })
+        await h.cronWhenDue("alert")
+        #expect(await h.global("alert").status == .succeed)
+    }
+
     @Test("TestMsgConcurrent: the concurrent option launches every action at once")
     func concurrent() async throws {
         let h = Harness()

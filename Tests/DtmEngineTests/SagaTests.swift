@@ -239,6 +239,21 @@ struct SagaTests {
         #expect(await h.statuses("doubling") == [p, s, p, p])
     }
 
+    @Test("a pass starts nothing new after RequestTimeout + 2 s; the cron continues")
+    func passTimeLimit() async throws {
+        let h = Harness()
+        await h.start()
+        let clock = h.clock
+        await h.caller.onCall { _, _ in clock.advance(2) }
+        try await h.coordinator.submit(sagaRequest("slow", steps: 4))
+        #expect(launched(await h.process()) == ["01/action", "02/action", "03/action"])
+        #expect(await h.global("slow").status == .submitted)
+        // Progress after more than 1.5 s resets the schedule: next look one interval after the last success.
+        #expect(await h.nextCronOffset("slow") == 10)
+        #expect(launched(await h.cronWhenDue("slow")) == ["04/action"])
+        #expect(await h.global("slow").status == .succeed)
+    }
+
     @Test("cron lease: a claimed transaction is not due again for RetryInterval")
     func leaseOnClaim() async throws {
         let h = Harness()
