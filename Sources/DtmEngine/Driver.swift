@@ -72,65 +72,31 @@ public struct TransactionDriver: Sendable {
                 return report
             }
         }
-        let start = clock.now()
-        var state = PassState(global: global, branches: report.branches, memory: PassMemory(startedAt: start),
-                              now: start, config: config)
-        var schedule = CronSchedule(
-            interval: global.nextCronInterval > 0 ? global.nextCronInterval : global.resetInterval(config),
-            passStart: start)
+        var pass = Pass(driver: self, report: report, now: clock.now())
         let processor = DtmEngine.processor(for: global.transType)
 
         await withTaskGroup(of: (BranchCall, BranchResult).self) { group in
             var decisions = 0
             loop: while decisions < Self.maxDecisions && !Task.isCancelled {
                 decisions += 1
-                state.now = clock.now()
-                let decision = processor.decide(state)
-                switch decision {
+                pass.state.now = clock.now()
+                switch processor.decide(pass.state) {
                 case .launch(let calls):
                     guard !calls.isEmpty else { break loop }
-                    let current = state.global
+                    let current = pass.state.global
                     for call in calls {
-                        state.memory.launched(call.key)
-                        report.calls.append(call)
+                        pass.state.memory.launched(call.key)
+                        pass.report.calls.append(call)
                         group.addTask { (call, await self.invoke(call, of: current)) }
                     }
                 case .awaitResult:
-                    guard let (call, result) = await group.next() else { break loop }
-                    state.memory.finished(call.key, with: result)
-                    if call.kind == .branch && !result.isSuccess { report.lastUnsuccessful = result }
-                    let now = clock.now()
-                    let effect = CallEffect.of(result, call: call, transType: state.global.transType)
-                    if let cron = effect.cron { schedule.apply(cron, for: state.global, config: config, now: now) }
-                    if effect.cron == .backoff {
-                        report.branchErrors.append(BranchErrorNote(
-                            call: call, message: result.message,
-                            retryCount: Self.retryCount(schedule.interval, reset: state.global.resetInterval(config))))
-                    }
-                    if let reason = effect.rollbackReason { state.memory.rollbackReason = reason }
-                    guard let status = effect.branchStatus else { continue }
-                    let update = BranchUpdate(branchID: call.branchID, op: call.op, status: status, finishTime: now)
-                    do throws(StoreError) {
-                        try await store.updateBranches(gid: state.global.gid, expecting: state.global.status,
-                                                       updates: [update], now: now)
-                    } catch {
-                        report.storeError = error
+                    guard let (call, result) = await group.next(), await pass.record(result, of: call) else {
                         break loop
                     }
-                    state.branches.apply([update], now: now)
                 case .transition(let status, let reason):
-                    let now = clock.now()
-                    let update = GlobalUpdate.transition(to: status, reason: reason, now: now)
-                    do throws(StoreError) {
-                        try await store.changeStatus(gid: state.global.gid, from: state.global.status, to: status,
-                                                     update: update, now: now)
-                    } catch {
-                        report.storeError = error
-                        break loop
-                    }
-                    state.global.apply(status: status, update, now: now)
+                    guard await pass.transition(to: status, reason: reason) else { break loop }
                 case .postpone(let time):
-                    schedule.postpone(until: time, now: clock.now())
+                    pass.schedule.postpone(until: time, now: clock.now())
                     break loop
                 case .done:
                     break loop
@@ -139,22 +105,10 @@ public struct TransactionDriver: Sendable {
             // Calls still running after a lost race or a cancellation: their answers no longer matter.
             group.cancelAll()
         }
-
-        if report.storeError == nil, let next = schedule.nextTime, !state.global.status.isFinished {
-            let now = clock.now()
-            do throws(StoreError) {
-                try await store.touchCron(gid: state.global.gid, status: state.global.status,
-                                          nextCronInterval: schedule.interval, nextCronTime: next, now: now)
-                state.global.nextCronInterval = schedule.interval
-                state.global.nextCronTime = next
-                state.global.updateTime = now
-            } catch {
-                report.storeError = error
-            }
-        }
-        report.global = state.global
-        report.branches = state.branches
-        return report
+        await pass.touchCron()
+        pass.report.global = pass.state.global
+        pass.report.branches = pass.state.branches
+        return pass.report
     }
 
     static func retryCount(_ interval: Int64, reset: Int64) -> Int64 {
@@ -166,5 +120,85 @@ public struct TransactionDriver: Sendable {
     private func invoke(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
         if call.url.isEmpty { return .success }
         return await caller.call(call, of: global)
+    }
+}
+
+/// The mutable side of one pass: what it knows, its schedule and its report. Every write is
+/// compare-and-set on the status this pass last stored; a failed write ends the pass.
+private struct Pass {
+    let driver: TransactionDriver
+    var state: PassState
+    var schedule: CronSchedule
+    var report: PassReport
+
+    init(driver: TransactionDriver, report: PassReport, now: Date) {
+        let global = report.global
+        self.driver = driver
+        self.report = report
+        state = PassState(global: global, branches: report.branches, memory: PassMemory(startedAt: now),
+                          now: now, config: driver.config)
+        schedule = CronSchedule(
+            interval: global.nextCronInterval > 0 ? global.nextCronInterval : global.resetInterval(driver.config),
+            passStart: now)
+    }
+
+    private var gid: String { state.global.gid }
+    private var config: EngineConfig { driver.config }
+
+    /// Applies a call's answer (spec 4.2); false when the branch write lost its race or failed.
+    mutating func record(_ result: BranchResult, of call: BranchCall) async -> Bool {
+        state.memory.finished(call.key, with: result)
+        if call.kind == .branch && !result.isSuccess { report.lastUnsuccessful = result }
+        let now = driver.clock.now()
+        let effect = CallEffect.of(result, call: call, transType: state.global.transType)
+        if let cron = effect.cron { schedule.apply(cron, for: state.global, config: config, now: now) }
+        if effect.cron == .backoff {
+            let retries = TransactionDriver.retryCount(schedule.interval, reset: state.global.resetInterval(config))
+            report.branchErrors.append(BranchErrorNote(call: call, message: result.message, retryCount: retries))
+        }
+        if let reason = effect.rollbackReason { state.memory.rollbackReason = reason }
+        guard let status = effect.branchStatus else { return true }
+        let update = BranchUpdate(branchID: call.branchID, op: call.op, status: status, finishTime: now)
+        let (store, gid, expecting) = (driver.store, gid, state.global.status)
+        guard await write({ () async throws(StoreError) in
+            try await store.updateBranches(gid: gid, expecting: expecting, updates: [update], now: now)
+        }) else { return false }
+        state.branches.apply([update], now: now)
+        return true
+    }
+
+    /// Stores a status change; false when it lost its race or failed.
+    mutating func transition(to status: GlobalStatus, reason: String?) async -> Bool {
+        let now = driver.clock.now()
+        let update = GlobalUpdate.transition(to: status, reason: reason, now: now)
+        let (store, gid, from) = (driver.store, gid, state.global.status)
+        guard await write({ () async throws(StoreError) in
+            try await store.changeStatus(gid: gid, from: from, to: status, update: update, now: now)
+        }) else { return false }
+        state.global.apply(status: status, update, now: now)
+        return true
+    }
+
+    /// Writes the schedule once, if the pass moved it and the transaction is still running.
+    mutating func touchCron() async {
+        guard report.storeError == nil, let next = schedule.nextTime, !state.global.status.isFinished else { return }
+        let now = driver.clock.now()
+        let (store, gid, status, interval) = (driver.store, gid, state.global.status, schedule.interval)
+        guard await write({ () async throws(StoreError) in
+            try await store.touchCron(gid: gid, status: status, nextCronInterval: interval, nextCronTime: next, now: now)
+        }) else { return }
+        state.global.nextCronInterval = interval
+        state.global.nextCronTime = next
+        state.global.updateTime = now
+    }
+
+    private mutating func write(_ body: () async throws(StoreError) -> Void) async -> Bool {
+        do {
+            try await body()
+            return true
+        } catch {
+            report.storeError = error
+            return false
+        }
     }
 }
