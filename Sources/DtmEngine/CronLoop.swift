@@ -66,11 +66,14 @@ public actor CronLoop {
     }
 
     /// One round, awaited: everything enqueued plus the due transactions (one claim of at most
-    /// `maxConcurrent`), processed concurrently. Returns the reports in completion order.
+    /// `maxConcurrent`), each gid once, processed concurrently. Returns the reports in
+    /// completion order. For tests and simple embeddings; a server calls `run()` instead.
     public func runOnce() async -> [PassReport] {
-        var passes = ready
+        let handedOver = ready
         ready = []
-        passes += await claim(limit: maxConcurrent).map { ScheduledPass(global: $0) }
+        let claimed = await claim(limit: maxConcurrent).map { ScheduledPass(global: $0) }
+        var seen = Set<String>()
+        let passes = (handedOver + claimed).filter { seen.insert($0.global.gid).inserted }
         let driver = self.driver
         let limit = maxConcurrent
         return await withTaskGroup(of: PassReport.self) { group in
@@ -85,7 +88,7 @@ public actor CronLoop {
         }
     }
 
-    /// Runs until cancelled: starts enqueued work at once, claims due work whenever there is
+    /// Runs until cancelled (call it once per loop): starts enqueued work at once, claims due work whenever there is
     /// capacity, and after an empty claim sleeps a jittered TransCronInterval (or until woken).
     public func run() async {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
