@@ -62,10 +62,12 @@ public struct BranchCall: Sendable, Equatable {
 
 /// The transport the server provides: gRPC and HTTP/JSON-RPC clients.
 ///
-/// The transaction gives gid, trans_type, protocol and `options.branchHeaders` (sent as
-/// headers / `dtm-`-less metadata on every call). Implementations map the answer to the
-/// three DTM results per spec 2.4 / 4.2 and everything else (including timeouts and
-/// cancellation) to `.error`. They must not throw and may be called concurrently.
+/// The transaction gives gid, trans_type, protocol and `options.branchHeaders` (HTTP headers
+/// or gRPC metadata on every call, next to the `dtm-gid`… metadata of spec 4.3). A
+/// `.failure` carries the HTTP body or gRPC status message. Implementations map the answer
+/// to the three DTM results per spec 2.4 / 4.2 and everything else (including timeouts and
+/// cancellation) to `.error`. They must not throw and may be called concurrently. Calls
+/// with an empty URL never reach them (the engine treats those as successes).
 public protocol BranchCaller: Sendable {
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult
 }
