@@ -1,0 +1,265 @@
+import Foundation
+
+/// Work a request hands to the background after storing it (when wait_result is false).
+public struct ScheduledPass: Sendable {
+    public var global: GlobalTransaction
+    /// The rows the request just wrote, when known (saves a read).
+    public var branches: [BranchRecord]?
+
+    public init(global: GlobalTransaction, branches: [BranchRecord]? = nil) {
+        self.global = global
+        self.branches = branches
+    }
+}
+
+/// Receives transactions to process in the background, e.g. `{ await cron.enqueue($0) }`.
+/// It should return quickly: the request waits for it.
+public typealias PassScheduler = @Sendable (ScheduledPass) async -> Void
+
+/// The answer of prepareWorkflow: the stored transaction and its progress rows.
+public struct WorkflowProgress: Sendable, Equatable {
+    public var transaction: GlobalTransaction
+    public var progresses: [BranchRecord]
+
+    public init(transaction: GlobalTransaction, progresses: [BranchRecord]) {
+        self.transaction = transaction
+        self.progresses = progresses
+    }
+}
+
+/// The coordinator operations behind the gRPC service and the HTTP API (spec 3.3, 3.7, 6.4).
+/// Every success means the write is durable; bad input is refused before anything is stored.
+public struct Coordinator: Sendable {
+    public let driver: TransactionDriver
+    public let resolveTopic: TopicResolver
+    public let schedule: PassScheduler
+
+    /// How often an operation re-reads after losing a compare-and-set to a concurrent one.
+    static let raceRetries = 3
+
+    public init(driver: TransactionDriver, resolveTopic: TopicResolver? = nil, schedule: @escaping PassScheduler) {
+        self.driver = driver
+        self.resolveTopic = resolveTopic ?? storeTopicResolver(driver.store)
+        self.schedule = schedule
+    }
+
+    private var store: any TransactionStore { driver.store }
+    private var now: Date { driver.clock.now() }
+    private var config: EngineConfig { driver.config }
+
+    // MARK: - Operations
+
+    /// Creates and starts a transaction, or (gid known) submits a prepared one, or repeats a
+    /// submitted one. Workflow: stores the final status the client reports in `reqExtra`.
+    public func submit(_ request: TransRequest) async throws(DtmError) {
+        if request.transType == TransType.workflow.rawValue { return try await submitWorkflow(request) }
+        let checked = try Validation.newTransaction(request)
+        let created = try await createIfNew(checked, status: .submitted)
+        let wait = request.options.waitResult
+        if let created { return try await run(created, wait: wait, submitting: true) }
+
+        for _ in 0..<Self.raceRetries {
+            let stored = try await existing(request.gid)
+            switch stored.status {
+            case .prepared:
+                guard let moved = try await move(stored, to: .submitted, lease: true) else { continue }
+                return try await run(ScheduledPass(global: moved), wait: wait, submitting: true)
+            case .submitted:
+                return try await run(ScheduledPass(global: stored), wait: wait, submitting: true)
+            default:
+                throw DtmError.failure("current status '\(stored.status.rawValue)', cannot sumbmit. FAILURE")
+            }
+        }
+        throw raceLost(request.gid)
+    }
+
+    /// Creates a `prepared` transaction (msg with its branches); repeating it is a no-op.
+    public func prepare(_ request: TransRequest) async throws(DtmError) {
+        let checked = try Validation.newTransaction(request)
+        if try await createIfNew(checked, status: .prepared) != nil { return }
+        let stored = try await existing(request.gid)
+        if stored.status != .prepared {
+            throw DtmError.failure("current status '\(stored.status.rawValue)', cannot prepare. FAILURE")
+        }
+    }
+
+    /// Rolls back: a prepared msg becomes `failed`; a prepared or aborting tcc/xa becomes
+    /// `aborting` (with the request's reason) and its cancel/rollback branches are called.
+    public func abort(_ request: TransRequest) async throws(DtmError) {
+        try Validation.gid(request.gid)
+        for _ in 0..<Self.raceRetries {
+            let stored = try await existing(request.gid)
+            if stored.transType == .msg && stored.status == .prepared {
+                guard try await move(stored, to: .failed) != nil else { continue }
+                return
+            }
+            let abortable = request.transType == TransType.tcc.rawValue || request.transType == TransType.xa.rawValue
+            guard abortable, stored.status == .prepared || stored.status == .aborting else {
+                throw DtmError.failure("trans type: '\(stored.transType.rawValue)' current status "
+                                       + "'\(stored.status.rawValue)', cannot abort. FAILURE")
+            }
+            guard let moved = try await move(stored, to: .aborting, reason: request.rollbackReason, lease: true)
+            else { continue }
+            let wait = request.options.waitResult || stored.options.waitResult
+            return try await run(ScheduledPass(global: moved), wait: wait, submitting: false)
+        }
+        throw raceLost(request.gid)
+    }
+
+    /// Adds a tcc (cancel + confirm), xa (rollback + commit) or workflow (one progress row)
+    /// branch to a `prepared` transaction. A duplicate (gid, branch_id, op) is a storage error.
+    public func registerBranch(_ registration: BranchRegistration) async throws(DtmError) {
+        let rows = try Self.branchRows(registration, now: now)
+        do {
+            try await store.appendBranches(gid: registration.gid, expecting: .prepared, branches: rows, now: now)
+        } catch .notFound {
+            throw DtmError.failure("no trans with gid: \(registration.gid) status: prepared found FAILURE")
+        } catch {
+            throw DtmError.storage(error)
+        }
+    }
+
+    /// Creates a `prepared` workflow, or returns the stored one with all its rows, whatever
+    /// its status. Nothing is processed: only the cron resumes workflows.
+    public func prepareWorkflow(_ request: TransRequest) async throws(DtmError) -> WorkflowProgress {
+        let checked = try Validation.newTransaction(request)
+        guard checked.transType == .workflow else {
+            throw DtmError.invalidArgument("trans_type: prepareWorkflow needs 'workflow', got '\(request.transType)'")
+        }
+        if let created = try await createIfNew(checked, status: .prepared) {
+            return WorkflowProgress(transaction: created.global, progresses: [])
+        }
+        let stored = try await existing(request.gid)
+        do {
+            return WorkflowProgress(transaction: stored, progresses: try await store.findBranches(gid: request.gid))
+        } catch {
+            throw DtmError.storage(error)
+        }
+    }
+
+    /// Operator tool: marks an unfinished transaction `failed` without compensating anything.
+    public func forceStop(gid: String) async throws(DtmError) {
+        try Validation.gid(gid)
+        for _ in 0..<Self.raceRetries {
+            let stored = try await existing(gid)
+            if stored.status.isFinished {
+                throw DtmError.failure("global transaction force stop error. status: \(stored.status.rawValue). "
+                                       + "error: FAILURE")
+            }
+            if try await move(stored, to: .failed) != nil { return }
+        }
+        throw raceLost(gid)
+    }
+
+    /// Operator tool: makes the transaction due now, whatever its status.
+    public func resetNextCronTime(gid: String) async throws(DtmError) {
+        try Validation.gid(gid)
+        do {
+            try await store.resetNextCronTime(gid: gid, now: now)
+        } catch .notFound {
+            throw Self.unknownGid(gid)
+        } catch {
+            throw DtmError.storage(error)
+        }
+    }
+
+    // MARK: - Steps
+
+    private func submitWorkflow(_ request: TransRequest) async throws(DtmError) {
+        try Validation.gid(request.gid)
+        let text = request.reqExtra["status"] ?? ""
+        guard let status = GlobalStatus(rawValue: text), status.isFinished else {
+            throw DtmError.invalidArgument("req_extra.status: must be 'succeed' or 'failed', got '\(text)'")
+        }
+        let update = GlobalUpdate.transition(to: status, reason: request.reqExtra["rollback_reason"],
+                                             result: request.reqExtra["result"], now: now)
+        do {
+            try await store.changeStatus(gid: request.gid, from: .prepared, to: status, update: update, now: now)
+        } catch .notFound {
+            // DTM answers 500 here too (a panic in its handler).
+            throw DtmError.storage(.notFound("no trans with gid: \(request.gid) status: prepared found"))
+        } catch {
+            throw DtmError.storage(error)
+        }
+    }
+
+    /// Inserts the transaction if the gid is new; nil when it already existed.
+    private func createIfNew(_ checked: CheckedRequest, status: GlobalStatus) async throws(DtmError) -> ScheduledPass? {
+        let now = self.now
+        let request = checked.request
+        var global = GlobalTransaction(gid: request.gid, transType: checked.transType, status: status,
+                                       queryPrepared: request.queryPrepared, transProtocol: checked.transProtocol,
+                                       createTime: now, options: request.options, customData: request.customData,
+                                       rollbackReason: request.rollbackReason)
+        global.nextCronInterval = global.resetInterval(config)
+        global.nextCronTime = now.addingTimeInterval(Double(global.nextCronInterval))
+        let branches = try await generateBranches(checked, now: now)
+        do {
+            return try await store.saveNew(global, branches: branches)
+                ? ScheduledPass(global: global, branches: branches) : nil
+        } catch {
+            throw DtmError.storage(error)
+        }
+    }
+
+    private func existing(_ gid: String) async throws(DtmError) -> GlobalTransaction {
+        let found: GlobalTransaction?
+        do { found = try await store.findGlobal(gid: gid) } catch { throw DtmError.storage(error) }
+        guard let found else { throw Self.unknownGid(gid) }
+        return found
+    }
+
+    /// CAS from the stored status; nil when someone else changed it first. `lease` pushes
+    /// next_cron_time one reset interval ahead, so the cron leaves the request's own pass alone.
+    private func move(_ stored: GlobalTransaction, to status: GlobalStatus, reason: String? = nil,
+                      lease: Bool = false) async throws(DtmError) -> GlobalTransaction? {
+        let now = self.now
+        var update = GlobalUpdate.transition(to: status, reason: reason, now: now)
+        if lease { update.nextCronTime = now.addingTimeInterval(Double(stored.resetInterval(config))) }
+        do {
+            try await store.changeStatus(gid: stored.gid, from: stored.status, to: status, update: update, now: now)
+        } catch .notFound {
+            return nil
+        } catch {
+            throw DtmError.storage(error)
+        }
+        var moved = stored
+        moved.apply(status: status, update, now: now)
+        return moved
+    }
+
+    /// Processes now and reports the outcome (wait_result), or hands the work to the scheduler.
+    private func run(_ pass: ScheduledPass, wait: Bool, submitting: Bool) async throws(DtmError) {
+        guard wait else { return await schedule(pass) }
+        let report = await driver.process(pass.global, branches: pass.branches)
+        var final = report.global
+        if report.lostRace {
+            final = (try? await store.findGlobal(gid: final.gid)).flatMap { $0 } ?? final
+        } else if let error = report.storeError {
+            throw DtmError.storage(error)
+        }
+        if let error = Self.processingError(report.lastUnsuccessful, final.transType) { throw error }
+        if submitting && final.status != .succeed {
+            throw DtmError.failure(final.rollbackReason.isEmpty ? "wait result not return success: FAILURE"
+                                                                : DtmText.withFailure(final.rollbackReason))
+        }
+    }
+
+    /// Spec 5.6: tcc and xa report the branch answer that stopped the pass; msg reports
+    /// errors but not ONGOING; saga never (its outcome is the final status).
+    static func processingError(_ result: BranchResult?, _ transType: TransType) -> DtmError? {
+        guard let result, transType == .tcc || transType == .xa || transType == .msg else { return nil }
+        switch result {
+        case .success: return nil
+        case .ongoing: return transType == .msg ? nil : .ongoing(DtmText.ongoing)
+        case .failure(let message): return .failure(DtmText.willRetry(DtmText.withFailure(message)))
+        case .error(let message): return .internal(DtmText.willRetry(message))
+        }
+    }
+
+    static func unknownGid(_ gid: String) -> DtmError { .notFound("no TransGlobal with gid: \(gid) found") }
+
+    private func raceLost(_ gid: String) -> DtmError {
+        .storage(.notFound("gid \(gid): status kept changing concurrently, try again"))
+    }
+}

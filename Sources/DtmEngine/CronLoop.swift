@@ -1,0 +1,170 @@
+import Foundation
+
+/// What the cron reports to whoever runs it (logs, metrics, tests).
+public enum CronEvent: Sendable {
+    case passFinished(PassReport)
+    case claimFailed(StoreError)
+}
+
+/// Drives transactions in the background: the ones requests hand over (`enqueue`) right
+/// away, and every due one (unfinished, next_cron_time reached) under a lease, so that
+/// several coordinators sharing a store never drive one transaction at the same time.
+/// Recovery after a crash is just the first pass: the leases of the dead process expire.
+public actor CronLoop {
+    public nonisolated let driver: TransactionDriver
+    /// Written to the `owner` column of claimed rows.
+    public nonisolated let owner: String
+    /// Passes running at once (and the size of one claim).
+    public nonisolated let maxConcurrent: Int
+    private let sleep: @Sendable (Double) async -> Void
+    private let jitter: @Sendable () -> Double
+    private let onEvent: (@Sendable (CronEvent) async -> Void)?
+
+    private var ready: [ScheduledPass] = []
+    private var running: Set<String> = []
+    private var signal: AsyncStream<Void>.Continuation?
+    private var sleeperArmed = false
+    private var pollRequested = false
+
+    /// - Parameters:
+    ///   - sleep: waits the given seconds; must return early when the task is cancelled.
+    ///   - jitter: a number in [0, 1) subtracted from TransCronInterval, spreading the polls
+    ///     of several coordinators.
+    public init(driver: TransactionDriver, owner: String = UUID().uuidString, maxConcurrent: Int = 16,
+                sleep: @escaping @Sendable (Double) async -> Void = CronLoop.taskSleep,
+                jitter: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+                onEvent: (@Sendable (CronEvent) async -> Void)? = nil) {
+        self.driver = driver
+        self.owner = owner
+        self.maxConcurrent = max(1, maxConcurrent)
+        self.sleep = sleep
+        self.jitter = jitter
+        self.onEvent = onEvent
+    }
+
+    public static let taskSleep: @Sendable (Double) async -> Void = { seconds in
+        try? await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1_000_000_000))
+    }
+
+    private var config: EngineConfig { driver.config }
+
+    /// Hands over a transaction a request just stored or moved; `run()` starts it at once.
+    public func enqueue(_ pass: ScheduledPass) {
+        ready.append(pass)
+        signal?.yield()
+    }
+
+    /// Makes `run()` poll the store now instead of finishing its sleep.
+    public func wake() {
+        pollRequested = true
+        signal?.yield()
+    }
+
+    /// Seconds `run()` sleeps when nothing was due: TransCronInterval minus jitter.
+    public func idleInterval() -> Double {
+        Double(config.transCronInterval) - jitter()
+    }
+
+    /// One round, awaited: everything enqueued plus the due transactions (one claim of at most
+    /// `maxConcurrent`), each gid once, processed concurrently. Returns the reports in
+    /// completion order. For tests and simple embeddings; a server calls `run()` instead.
+    public func runOnce() async -> [PassReport] {
+        let handedOver = ready
+        ready = []
+        let claimed = await claim(limit: maxConcurrent).map { ScheduledPass(global: $0) }
+        var seen = Set<String>()
+        let passes = (handedOver + claimed).filter { seen.insert($0.global.gid).inserted }
+        let driver = self.driver
+        let limit = maxConcurrent
+        return await withTaskGroup(of: PassReport.self) { group in
+            var reports = [PassReport]()
+            for (index, pass) in passes.enumerated() {
+                if index >= limit, let report = await group.next() { reports.append(report) }
+                group.addTask { await driver.process(pass.global, branches: pass.branches) }
+            }
+            for await report in group { reports.append(report) }
+            for report in reports { await onEvent?(.passFinished(report)) }
+            return reports
+        }
+    }
+
+    /// Runs until cancelled (call it once per loop): starts enqueued work at once, claims due work whenever there is
+    /// capacity, and after an empty claim sleeps a jittered TransCronInterval (or until woken).
+    public func run() async {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        signal = continuation
+        pollRequested = true
+        var wakeups = stream.makeAsyncIterator()
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                while running.count < maxConcurrent, let pass = takeReady() {
+                    start(pass, in: &group)
+                }
+                if pollRequested && running.count < maxConcurrent {
+                    pollRequested = false
+                    let claimed = await claim(limit: maxConcurrent - running.count)
+                    for global in claimed where !running.contains(global.gid) {
+                        start(ScheduledPass(global: global), in: &group)
+                    }
+                    // As DTM: after finding work look again at once, after none sleep.
+                    if !claimed.isEmpty {
+                        pollRequested = true
+                        continue
+                    }
+                    if !sleeperArmed {
+                        sleeperArmed = true
+                        let seconds = idleInterval()
+                        let sleep = self.sleep
+                        group.addTask {
+                            await sleep(seconds)
+                            await self.sleeperFired()
+                        }
+                    }
+                }
+                guard await wakeups.next(isolation: self) != nil else { break }
+            }
+            group.cancelAll()
+        }
+        continuation.finish()
+        signal = nil
+        sleeperArmed = false
+    }
+
+    private func takeReady() -> ScheduledPass? {
+        guard let index = ready.firstIndex(where: { !running.contains($0.global.gid) }) else { return nil }
+        return ready.remove(at: index)
+    }
+
+    private func start(_ pass: ScheduledPass, in group: inout DiscardingTaskGroup) {
+        running.insert(pass.global.gid)
+        let driver = self.driver
+        group.addTask {
+            let report = await driver.process(pass.global, branches: pass.branches)
+            await self.finished(report)
+        }
+    }
+
+    private func finished(_ report: PassReport) async {
+        running.remove(report.global.gid)
+        signal?.yield()
+        await onEvent?(.passFinished(report))
+    }
+
+    private func sleeperFired() {
+        sleeperArmed = false
+        wake()
+    }
+
+    /// Leases due transactions for one RetryInterval: no other coordinator picks them until then.
+    private func claim(limit: Int) async -> [GlobalTransaction] {
+        guard limit > 0 else { return [] }
+        let now = driver.clock.now()
+        do {
+            return try await driver.store.claimDue(now: now, leaseUntil: now.addingTimeInterval(Double(config.retryInterval)),
+                                                   owner: owner, limit: limit)
+        } catch {
+            await onEvent?(.claimFailed(error))
+            return []
+        }
+    }
+}

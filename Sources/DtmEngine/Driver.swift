@@ -1,0 +1,204 @@
+import Foundation
+
+/// How one processing pass ended.
+public struct PassReport: Sendable {
+    /// The transaction as this pass last wrote it (or as it was given, if nothing was written).
+    public var global: GlobalTransaction
+    public var branches: [BranchRecord]
+    /// Every call started, in launch order (calls of one launch are concurrent).
+    public var calls: [BranchCall] = []
+    /// The last non-success answer of a branch row's call (not the back-check or a resume).
+    public var lastUnsuccessful: BranchResult?
+    /// Branch answers that backed the schedule off, for the alert webhook (spec 5.2).
+    public var branchErrors: [BranchErrorNote] = []
+    /// A write or read that failed; `.notFound` means another party moved the transaction
+    /// (lost compare-and-set) and this pass stopped quietly.
+    public var storeError: StoreError?
+
+    public init(global: GlobalTransaction, branches: [BranchRecord]) {
+        self.global = global
+        self.branches = branches
+    }
+
+    /// Another request or coordinator changed the status under this pass.
+    public var lostRace: Bool {
+        if case .notFound = storeError { return true }
+        return false
+    }
+}
+
+/// A branch answer that doubled the retry interval.
+public struct BranchErrorNote: Sendable, Equatable {
+    public var call: BranchCall
+    public var message: String
+    /// floor(log2(interval / reset interval)) after the doubling; DTM alerts when this
+    /// reaches AlertRetryLimit (3).
+    public var retryCount: Int64
+}
+
+/// Applies processor decisions to one transaction: persist transitions, make calls
+/// concurrently, record results (CAS on the current status), decide again; then move the
+/// retry schedule once. Never calls anything the stored state does not call for: every
+/// decision is taken from the state this pass has durably written.
+public struct TransactionDriver: Sendable {
+    public let store: any TransactionStore
+    public let caller: any BranchCaller
+    public let clock: any DtmClock
+    public let config: EngineConfig
+
+    /// Guards against a processor that never ends a pass.
+    static let maxDecisions = 100_000
+
+    public init(store: any TransactionStore, caller: any BranchCaller, clock: any DtmClock = SystemClock(),
+                config: EngineConfig = EngineConfig()) {
+        self.store = store
+        self.caller = caller
+        self.clock = clock
+        self.config = config
+    }
+
+    /// Loads the transaction and runs one pass; nil when the gid is unknown.
+    public func process(gid: String) async throws(StoreError) -> PassReport? {
+        guard let global = try await store.findGlobal(gid: gid) else { return nil }
+        return await process(global)
+    }
+
+    /// Runs one pass over `global`. `branches` saves a read when the caller just wrote them.
+    public func process(_ global: GlobalTransaction, branches known: [BranchRecord]? = nil) async -> PassReport {
+        var report = PassReport(global: global, branches: known ?? [])
+        if known == nil {
+            do { report.branches = try await store.findBranches(gid: global.gid) } catch {
+                report.storeError = error
+                return report
+            }
+        }
+        var pass = Pass(driver: self, report: report, now: clock.now())
+        let processor = DtmEngine.processor(for: global.transType)
+
+        await withTaskGroup(of: (BranchCall, BranchResult).self) { group in
+            var decisions = 0
+            loop: while decisions < Self.maxDecisions && !Task.isCancelled {
+                decisions += 1
+                pass.state.now = clock.now()
+                switch processor.decide(pass.state) {
+                case .launch(let calls):
+                    guard !calls.isEmpty else { break loop }
+                    let current = pass.state.global
+                    for call in calls {
+                        pass.state.memory.launched(call.key)
+                        pass.report.calls.append(call)
+                        group.addTask { (call, await self.invoke(call, of: current)) }
+                    }
+                case .awaitResult:
+                    guard let (call, result) = await group.next(), await pass.record(result, of: call) else {
+                        break loop
+                    }
+                case .transition(let status, let reason):
+                    guard await pass.transition(to: status, reason: reason) else { break loop }
+                case .postpone(let time):
+                    pass.schedule.postpone(until: time, now: clock.now())
+                    break loop
+                case .done:
+                    break loop
+                }
+            }
+            // Calls still running after a lost race or a cancellation: their answers no longer matter.
+            group.cancelAll()
+        }
+        await pass.touchCron()
+        pass.report.global = pass.state.global
+        pass.report.branches = pass.state.branches
+        return pass.report
+    }
+
+    static func retryCount(_ interval: Int64, reset: Int64) -> Int64 {
+        let ratio = reset > 0 ? interval / reset : 0
+        return ratio > 0 ? Int64(log2(Double(ratio)).rounded(.down)) : 0
+    }
+
+    /// An empty URL succeeds without a call (spec 3.4 / 4.1).
+    private func invoke(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
+        if call.url.isEmpty { return .success }
+        return await caller.call(call, of: global)
+    }
+}
+
+/// The mutable side of one pass: what it knows, its schedule and its report. Every write is
+/// compare-and-set on the status this pass last stored; a failed write ends the pass.
+private struct Pass {
+    let driver: TransactionDriver
+    var state: PassState
+    var schedule: CronSchedule
+    var report: PassReport
+
+    init(driver: TransactionDriver, report: PassReport, now: Date) {
+        let global = report.global
+        self.driver = driver
+        self.report = report
+        state = PassState(global: global, branches: report.branches, memory: PassMemory(startedAt: now),
+                          now: now, config: driver.config)
+        schedule = CronSchedule(
+            interval: global.nextCronInterval > 0 ? global.nextCronInterval : global.resetInterval(driver.config),
+            passStart: now)
+    }
+
+    private var gid: String { state.global.gid }
+    private var config: EngineConfig { driver.config }
+
+    /// Applies a call's answer (spec 4.2); false when the branch write lost its race or failed.
+    mutating func record(_ result: BranchResult, of call: BranchCall) async -> Bool {
+        state.memory.finished(call.key, with: result)
+        if call.kind == .branch && !result.isSuccess { report.lastUnsuccessful = result }
+        let now = driver.clock.now()
+        let effect = CallEffect.of(result, call: call, transType: state.global.transType)
+        if let cron = effect.cron { schedule.apply(cron, for: state.global, config: config, now: now) }
+        if effect.cron == .backoff {
+            let retries = TransactionDriver.retryCount(schedule.interval, reset: state.global.resetInterval(config))
+            report.branchErrors.append(BranchErrorNote(call: call, message: result.message, retryCount: retries))
+        }
+        if let reason = effect.rollbackReason { state.memory.rollbackReason = reason }
+        guard let status = effect.branchStatus else { return true }
+        let update = BranchUpdate(branchID: call.branchID, op: call.op, status: status, finishTime: now)
+        let (store, gid, expecting) = (driver.store, gid, state.global.status)
+        guard await write({ () async throws(StoreError) in
+            try await store.updateBranches(gid: gid, expecting: expecting, updates: [update], now: now)
+        }) else { return false }
+        state.branches.apply([update], now: now)
+        return true
+    }
+
+    /// Stores a status change; false when it lost its race or failed.
+    mutating func transition(to status: GlobalStatus, reason: String?) async -> Bool {
+        let now = driver.clock.now()
+        let update = GlobalUpdate.transition(to: status, reason: reason, now: now)
+        let (store, gid, from) = (driver.store, gid, state.global.status)
+        guard await write({ () async throws(StoreError) in
+            try await store.changeStatus(gid: gid, from: from, to: status, update: update, now: now)
+        }) else { return false }
+        state.global.apply(status: status, update, now: now)
+        return true
+    }
+
+    /// Writes the schedule once, if the pass moved it and the transaction is still running.
+    mutating func touchCron() async {
+        guard report.storeError == nil, let next = schedule.nextTime, !state.global.status.isFinished else { return }
+        let now = driver.clock.now()
+        let (store, gid, status, interval) = (driver.store, gid, state.global.status, schedule.interval)
+        guard await write({ () async throws(StoreError) in
+            try await store.touchCron(gid: gid, status: status, nextCronInterval: interval, nextCronTime: next, now: now)
+        }) else { return }
+        state.global.nextCronInterval = interval
+        state.global.nextCronTime = next
+        state.global.updateTime = now
+    }
+
+    private mutating func write(_ body: () async throws(StoreError) -> Void) async -> Bool {
+        do {
+            try await body()
+            return true
+        } catch {
+            report.storeError = error
+            return false
+        }
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+
+/// A `TransactionStore` held in memory, with the documented semantics (CAS on status, unique
+/// keys, leases). For tests and for running the server without persistence.
+public actor InMemoryStore: TransactionStore {
+    private var globals: [String: GlobalTransaction] = [:]
+    private var branches: [String: [BranchRecord]] = [:]
+    private var kv: [KVKey: KVRecord] = [:]
+    private var lastID: Int64 = 0
+
+    private struct KVKey: Hashable {
+        var cat: String
+        var key: String
+    }
+
+    public init() {}
+
+    private func nextID() -> Int64 {
+        lastID += 1
+        return lastID
+    }
+
+    // MARK: Transactions
+
+    public func saveNew(_ global: GlobalTransaction, branches rows: [BranchRecord]) throws(StoreError) -> Bool {
+        guard globals[global.gid] == nil else { return false }
+        var stored = global
+        stored.id = nextID()
+        globals[global.gid] = stored
+        branches[global.gid] = []
+        try insert(rows, gid: global.gid)
+        return true
+    }
+
+    public func findGlobal(gid: String) -> GlobalTransaction? {
+        globals[gid]
+    }
+
+    public func findBranches(gid: String) -> [BranchRecord] {
+        branches[gid] ?? []
+    }
+
+    public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
+                             now: Date) throws(StoreError) {
+        guard var global = globals[gid], global.status == from else {
+            throw StoreError.notFound("no transaction \(gid) in status \(from.rawValue)")
+        }
+        global.apply(status: to, update, now: now)
+        globals[gid] = global
+    }
+
+    public func appendBranches(gid: String, expecting: GlobalStatus, branches rows: [BranchRecord],
+                               now: Date) throws(StoreError) {
+        try requireStatus(gid, expecting)
+        try insert(rows, gid: gid)
+    }
+
+    public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
+                               now: Date) throws(StoreError) {
+        try requireStatus(gid, expecting)
+        branches[gid, default: []].apply(updates, now: now)
+    }
+
+    public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
+                          now: Date) {
+        guard var global = globals[gid], global.status == status else { return }
+        global.nextCronInterval = nextCronInterval
+        global.nextCronTime = nextCronTime
+        global.updateTime = now
+        globals[gid] = global
+    }
+
+    public func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) -> [GlobalTransaction] {
+        let due = globals.values
+            .filter { !$0.status.isFinished && $0.nextCronTime <= now }
+            .sorted { ($0.nextCronTime, $0.id ?? 0) < ($1.nextCronTime, $1.id ?? 0) }
+            .prefix(max(0, limit))
+        return due.map { global in
+            var leased = global
+            leased.owner = owner
+            leased.nextCronTime = leaseUntil
+            leased.updateTime = now
+            globals[global.gid] = leased
+            return leased
+        }
+    }
+
+    public func resetCronTime(after: Date, limit: Int, now: Date) -> Int {
+        let late = globals.values
+            .filter { !$0.status.isFinished && $0.nextCronTime > after }
+            .sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+            .prefix(max(0, limit))
+        for global in late {
+            globals[global.gid]?.nextCronTime = now
+            globals[global.gid]?.updateTime = now
+        }
+        return late.count
+    }
+
+    public func resetNextCronTime(gid: String, now: Date) throws(StoreError) {
+        guard globals[gid] != nil else { throw StoreError.notFound("no transaction \(gid)") }
+        globals[gid]?.nextCronTime = now
+        globals[gid]?.updateTime = now
+    }
+
+    public func scanGlobals(_ query: GlobalQuery) -> [GlobalTransaction] {
+        let rows = globals.values.filter { global in
+            (query.status.map { global.status == $0 } ?? true)
+                && (query.transType.map { global.transType == $0 } ?? true)
+                && (query.createdFrom.map { global.createTime >= $0 } ?? true)
+                && (query.createdTo.map { global.createTime <= $0 } ?? true)
+                && (query.position.map { (global.id ?? 0) < $0 } ?? true)
+        }
+        return Array(rows.sorted { ($0.id ?? 0) > ($1.id ?? 0) }.prefix(max(0, query.limit)))
+    }
+
+    private func requireStatus(_ gid: String, _ expecting: GlobalStatus) throws(StoreError) {
+        guard globals[gid]?.status == expecting else {
+            throw StoreError.notFound("no transaction \(gid) in status \(expecting.rawValue)")
+        }
+    }
+
+    /// All or nothing: a duplicate (gid, branch_id, op), stored or within `rows`, inserts none.
+    private func insert(_ rows: [BranchRecord], gid: String) throws(StoreError) {
+        var keys = Set((branches[gid] ?? []).map(\.key))
+        for row in rows where !keys.insert(row.key).inserted {
+            throw StoreError.uniqueConflict("duplicate branch \(gid)/\(row.branchID)/\(row.op)")
+        }
+        for var row in rows {
+            row.id = nextID()
+            row.gid = gid
+            branches[gid, default: []].append(row)
+        }
+    }
+
+    // MARK: KV
+
+    public func findKV(cat: String, key: String) -> [KVRecord] {
+        kv.values
+            .filter { (cat.isEmpty || $0.cat == cat) && (key.isEmpty || $0.key == key) }
+            .sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+    }
+
+    public func scanKV(cat: String, position: Int64?, limit: Int) -> [KVRecord] {
+        let rows = kv.values.filter { row in row.cat == cat && (position.map { (row.id ?? 0) < $0 } ?? true) }
+        return Array(rows.sorted { ($0.id ?? 0) > ($1.id ?? 0) }.prefix(max(0, limit)))
+    }
+
+    public func createKV(cat: String, key: String, value: String, now: Date) throws(StoreError) {
+        let id = KVKey(cat: cat, key: key)
+        guard kv[id] == nil else { throw StoreError.uniqueConflict("kv \(cat)/\(key) exists") }
+        kv[id] = KVRecord(id: nextID(), cat: cat, key: key, value: value, version: 1, createTime: now)
+    }
+
+    public func updateKV(cat: String, key: String, value: String, expectedVersion: Int64,
+                         now: Date) throws(StoreError) {
+        let id = KVKey(cat: cat, key: key)
+        guard var row = kv[id], row.version == expectedVersion else {
+            throw StoreError.notFound("kv \(cat)/\(key) at version \(expectedVersion)")
+        }
+        row.value = value
+        row.version += 1
+        row.updateTime = now
+        kv[id] = row
+    }
+
+    public func deleteKV(cat: String, key: String) throws(StoreError) {
+        guard kv.removeValue(forKey: KVKey(cat: cat, key: key)) != nil else {
+            throw StoreError.notFound("kv \(cat)/\(key)")
+        }
+    }
+}

@@ -1,0 +1,188 @@
+import Foundation
+
+/// Errors of the coordinator API. The gRPC and HTTP layers map each case in one place.
+public enum DtmError: Error, Equatable, Sendable {
+    /// The request was refused for good. gRPC ABORTED, HTTP 409 `{"dtm_result":"FAILURE"}`.
+    /// The message is DTM's full text, ending in " FAILURE".
+    case failure(String)
+    /// The transaction is still in progress. gRPC FAILED_PRECONDITION, HTTP 425.
+    case ongoing(String)
+    /// Malformed request; the message names the field. gRPC INVALID_ARGUMENT, HTTP 400.
+    case invalidArgument(String)
+    /// The gid does not exist (DTM answers 500 with this text).
+    case notFound(String)
+    /// Anything else (DTM answers HTTP 500 / gRPC UNKNOWN).
+    case `internal`(String)
+    /// The store failed or a compare-and-set lost a race (DTM: 500).
+    case storage(StoreError)
+
+    public var message: String {
+        switch self {
+        case .failure(let text), .ongoing(let text), .invalidArgument(let text), .notFound(let text),
+             .internal(let text):
+            return text
+        case .storage(let error):
+            switch error {
+            case .notFound(let text), .uniqueConflict(let text), .database(let text): return text
+            }
+        }
+    }
+}
+
+/// A prepare / submit / abort / prepareWorkflow / forceStop request, as both wire layers
+/// decode it (HTTP trans body, gRPC DtmRequest).
+public struct TransRequest: Sendable, Equatable {
+    public var gid: String
+    /// `trans_type` as received; checked by the engine.
+    public var transType: String
+    /// saga: `{"action":url,"compensate":url}`; msg: `{"action":url}` (or `topic://name`).
+    /// A legacy step may carry its payload under `"data"`.
+    public var steps: [[String: String]]
+    /// One body per step (HTTP `payloads` as bytes, gRPC `BinPayloads`).
+    public var payloads: [[UInt8]]
+    public var queryPrepared: String
+    /// `protocol` as received: "" means http; the gRPC layer passes "grpc".
+    public var transProtocol: String
+    public var customData: String
+    public var options: TransOptions
+    /// Workflow submit: `status`, `rollback_reason`, `result`.
+    public var reqExtra: [String: String]
+    public var rollbackReason: String
+
+    public init(gid: String, transType: String, steps: [[String: String]] = [], payloads: [[UInt8]] = [],
+                queryPrepared: String = "", transProtocol: String = "", customData: String = "",
+                options: TransOptions = TransOptions(), reqExtra: [String: String] = [:],
+                rollbackReason: String = "") {
+        self.gid = gid
+        self.transType = transType
+        self.steps = steps
+        self.payloads = payloads
+        self.queryPrepared = queryPrepared
+        self.transProtocol = transProtocol
+        self.customData = customData
+        self.options = options
+        self.reqExtra = reqExtra
+        self.rollbackReason = rollbackReason
+    }
+
+    /// Parses the gRPC `Steps` text: a JSON array of string maps; "" and `null` mean none.
+    public static func parseSteps(_ json: String) throws(DtmError) -> [[String: String]] {
+        let text = json.trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.isEmpty || text == "null" { return [] }
+        guard case .array(let array) = JSONValue.parse(text) else {
+            throw DtmError.invalidArgument("steps: not a JSON array of objects")
+        }
+        var steps = [[String: String]]()
+        for (index, element) in array.enumerated() {
+            guard case .object(let object) = element else {
+                throw DtmError.invalidArgument("steps[\(index)]: not a JSON object")
+            }
+            var step = [String: String]()
+            for (key, value) in object {
+                guard case .string(let string) = value else {
+                    throw DtmError.invalidArgument("steps[\(index)].\(key): not a string")
+                }
+                step[key] = string
+            }
+            steps.append(step)
+        }
+        return steps
+    }
+}
+
+/// A registerBranch request (HTTP flat map, gRPC DtmBranchRequest).
+public struct BranchRegistration: Sendable, Equatable {
+    public var gid: String
+    public var transType: String
+    public var branchID: String
+    /// tcc: `confirm`, `cancel`; xa: `url`; workflow: `op`, `status` (+ `sync`); HTTP: `data`.
+    public var data: [String: String]
+    /// gRPC BusiPayload. When empty, `data["data"]` (HTTP) is stored instead.
+    public var payload: [UInt8]
+
+    public init(gid: String, transType: String, branchID: String, data: [String: String] = [:],
+                payload: [UInt8] = []) {
+        self.gid = gid
+        self.transType = transType
+        self.branchID = branchID
+        self.data = data
+        self.payload = payload
+    }
+
+    /// The bytes stored as the rows' bin_data.
+    public var binData: [UInt8] { payload.isEmpty ? Array((data["data"] ?? "").utf8) : payload }
+}
+
+/// The longest gid the stores accept (DTM's column width).
+public let maxGidLength = 128
+
+/// A request that passed the checks every operation needs.
+struct CheckedRequest {
+    var request: TransRequest
+    var transType: TransType
+    var transProtocol: TransProtocol
+    /// Payloads followed by legacy `steps[i]["data"]`, as DTM normalises them.
+    var payloads: [[UInt8]]
+}
+
+enum Validation {
+    static func gid(_ gid: String) throws(DtmError) {
+        if gid.isEmpty { throw DtmError.invalidArgument("gid: must not be empty") }
+        if gid.count > maxGidLength {
+            throw DtmError.invalidArgument("gid: longer than \(maxGidLength) characters")
+        }
+    }
+
+    static func transType(_ text: String) throws(DtmError) -> TransType {
+        guard let type = TransType(rawValue: text) else {
+            let known = TransType.allCases.map(\.rawValue).joined(separator: ", ")
+            throw DtmError.invalidArgument(text.isEmpty ? "trans_type: must not be empty (one of \(known))"
+                                                        : "trans_type: unknown '\(text)' (one of \(known))")
+        }
+        return type
+    }
+
+    /// Checks everything a new transaction needs; nothing is stored for a bad request.
+    static func newTransaction(_ request: TransRequest) throws(DtmError) -> CheckedRequest {
+        try gid(request.gid)
+        let type = try transType(request.transType)
+        guard let proto = request.transProtocol.isEmpty ? .http : TransProtocol(rawValue: request.transProtocol) else {
+            throw DtmError.invalidArgument("protocol: unknown '\(request.transProtocol)' (http, grpc or json-rpc)")
+        }
+        try options(request.options)
+        let payloads = request.payloads + request.steps.compactMap { step in
+            step["data"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
+        }
+        if type == .saga || type == .msg {
+            if payloads.count != request.steps.count {
+                throw DtmError.invalidArgument(
+                    "payloads: \(payloads.count) payloads for \(request.steps.count) steps (need one per step)")
+            }
+        }
+        do {
+            switch type {
+            case .saga:
+                try SagaCustomData.parse(request.customData).check(stepCount: request.steps.count)
+            case .msg:
+                _ = try MsgCustomData.parse(request.customData)
+            case .workflow:
+                _ = try WorkflowCustomData.parse(request.customData)
+            case .tcc, .xa:
+                break
+            }
+        } catch {
+            throw DtmError.invalidArgument("custom_data: \(error.message)")
+        }
+        return CheckedRequest(request: request, transType: type, transProtocol: proto, payloads: payloads)
+    }
+
+    static func options(_ options: TransOptions) throws(DtmError) {
+        let values: [(String, Int64)] = [
+            ("timeout_to_fail", options.timeoutToFail), ("retry_interval", options.retryInterval),
+            ("request_timeout", options.requestTimeout), ("retry_limit", options.retryLimit),
+        ]
+        for (name, value) in values where value < 0 {
+            throw DtmError.invalidArgument("\(name): must not be negative (got \(value))")
+        }
+    }
+}
