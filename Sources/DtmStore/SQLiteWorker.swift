@@ -1,0 +1,245 @@
+import DtmEngine
+import Foundation
+
+/// One caller's request, run on a worker thread.
+struct Job: Sendable {
+    /// Executes the request; the returned outcome answers the caller once the work is final.
+    let run: @Sendable (SQLiteConnection) -> Outcome
+    /// Answers the caller with an error without running the request.
+    let reject: @Sendable (StoreError) -> Void
+}
+
+/// What a job did, and how to answer its caller.
+struct Outcome {
+    let succeeded: Bool
+    /// Resumes the caller: with its own result for nil, with the given error otherwise
+    /// (a success whose commit failed).
+    let reply: (StoreError?) -> Void
+}
+
+/// Counters of the write path, for tests and metrics.
+public struct WriterStatistics: Sendable, Equatable {
+    /// Transactions committed (each one fsync with synchronous=FULL).
+    public var commits = 0
+    /// Write requests covered by those commits.
+    public var writes = 0
+    /// The most requests that shared one commit.
+    public var largestBatch = 0
+}
+
+/// A dedicated thread that owns one `SQLiteConnection` and runs queued jobs on it, so that
+/// blocking SQLite calls (and fsync) never occupy Swift's cooperative thread pool.
+///
+/// As a writer it does group commit: it takes everything queued (up to `maxBatch`), runs each
+/// request in its own SAVEPOINT inside one transaction, commits once, and only then answers
+/// the callers. While it commits, new requests queue up and form the next batch, so there is
+/// no timer: an idle store answers after one commit, a busy one shares each fsync widely.
+final class SQLiteWorker: Sendable {
+    enum Role: Sendable {
+        case writer
+        case reader
+    }
+
+    private let queue = JobQueue()
+    private let exited = DispatchSemaphore(value: 0)
+
+    init(connection: SQLiteConnection, name: String, role: Role, maxBatch: Int) {
+        let handoff = Handoff(connection: connection)
+        let queue = self.queue
+        let exited = self.exited
+        let thread = Thread {
+            let connection = handoff.connection
+            while let jobs = queue.take(max: maxBatch) {
+                switch role {
+                case .writer:
+                    var batch = GroupCommit(connection: connection)
+                    for job in jobs { batch.execute(job) }
+                    if batch.commit() { queue.recordCommit(writes: batch.committedWrites) }
+                case .reader:
+                    for job in jobs { job.run(connection).reply(nil) }
+                }
+            }
+            connection.close()
+            exited.signal()
+        }
+        thread.name = name
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Queues `work` and returns its result once the worker has run it (and, for the writer,
+    /// committed it). Fails with `.database` after `shutdown()`.
+    func perform<T: Sendable>(
+        _ work: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T
+    ) async throws(StoreError) -> T {
+        let result: Result<T, StoreError> = await withCheckedContinuation { continuation in
+            let job = Job(
+                run: { connection in
+                    let result: Result<T, StoreError>
+                    do throws(StoreError) {
+                        result = .success(try work(connection))
+                    } catch {
+                        result = .failure(error)
+                    }
+                    let succeeded = if case .success = result { true } else { false }
+                    return Outcome(succeeded: succeeded) { override in
+                        continuation.resume(returning: override.map { .failure($0) } ?? result)
+                    }
+                },
+                reject: { continuation.resume(returning: .failure($0)) })
+            queue.push(job)
+        }
+        return try result.get()
+    }
+
+    var statistics: WriterStatistics { queue.statistics }
+
+    /// Lets the queued jobs finish, then closes the connection and ends the thread.
+    /// The first call waits for that and returns true; later calls return false at once.
+    @discardableResult
+    func shutdown() -> Bool {
+        guard queue.close() else { return false }
+        exited.wait()
+        return true
+    }
+}
+
+/// Moves the connection into the thread's closure; from then on only that thread uses it.
+private struct Handoff: @unchecked Sendable {
+    let connection: SQLiteConnection
+}
+
+/// The hand-off between callers on any thread and one worker thread. Its state is guarded
+/// by `condition`, which is also what the idle worker sleeps on.
+private final class JobQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [Job] = []
+    private var closed = false
+    private var counters = WriterStatistics()
+
+    func push(_ job: Job) {
+        condition.lock()
+        if closed {
+            condition.unlock()
+            job.reject(.database("the store is closed"))
+            return
+        }
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Blocks until jobs are queued and takes up to `max` of them, oldest first.
+    /// Returns nil once the queue is closed and drained.
+    func take(max: Int) -> [Job]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while jobs.isEmpty && !closed { condition.wait() }
+        if jobs.isEmpty { return nil }
+        if jobs.count <= max {
+            defer { jobs = [] }
+            return jobs
+        }
+        defer { jobs.removeFirst(max) }
+        return Array(jobs.prefix(max))
+    }
+
+    /// Returns true for the call that closed it.
+    func close() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if closed { return false }
+        closed = true
+        condition.signal()
+        return true
+    }
+
+    func recordCommit(writes: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        counters.commits += 1
+        counters.writes += writes
+        counters.largestBatch = Swift.max(counters.largestBatch, writes)
+    }
+
+    var statistics: WriterStatistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return counters
+    }
+}
+
+/// One write transaction shared by the requests of a batch, each in its own savepoint so
+/// that a failing request (CAS miss, duplicate key) undoes only its own statements.
+private struct GroupCommit {
+    let connection: SQLiteConnection
+    /// Requests whose statements are in the open transaction, answered at commit.
+    private var pending: [Outcome] = []
+    private var open = false
+    private(set) var committedWrites = 0
+
+    init(connection: SQLiteConnection) {
+        self.connection = connection
+    }
+
+    mutating func execute(_ job: Job) {
+        do throws(StoreError) {
+            if !open {
+                try connection.run("BEGIN IMMEDIATE", context: "begin write transaction")
+                open = true
+            }
+            try connection.run("SAVEPOINT request", context: "savepoint")
+        } catch {
+            job.reject(error)
+            abandonIfLost()
+            return
+        }
+        let outcome = job.run(connection)
+        do throws(StoreError) {
+            guard connection.inTransaction else {
+                throw .database("SQLite rolled back the write transaction after a failed request")
+            }
+            if !outcome.succeeded {
+                try connection.run("ROLLBACK TO request", context: "rollback to savepoint")
+            }
+            try connection.run("RELEASE request", context: "release savepoint")
+            pending.append(outcome)
+        } catch {
+            // The transaction is gone or unusable: nothing of this batch so far is stored.
+            outcome.reply(outcome.succeeded ? error : nil)
+            abandon(error)
+        }
+    }
+
+    /// Commits the open transaction and answers every pending caller. True if it committed.
+    mutating func commit() -> Bool {
+        guard open else { return false }
+        do throws(StoreError) {
+            try connection.run("COMMIT", context: "commit")
+        } catch {
+            abandon(error)
+            return false
+        }
+        open = false
+        committedWrites = pending.count
+        for outcome in pending { outcome.reply(nil) }
+        pending = []
+        return true
+    }
+
+    private mutating func abandonIfLost() {
+        if open && !connection.inTransaction {
+            abandon(.database("SQLite rolled back the write transaction"))
+        }
+    }
+
+    /// Rolls back whatever is left of the transaction and fails the requests it held.
+    private mutating func abandon(_ error: StoreError) {
+        if connection.inTransaction {
+            _ = try? connection.run("ROLLBACK", context: "rollback")
+        }
+        for outcome in pending { outcome.reply(outcome.succeeded ? error : nil) }
+        pending = []
+        open = false
+    }
+}
