@@ -1,4 +1,3 @@
-import CSQLite
 import DtmEngine
 import DtmStore
 import Foundation
@@ -11,13 +10,13 @@ struct SQLiteStoreTests {
     @Test func dataSurvivesCloseAndReopen() async throws {
         let file = TemporaryDatabase()
         defer { file.remove() }
-        let first = try SQLiteStore(path: file.path)
+        let first = try openSQLiteStore(file.path)
         #expect(first.path == file.path)
         _ = try await first.saveNew(sampleGlobal("g1"), branches: sampleBranches("g1"))
         try await first.createKV(cat: "topics", key: "t", value: "[]", now: at(0))
         first.close()
 
-        let second = try SQLiteStore(path: file.path)
+        let second = try openSQLiteStore(file.path)
         defer { second.close() }
         #expect(try await second.findGlobal(gid: "g1")?.withoutID == sampleGlobal("g1"))
         #expect(try await second.findBranches(gid: "g1").map(\.withoutID) == sampleBranches("g1"))
@@ -29,7 +28,7 @@ struct SQLiteStoreTests {
         let file = TemporaryDatabase()
         defer { file.remove() }
         for round in 0..<3 {
-            let store = try SQLiteStore(path: file.path)
+            let store = try openSQLiteStore(file.path)
             #expect(try await store.saveNew(sampleGlobal("g\(round)"), branches: []))
             store.close()
             #expect(try RawDatabase(path: file.path).integer("PRAGMA user_version") == 1)
@@ -43,14 +42,14 @@ struct SQLiteStoreTests {
     @Test func refusesASchemaNewerThanItKnows() throws {
         let file = TemporaryDatabase()
         defer { file.remove() }
-        try SQLiteStore(path: file.path).close()
+        try openSQLiteStore(file.path).close()
         try RawDatabase(path: file.path).execute("PRAGMA user_version = 99")
-        #expect(throws: StoreError.self) { try SQLiteStore(path: file.path) }
+        #expect(throws: StoreError.self) { try openSQLiteStore(file.path) }
     }
 
     @Test func unusablePathIsADatabaseError() {
         #expect {
-            try SQLiteStore(path: "/nonexistent-dir/\(UUID().uuidString)/x.sqlite")
+            try openSQLiteStore("/nonexistent-dir/\(UUID().uuidString)/x.sqlite")
         } throws: { error in
             (error as? StoreError)?.isDatabase == true
         }
@@ -151,7 +150,7 @@ struct SQLiteStoreTests {
             file.remove()
             copy.remove()
         }
-        let store = try SQLiteStore(path: file.path)
+        let store = try openSQLiteStore(file.path)
         defer { store.close() }
         try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<500 {
@@ -163,7 +162,7 @@ struct SQLiteStoreTests {
         for suffix in ["", "-wal"] {
             try FileManager.default.copyItem(atPath: file.path + suffix, toPath: copy.path + suffix)
         }
-        let recovered = try SQLiteStore(path: copy.path)
+        let recovered = try openSQLiteStore(copy.path)
         defer { recovered.close() }
         #expect(try await recovered.scanGlobals(GlobalQuery(limit: 1000)).count == 500)
         #expect(try await recovered.findBranches(gid: "g499").count == 2)
@@ -173,12 +172,12 @@ struct SQLiteStoreTests {
         let file = TemporaryDatabase()
         defer { file.remove() }
         do {
-            let store = try SQLiteStore(path: file.path)
+            let store = try openSQLiteStore(file.path)
             for index in 0..<20 {
                 _ = try await store.saveNew(sampleGlobal("g\(index)"), branches: [])
             }
         }
-        let reopened = try SQLiteStore(path: file.path)
+        let reopened = try openSQLiteStore(file.path)
         defer { reopened.close() }
         #expect(try await reopened.scanGlobals(GlobalQuery()).count == 20)
     }
@@ -186,8 +185,8 @@ struct SQLiteStoreTests {
     @Test func twoStoresOnOneFileNeverClaimTheSameRow() async throws {
         let file = TemporaryDatabase()
         defer { file.remove() }
-        let first = try SQLiteStore(path: file.path)
-        let second = try SQLiteStore(path: file.path)
+        let first = try openSQLiteStore(file.path)
+        let second = try openSQLiteStore(file.path)
         defer {
             first.close()
             second.close()
@@ -211,46 +210,5 @@ struct SQLiteStoreTests {
         }
         #expect(claims.count == rows)
         #expect(Set(claims).count == rows)
-    }
-}
-
-/// Direct access to a database file, to check what the store wrote.
-final class RawDatabase {
-    private var db: OpaquePointer?
-
-    init(path: String) throws {
-        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else {
-            defer { sqlite3_close_v2(db) }
-            throw StoreError.database("open \(path)")
-        }
-        sqlite3_busy_timeout(db, 5000)
-    }
-
-    deinit { sqlite3_close_v2(db) }
-
-    func execute(_ sql: String) throws {
-        guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else {
-            throw StoreError.database(String(cString: sqlite3_errmsg(db)))
-        }
-    }
-
-    func integer(_ sql: String) throws -> Int64 {
-        try first(sql) { sqlite3_column_int64($0, 0) }
-    }
-
-    func text(_ sql: String) throws -> String {
-        try first(sql) { String(cString: sqlite3_column_text($0, 0)) }
-    }
-
-    private func first<T>(_ sql: String, _ read: (OpaquePointer) -> T) throws -> T {
-        var statement: OpaquePointer?
-        guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-            throw StoreError.database(String(cString: sqlite3_errmsg(db)))
-        }
-        defer { sqlite3_finalize(statement) }
-        guard sqlite3_step(statement) == SQLITE_ROW else {
-            throw StoreError.database("no row for \(sql)")
-        }
-        return read(statement)
     }
 }

@@ -1,6 +1,7 @@
 import DtmEngine
 import DtmStore
 import Foundation
+import Logging
 import Testing
 
 /// A database file under the temporary directory, unique per test.
@@ -36,7 +37,7 @@ struct StoreFactory: Sendable, CustomTestStringConvertible {
 
     static let sqlite = StoreFactory(name: "SQLite") {
         let file = TemporaryDatabase("conformance")
-        let store = try SQLiteStore(path: file.path)
+        let store = try openSQLiteStore(file.path)
         return OpenedStore(store: store) {
             store.close()
             file.remove()
@@ -59,11 +60,18 @@ func withStore(_ factory: StoreFactory,
     await opened.dispose()
 }
 
+/// An SQLiteStore that logs only warnings and errors, to keep test output readable.
+func openSQLiteStore(_ path: String) throws(StoreError) -> SQLiteStore {
+    var logger = Logger(label: "dtm.store.sqlite")
+    logger.logLevel = .warning
+    return try SQLiteStore(path: path, logger: logger)
+}
+
 /// Runs `body` with an SQLiteStore on a temporary file, removed afterwards.
 func withSQLiteStore(_ body: (SQLiteStore, TemporaryDatabase) async throws -> Void) async throws {
     let file = TemporaryDatabase()
     defer { file.remove() }
-    let store = try SQLiteStore(path: file.path)
+    let store = try openSQLiteStore(file.path)
     defer { store.close() }
     try await body(store, file)
 }
