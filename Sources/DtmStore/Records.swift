@@ -40,12 +40,6 @@ enum GlobalColumns {
         rollback_time, options, custom_data, next_cron_interval, next_cron_time, owner, ext_data, result, \
         rollback_reason
         """
-    static let insert = """
-        INSERT INTO trans_global (gid, trans_type, status, query_prepared, protocol, create_time, \
-        update_time, finish_time, rollback_time, options, custom_data, next_cron_interval, next_cron_time, \
-        owner, ext_data, result, rollback_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-        ON CONFLICT (gid) DO NOTHING
-        """
 
     static func bindings(_ global: GlobalTransaction) throws(StoreError) -> [SQLValue] {
         [
@@ -94,10 +88,6 @@ enum GlobalColumns {
 enum BranchColumns {
     static let select = """
         id, gid, url, bin_data, branch_id, op, status, create_time, update_time, finish_time, rollback_time
-        """
-    static let insert = """
-        INSERT INTO trans_branch_op (gid, url, bin_data, branch_id, op, status, create_time, update_time, \
-        finish_time, rollback_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     /// The row of `branch`, stored under `gid` (the transaction's, whatever the record says).

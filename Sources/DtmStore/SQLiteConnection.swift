@@ -25,7 +25,8 @@ private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 final class SQLiteConnection {
     let path: String
     private var db: OpaquePointer?
-    private var statements: [String: OpaquePointer] = [:]
+    /// Prepared statements by `SQL.rawValue`, made on first use.
+    private var statements = [OpaquePointer?](repeating: nil, count: SQL.allCases.count)
 
     init(path: String) throws(StoreError) {
         self.path = path
@@ -45,8 +46,8 @@ final class SQLiteConnection {
 
     /// Finalizes every cached statement and closes the connection; later calls fail.
     func close() {
-        for statement in statements.values { sqlite3_finalize(statement) }
-        statements.removeAll()
+        for statement in statements { sqlite3_finalize(statement) }
+        statements = statements.map { _ in nil }
         if let db { sqlite3_close_v2(db) }
         db = nil
     }
@@ -83,51 +84,50 @@ final class SQLiteConnection {
 
     /// Runs one statement to completion and returns the number of rows it changed.
     @discardableResult
-    func run(_ sql: String, _ bindings: [SQLValue] = [], context: String) throws(StoreError) -> Int {
-        guard let db else { throw .database("\(context): database is closed") }
-        try withStatement(sql, bindings, context: context) { statement throws(StoreError) in
-            while try step(statement, context: context) {}
+    func run(_ sql: SQL, _ bindings: [SQLValue] = []) throws(StoreError) -> Int {
+        try withStatement(sql, bindings) { statement throws(StoreError) in
+            while try step(statement, sql) {}
         }
-        return Int(sqlite3_changes(db))
+        return db.map { Int(sqlite3_changes($0)) } ?? 0
     }
 
     /// Runs one statement and maps every result row.
-    func query<T>(_ sql: String, _ bindings: [SQLValue] = [], context: String,
+    func query<T>(_ sql: SQL, _ bindings: [SQLValue] = [],
                   _ map: (borrowing Row) throws(StoreError) -> T) throws(StoreError) -> [T] {
-        try withStatement(sql, bindings, context: context) { statement throws(StoreError) in
+        try withStatement(sql, bindings) { statement throws(StoreError) in
             var rows: [T] = []
-            while try step(statement, context: context) {
+            while try step(statement, sql) {
                 rows.append(try map(Row(statement: statement)))
             }
             return rows
         }
     }
 
-    private func withStatement<T>(_ sql: String, _ bindings: [SQLValue], context: String,
+    private func withStatement<T>(_ sql: SQL, _ bindings: [SQLValue],
                                   _ body: (OpaquePointer) throws(StoreError) -> T) throws(StoreError) -> T {
-        let statement = try prepared(sql, context: context)
+        let statement = try prepared(sql)
         defer {
             sqlite3_reset(statement)
             sqlite3_clear_bindings(statement)
         }
         for (offset, value) in bindings.enumerated() {
-            try bind(value, at: Int32(offset + 1), in: statement, context: context)
+            try bind(value, at: Int32(offset + 1), in: statement, sql)
         }
         return try body(statement)
     }
 
-    private func prepared(_ sql: String, context: String) throws(StoreError) -> OpaquePointer {
-        if let statement = statements[sql] { return statement }
-        guard let db else { throw .database("\(context): database is closed") }
+    private func prepared(_ sql: SQL) throws(StoreError) -> OpaquePointer {
+        if let statement = statements[sql.rawValue] { return statement }
+        guard let db else { throw .database("\(sql): database is closed") }
         var statement: OpaquePointer?
-        let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
-        guard rc == SQLITE_OK, let statement else { throw lastError(context: context) }
-        statements[sql] = statement
+        let rc = sqlite3_prepare_v3(db, sql.text, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw lastError(sql) }
+        statements[sql.rawValue] = statement
         return statement
     }
 
     private func bind(_ value: SQLValue, at index: Int32, in statement: OpaquePointer,
-                      context: String) throws(StoreError) {
+                      _ sql: SQL) throws(StoreError) {
         let rc: Int32
         switch value {
         case .null:
@@ -150,22 +150,23 @@ final class SQLiteConnection {
         case .blob(let v):
             rc = v.withUnsafeBytes { sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
         }
-        if rc != SQLITE_OK { throw lastError(context: context) }
+        if rc != SQLITE_OK { throw lastError(sql) }
     }
 
     /// Steps once: true when a row is ready, false when the statement is done.
-    private func step(_ statement: OpaquePointer, context: String) throws(StoreError) -> Bool {
+    private func step(_ statement: OpaquePointer, _ sql: SQL) throws(StoreError) -> Bool {
         switch sqlite3_step(statement) {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
-        default: throw lastError(context: context)
+        default: throw lastError(sql)
         }
     }
 
-    private func lastError(context: String) -> StoreError {
-        guard let db else { return .database("\(context): database is closed") }
+    /// The error of the last call, its message prefixed with the statement's name.
+    private func lastError(_ sql: SQL) -> StoreError {
+        guard let db else { return .database("\(sql): database is closed") }
         return Self.error(code: sqlite3_extended_errcode(db), message: String(cString: sqlite3_errmsg(db)),
-                          context: context)
+                          context: "\(sql)")
     }
 
     private static func error(code: Int32, message: String, context: String) -> StoreError {

@@ -29,11 +29,14 @@ public final class SQLiteStore: TransactionStore {
             + busyTimeout.components.attoseconds / 1_000_000_000_000_000)
         let writeConnection = try SQLiteConnection(path: path)
         writeConnection.setBusyTimeout(milliseconds: timeout)
-        let mode = try writeConnection.query("PRAGMA journal_mode = WAL", context: "enable WAL") { $0.text(0) }
+        let mode = try writeConnection.query(.journalModeWAL) { $0.text(0) }
         guard mode.first?.lowercased() == "wal" else {
             throw .database("enable WAL on \(path): journal mode is \(mode.first ?? "unknown")")
         }
         try writeConnection.executeScript("PRAGMA synchronous = FULL", context: "set synchronous")
+        if let extra = ProcessInfo.processInfo.environment["DTM_SQLITE_PRAGMAS"] {
+            try writeConnection.executeScript(extra, context: "experiment")
+        }
         let found = try Schema.migrate(writeConnection, logger: logger)
 
         let readConnection = try SQLiteConnection(path: path)
@@ -70,27 +73,21 @@ public final class SQLiteStore: TransactionStore {
         let globalRow = try GlobalColumns.bindings(global)
         let branchRows = branches.map { BranchColumns.bindings($0, gid: global.gid) }
         return try await writer.perform { db throws(StoreError) in
-            guard try db.run(GlobalColumns.insert, globalRow, context: "saveNew trans_global") == 1 else {
-                return false
-            }
-            for row in branchRows {
-                try db.run(BranchColumns.insert, row, context: "saveNew trans_branch_op")
-            }
+            guard try db.run(.insertGlobal, globalRow) == 1 else { return false }
+            for row in branchRows { try db.run(.insertBranch, row) }
             return true
         }
     }
 
     public func findGlobal(gid: String) async throws(StoreError) -> GlobalTransaction? {
         try await reader.perform { db throws(StoreError) in
-            try db.query("SELECT \(GlobalColumns.select) FROM trans_global WHERE gid = ?", [.text(gid)],
-                         context: "findGlobal", GlobalColumns.decode).first
+            try db.query(.findGlobal, [.text(gid)], GlobalColumns.decode).first
         }
     }
 
     public func findBranches(gid: String) async throws(StoreError) -> [BranchRecord] {
         try await reader.perform { db throws(StoreError) in
-            try db.query("SELECT \(BranchColumns.select) FROM trans_branch_op WHERE gid = ? ORDER BY id",
-                         [.text(gid)], context: "findBranches", BranchColumns.decode)
+            try db.query(.findBranches, [.text(gid)], BranchColumns.decode)
         }
     }
 
@@ -102,15 +99,9 @@ public final class SQLiteStore: TransactionStore {
             .time(update.nextCronTime), .text(gid), .text(from.rawValue),
         ]
         try await writer.perform { db throws(StoreError) in
-            let changed = try db.run("""
-                UPDATE trans_global SET status = ?, update_time = ?, \
-                rollback_reason = COALESCE(?, rollback_reason), result = COALESCE(?, result), \
-                finish_time = COALESCE(?, finish_time), rollback_time = COALESCE(?, rollback_time), \
-                next_cron_interval = COALESCE(?, next_cron_interval), \
-                next_cron_time = COALESCE(?, next_cron_time) \
-                WHERE gid = ? AND status = ?
-                """, bindings, context: "changeStatus")
-            guard changed == 1 else { throw .notFound("no global transaction \(gid) in status \(from.rawValue)") }
+            guard try db.run(.changeStatus, bindings) == 1 else {
+                throw .notFound("no global transaction \(gid) in status \(from.rawValue)")
+            }
         }
     }
 
@@ -118,10 +109,8 @@ public final class SQLiteStore: TransactionStore {
                                now: Date) async throws(StoreError) {
         let rows = branches.map { BranchColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
-            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now, context: "appendBranches")
-            for row in rows {
-                try db.run(BranchColumns.insert, row, context: "appendBranches")
-            }
+            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
+            for row in rows { try db.run(.insertBranch, row) }
         }
     }
 
@@ -132,27 +121,19 @@ public final class SQLiteStore: TransactionStore {
              .text($0.op.rawValue)]
         }
         try await writer.perform { db throws(StoreError) in
-            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now, context: "updateBranches")
+            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
             for (row, update) in zip(rows, updates) {
-                let changed = try db.run("""
-                    UPDATE trans_branch_op SET status = ?, finish_time = ?, update_time = ? \
-                    WHERE gid = ? AND branch_id = ? AND op = ?
-                    """, row, context: "updateBranches")
-                guard changed == 1 else {
+                guard try db.run(.updateBranch, row) == 1 else {
                     throw .notFound("no branch \(update.branchID)/\(update.op) in global transaction \(gid)")
                 }
             }
         }
     }
 
-    /// The check of `appendBranches` / `updateBranches`: the global row must be in
-    /// `expecting`. Inside the writer's transaction the row cannot change until the commit
-    /// (DTM's SELECT … FOR UPDATE); touching update_time makes the check one statement.
-    private static func lockGlobal(_ db: SQLiteConnection, gid: String, expecting: GlobalStatus, now: Date,
-                                   context: String) throws(StoreError) {
-        let changed = try db.run("UPDATE trans_global SET update_time = ? WHERE gid = ? AND status = ?",
-                                 [.time(now), .text(gid), .text(expecting.rawValue)], context: context)
-        guard changed == 1 else {
+    /// The check of `appendBranches` / `updateBranches`: the global row must be in `expecting`.
+    private static func lockGlobal(_ db: SQLiteConnection, gid: String, expecting: GlobalStatus,
+                                   now: Date) throws(StoreError) {
+        guard try db.run(.lockGlobal, [.time(now), .text(gid), .text(expecting.rawValue)]) == 1 else {
             throw .notFound("no global transaction \(gid) in status \(expecting.rawValue)")
         }
     }
@@ -162,27 +143,16 @@ public final class SQLiteStore: TransactionStore {
         let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
                                     .text(status.rawValue)]
         try await writer.perform { db throws(StoreError) in
-            _ = try db.run("""
-                UPDATE trans_global SET next_cron_interval = ?, next_cron_time = ?, update_time = ? \
-                WHERE gid = ? AND status = ?
-                """, bindings, context: "touchCron")
+            _ = try db.run(.touchCron, bindings)
         }
     }
-
-    /// Statuses the cron still has work for.
-    private static let unfinished = "status IN ('prepared', 'submitted', 'aborting')"
 
     public func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
         -> [GlobalTransaction] {
         guard limit > 0 else { return [] }
         let bindings: [SQLValue] = [.text(owner), .time(leaseUntil), .time(now), .time(now), .int(Int64(limit))]
         let claimed = try await writer.perform { db throws(StoreError) in
-            try db.query("""
-                UPDATE trans_global SET owner = ?, next_cron_time = ?, update_time = ? \
-                WHERE id IN (SELECT id FROM trans_global WHERE \(Self.unfinished) AND next_cron_time <= ? \
-                ORDER BY next_cron_time LIMIT ?) \
-                RETURNING \(GlobalColumns.select)
-                """, bindings, context: "claimDue", GlobalColumns.decode)
+            try db.query(.claimDue, bindings, GlobalColumns.decode)
         }
         // RETURNING has no defined order.
         return claimed.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
@@ -192,18 +162,15 @@ public final class SQLiteStore: TransactionStore {
         guard limit > 0 else { return 0 }
         let bindings: [SQLValue] = [.time(now), .time(after), .int(Int64(limit))]
         return try await writer.perform { db throws(StoreError) in
-            try db.run("""
-                UPDATE trans_global SET next_cron_time = ? \
-                WHERE id IN (SELECT id FROM trans_global WHERE \(Self.unfinished) AND next_cron_time > ? LIMIT ?)
-                """, bindings, context: "resetCronTime")
+            try db.run(.resetCronTime, bindings)
         }
     }
 
     public func resetNextCronTime(gid: String, now: Date) async throws(StoreError) {
         try await writer.perform { db throws(StoreError) in
-            let changed = try db.run("UPDATE trans_global SET next_cron_time = ?, update_time = ? WHERE gid = ?",
-                                     [.time(now), .time(now), .text(gid)], context: "resetNextCronTime")
-            guard changed == 1 else { throw .notFound("no global transaction \(gid)") }
+            guard try db.run(.resetNextCronTime, [.time(now), .time(now), .text(gid)]) == 1 else {
+                throw .notFound("no global transaction \(gid)")
+            }
         }
     }
 
@@ -214,12 +181,7 @@ public final class SQLiteStore: TransactionStore {
             .time(query.createdFrom), .time(query.createdTo), .int(Int64(query.limit)),
         ]
         return try await reader.perform { db throws(StoreError) in
-            try db.query("""
-                SELECT \(GlobalColumns.select) FROM trans_global \
-                WHERE id < ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR trans_type = ?3) \
-                AND (?4 IS NULL OR create_time >= ?4) AND (?5 IS NULL OR create_time <= ?5) \
-                ORDER BY id DESC LIMIT ?6
-                """, bindings, context: "scanGlobals", GlobalColumns.decode)
+            try db.query(.scanGlobals, bindings, GlobalColumns.decode)
         }
     }
 
@@ -227,43 +189,36 @@ public final class SQLiteStore: TransactionStore {
 
     public func findKV(cat: String, key: String) async throws(StoreError) -> [KVRecord] {
         try await reader.perform { db throws(StoreError) in
-            try db.query("""
-                SELECT \(KVColumns.select) FROM kv WHERE (?1 = '' OR cat = ?1) AND (?2 = '' OR k = ?2) ORDER BY id
-                """, [.text(cat), .text(key)], context: "findKV", KVColumns.decode)
+            try db.query(.findKV, [.text(cat), .text(key)], KVColumns.decode)
         }
     }
 
     public func scanKV(cat: String, position: Int64?, limit: Int) async throws(StoreError) -> [KVRecord] {
         guard limit > 0 else { return [] }
         return try await reader.perform { db throws(StoreError) in
-            try db.query("SELECT \(KVColumns.select) FROM kv WHERE cat = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                         [.text(cat), .int(position ?? .max), .int(Int64(limit))], context: "scanKV",
-                         KVColumns.decode)
+            try db.query(.scanKV, [.text(cat), .int(position ?? .max), .int(Int64(limit))], KVColumns.decode)
         }
     }
 
     public func createKV(cat: String, key: String, value: String, now: Date) async throws(StoreError) {
         try await writer.perform { db throws(StoreError) in
-            _ = try db.run("INSERT INTO kv (cat, k, v, version, create_time, update_time) VALUES (?, ?, ?, 1, ?, ?)",
-                       [.text(cat), .text(key), .text(value), .time(now), .time(now)], context: "createKV")
+            _ = try db.run(.createKV, [.text(cat), .text(key), .text(value), .time(now), .time(now)])
         }
     }
 
     public func updateKV(cat: String, key: String, value: String, expectedVersion: Int64,
                          now: Date) async throws(StoreError) {
+        let bindings: [SQLValue] = [.text(value), .time(now), .text(cat), .text(key), .int(expectedVersion)]
         try await writer.perform { db throws(StoreError) in
-            let changed = try db.run("""
-                UPDATE kv SET v = ?, version = version + 1, update_time = ? WHERE cat = ? AND k = ? AND version = ?
-                """, [.text(value), .time(now), .text(cat), .text(key), .int(expectedVersion)], context: "updateKV")
-            guard changed == 1 else { throw .notFound("no kv \(cat)/\(key) at version \(expectedVersion)") }
+            guard try db.run(.updateKV, bindings) == 1 else {
+                throw .notFound("no kv \(cat)/\(key) at version \(expectedVersion)")
+            }
         }
     }
 
     public func deleteKV(cat: String, key: String) async throws(StoreError) {
         try await writer.perform { db throws(StoreError) in
-            let changed = try db.run("DELETE FROM kv WHERE cat = ? AND k = ?", [.text(cat), .text(key)],
-                                     context: "deleteKV")
-            guard changed == 1 else { throw .notFound("no kv \(cat)/\(key)") }
+            guard try db.run(.deleteKV, [.text(cat), .text(key)]) == 1 else { throw .notFound("no kv \(cat)/\(key)") }
         }
     }
 }

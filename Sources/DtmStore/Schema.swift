@@ -71,7 +71,7 @@ enum Schema {
     /// Returns the version found before migrating.
     @discardableResult
     static func migrate(_ connection: SQLiteConnection, logger: Logger) throws(StoreError) -> Int {
-        try connection.run("BEGIN IMMEDIATE", context: "begin migration")
+        try connection.run(.begin)
         do throws(StoreError) {
             let found = try version(of: connection)
             guard found <= currentVersion else {
@@ -85,16 +85,16 @@ enum Schema {
                     "path": "\(connection.path)", "version": "\(version + 1)",
                 ])
             }
-            try connection.run("COMMIT", context: "commit migration")
+            try connection.run(.commit)
             return found
         } catch {
-            _ = try? connection.run("ROLLBACK", context: "rollback migration")
+            _ = try? connection.run(.rollback)
             throw error
         }
     }
 
     static func version(of connection: SQLiteConnection) throws(StoreError) -> Int {
-        let rows = try connection.query("PRAGMA user_version", context: "read schema version") { row in
+        let rows = try connection.query(.userVersion) { row in
             Int(row.int(0))
         }
         return rows.first ?? 0

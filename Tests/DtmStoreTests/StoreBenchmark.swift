@@ -11,6 +11,9 @@ import Testing
 struct StoreBenchmark {
     /// Seconds per measurement (DTM_BENCH_SECONDS, default 3).
     let seconds = Double(ProcessInfo.processInfo.environment["DTM_BENCH_SECONDS"] ?? "") ?? 3
+    /// Concurrent saveNew callers to measure (DTM_BENCH_CALLERS, comma-separated).
+    let callerCounts = (ProcessInfo.processInfo.environment["DTM_BENCH_CALLERS"] ?? "1,16,256,1024")
+        .split(separator: ",").compactMap { Int($0) }
 
     @Test func groupCommitAgainstRawSQLite() async throws {
         let perRow = try rawInserts(rowsPerCommit: 1)
@@ -19,11 +22,12 @@ struct StoreBenchmark {
         print("raw SQLite, WAL, synchronous=FULL, 100 INSERTs per commit: \(hundred.rowsPerSecond) rows/s, "
               + "\(hundred.commitsPerSecond) commits/s")
 
-        for callers in [1, 16, 256, 1024] {
+        for callers in callerCounts {
             let file = TemporaryDatabase("bench")
             defer { file.remove() }
             let store = try openSQLiteStore(file.path)
             defer { store.close() }
+            let cpuBefore = processCPUSeconds()
             let run = try await measure(callers: callers) { caller, sequence in
                 let gid = "bench-\(caller)-\(sequence)"
                 guard try await store.saveNew(sampleGlobal(gid, status: .submitted),
@@ -31,14 +35,18 @@ struct StoreBenchmark {
                     throw StoreError.database("gid \(gid) existed")
                 }
             }
+            let cpu = processCPUSeconds() - cpuBefore
             let stats = store.statistics
             let sagas = Double(run.operations) / run.elapsed
+            let busy = Double(stats.busy.components.seconds) + Double(stats.busy.components.attoseconds) / 1e18
             print("""
                 SQLiteStore.saveNew, 2-branch saga, \(callers) callers: \(Int(sagas)) sagas/s \
                 (\(Int(sagas * 3)) rows/s), \(Int(Double(stats.commits) / run.elapsed)) commits/s, \
                 \(String(format: "%.1f", Double(stats.writes) / Double(max(1, stats.commits)))) writes/commit \
                 (largest \(stats.largestBatch)); sagas/s ÷ raw commits/s = \
-                \(String(format: "%.2f", sagas / Double(perRow.rowsPerSecond)))
+                \(String(format: "%.2f", sagas / Double(perRow.rowsPerSecond))); \
+                CPU \(Int(cpu / Double(run.operations) * 1e6)) µs/saga (all threads), \
+                writer busy \(Int(busy / run.elapsed * 100))% (\(Int(busy / Double(run.operations) * 1e6)) µs/saga)
                 """)
         }
     }
@@ -119,4 +127,12 @@ struct StoreBenchmark {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return (Int(Double(rows) / seconds), Int(Double(commits) / seconds))
     }
+}
+
+/// User + system CPU time of this process so far.
+private func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
