@@ -27,6 +27,8 @@ final class SQLiteConnection {
     private var db: OpaquePointer?
     /// Prepared statements by `SQL.rawValue`, made on first use.
     private var statements = [OpaquePointer?](repeating: nil, count: SQL.allCases.count)
+    /// Where SQLite's WAL hook writes the WAL's frame count (see `takeOverCheckpoints`).
+    private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
     init(path: String) throws(StoreError) {
         self.path = path
@@ -39,10 +41,14 @@ final class SQLiteConnection {
             throw .database("open \(path): \(message)")
         }
         db = handle
+        walFrames.pointee = 0
         sqlite3_extended_result_codes(handle, 1)
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        walFrames.deallocate()
+    }
 
     /// Finalizes every cached statement and closes the connection; later calls fail.
     func close() {
@@ -64,9 +70,25 @@ final class SQLiteConnection {
         return sqlite3_get_autocommit(db) == 0
     }
 
-    var lastInsertRowID: Int64 {
-        guard let db else { return 0 }
-        return sqlite3_last_insert_rowid(db)
+    /// Turns off SQLite's automatic checkpoint after commits, which would copy pages on
+    /// this connection's thread; from then on `framesInWAL` tells the owner when to
+    /// checkpoint (here or elsewhere).
+    func takeOverCheckpoints() {
+        sqlite3_wal_hook(db, { context, _, _, frames in
+            context?.assumingMemoryBound(to: Int32.self).pointee = frames
+            return SQLITE_OK
+        }, walFrames)
+    }
+
+    /// Frames in the WAL after this connection's last commit.
+    var framesInWAL: Int { Int(walFrames.pointee) }
+
+    /// Copies committed WAL frames into the database file, without blocking writers.
+    func checkpoint() throws(StoreError) {
+        guard let db else { throw .database("checkpoint: database is closed") }
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        // BUSY: another connection is checkpointing right now, which is as good.
+        if rc != SQLITE_OK && rc != SQLITE_BUSY { throw lastError(context: "checkpoint") }
     }
 
     /// Runs SQL text that may hold several statements (schema scripts). Not cached.
@@ -163,10 +185,12 @@ final class SQLiteConnection {
     }
 
     /// The error of the last call, its message prefixed with the statement's name.
-    private func lastError(_ sql: SQL) -> StoreError {
-        guard let db else { return .database("\(sql): database is closed") }
+    private func lastError(_ sql: SQL) -> StoreError { lastError(context: "\(sql)") }
+
+    private func lastError(context: String) -> StoreError {
+        guard let db else { return .database("\(context): database is closed") }
         return Self.error(code: sqlite3_extended_errcode(db), message: String(cString: sqlite3_errmsg(db)),
-                          context: "\(sql)")
+                          context: context)
     }
 
     private static func error(code: Int32, message: String, context: String) -> StoreError {

@@ -41,7 +41,9 @@ public struct WriterStatistics: Sendable, Equatable {
 /// no timer: an idle store answers after one commit, a busy one shares each fsync widely.
 final class SQLiteWorker: Sendable {
     enum Role: Sendable {
-        case writer
+        /// Group commit; WAL checkpoints are asked of `checkpointer` (see `CheckpointPolicy`).
+        case writer(checkpointer: SQLiteWorker)
+        /// Runs jobs one after the other, outside any explicit transaction.
         case reader
     }
 
@@ -54,6 +56,11 @@ final class SQLiteWorker: Sendable {
         let exited = self.exited
         let thread = Thread {
             let connection = handoff.connection
+            var checkpoints: CheckpointPolicy?
+            if case .writer(let checkpointer) = role {
+                connection.takeOverCheckpoints()
+                checkpoints = CheckpointPolicy(checkpointer: checkpointer)
+            }
             while let jobs = queue.take(max: maxBatch) {
                 switch role {
                 case .writer:
@@ -61,6 +68,7 @@ final class SQLiteWorker: Sendable {
                     var batch = GroupCommit(connection: connection)
                     for job in jobs { batch.execute(job) }
                     let answers = batch.finish()
+                    checkpoints?.afterCommit(connection)
                     queue.record(commit: batch.committedWrites, busy: .now - start)
                     Self.deliver(answers)
                 case .reader:
@@ -101,6 +109,14 @@ final class SQLiteWorker: Sendable {
             queue.push(job)
         }
         return try result.get()
+    }
+
+    /// Queues `work` without waiting for it.
+    func post(_ work: @escaping @Sendable (SQLiteConnection) -> Void) {
+        queue.push(Job(run: { connection in
+            work(connection)
+            return Outcome(succeeded: true) { _ in }
+        }, reject: { _ in }))
     }
 
     var statistics: WriterStatistics { queue.statistics }
@@ -191,6 +207,34 @@ private final class JobQueue: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return counters
+    }
+}
+
+/// Keeps the WAL short without the writer copying pages: every `step` frames it has the
+/// checkpointer thread run a PASSIVE checkpoint beside it. Only at `limit` frames does the
+/// writer checkpoint itself: between its transactions that checkpoint can finish (what is left
+/// is small), and a finished checkpoint is what lets the next transaction restart the WAL
+/// file from its beginning instead of growing it.
+private struct CheckpointPolicy {
+    static let step = 1000
+    static let limit = 10_000
+    let checkpointer: SQLiteWorker
+    private var requestedAt = 0
+
+    init(checkpointer: SQLiteWorker) {
+        self.checkpointer = checkpointer
+    }
+
+    mutating func afterCommit(_ connection: SQLiteConnection) {
+        let frames = connection.framesInWAL
+        if frames < requestedAt { requestedAt = 0 }  // the WAL restarted
+        if frames >= Self.limit {
+            // A failure here is retried after the next commit; the WAL only grows meanwhile.
+            try? connection.checkpoint()
+        } else if frames >= requestedAt + Self.step {
+            requestedAt = frames
+            checkpointer.post { try? $0.checkpoint() }
+        }
     }
 }
 

@@ -143,6 +143,22 @@ struct SQLiteStoreTests {
         }
     }
 
+    @Test func walStaysBoundedUnderSustainedWrites() async throws {
+        try await withSQLiteStore { store, file throws in
+            // One commit per call, several pages each: far more WAL frames than the 10 000 at
+            // which the writer finishes a checkpoint so that the WAL restarts from its start.
+            for index in 0..<3000 {
+                _ = try await store.saveNew(sampleGlobal("g\(index)"), branches: sampleBranches("g\(index)"))
+            }
+            #expect(store.statistics.commits == 3000)
+            let wal = try FileManager.default.attributesOfItem(atPath: file.path + "-wal")[.size] as? Int ?? 0
+            let database = try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int ?? 0
+            #expect(wal <= 10_500 * (4096 + 24), "WAL of \(wal) bytes")
+            #expect(database > 1_000_000, "checkpoints copied pages into the database file")
+            #expect(try await store.scanGlobals(GlobalQuery(limit: 5000)).count == 3000)
+        }
+    }
+
     @Test func acknowledgedWritesAreInTheFilesWithoutClose() async throws {
         let file = TemporaryDatabase()
         let copy = TemporaryDatabase("crash-copy")
