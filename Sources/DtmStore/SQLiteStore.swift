@@ -21,7 +21,8 @@ public final class SQLiteStore: TransactionStore {
     private let checkpointer: SQLiteWorker
     private let logger: Logger
 
-    /// Opens or creates the database at `path` and migrates its schema.
+    /// Opens or creates the database at `path` and migrates its schema. `path` must name a
+    /// file (WAL needs one; `:memory:` is refused).
     /// - Parameters:
     ///   - maxBatch: the most write requests that share one commit.
     ///   - busyTimeout: how long to wait for another connection's write lock.
