@@ -1,0 +1,229 @@
+import CSQLite
+import DtmEngine
+
+/// A value bound to a statement parameter.
+enum SQLValue: Sendable, Equatable {
+    case null
+    case int(Int64)
+    case text(String)
+    case blob([UInt8])
+}
+
+// Extended result codes are C macros built from shifts, which Swift does not import.
+private let constraintUnique = SQLITE_CONSTRAINT | (8 << 8)
+private let constraintPrimaryKey = SQLITE_CONSTRAINT | (6 << 8)
+
+/// Copies bound text and blobs into SQLite (the C macro `SQLITE_TRANSIENT` is not importable).
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// The one owner of a `sqlite3*` and of its prepared statements.
+///
+/// Statements are prepared once per SQL text and reused; everything is finalized in
+/// `close()` (also run by `deinit`). Not thread-safe: a connection is used by one thread at
+/// a time (the `SQLiteWorker` thread that owns it), which is why it is opened `NOMUTEX`.
+/// No C pointer leaves this file: results are read through a `Row` lent to a closure.
+final class SQLiteConnection {
+    let path: String
+    private var db: OpaquePointer?
+    /// Prepared statements by `SQL.rawValue`, made on first use.
+    private var statements = [OpaquePointer?](repeating: nil, count: SQL.allCases.count)
+    /// Where SQLite's WAL hook writes the WAL's frame count (see `takeOverCheckpoints`).
+    private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+
+    init(path: String) throws(StoreError) {
+        self.path = path
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        guard rc == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(rc))
+            sqlite3_close_v2(handle)
+            throw .database("open \(path): \(message)")
+        }
+        db = handle
+        walFrames.pointee = 0
+        sqlite3_extended_result_codes(handle, 1)
+    }
+
+    deinit {
+        close()
+        walFrames.deallocate()
+    }
+
+    /// Finalizes every cached statement and closes the connection; later calls fail.
+    func close() {
+        for statement in statements { sqlite3_finalize(statement) }
+        statements = statements.map { _ in nil }
+        if let db { sqlite3_close_v2(db) }
+        db = nil
+    }
+
+    /// Sets the busy handler's timeout (waits for another connection's write lock).
+    func setBusyTimeout(milliseconds: Int32) {
+        if let db { sqlite3_busy_timeout(db, milliseconds) }
+    }
+
+    /// True while a transaction is open; false after COMMIT, or after SQLite rolled one back
+    /// on its own (I/O error, disk full), which the writer must notice.
+    var inTransaction: Bool {
+        guard let db else { return false }
+        return sqlite3_get_autocommit(db) == 0
+    }
+
+    /// Turns off SQLite's automatic checkpoint after commits, which would copy pages on
+    /// this connection's thread; from then on `framesInWAL` tells the owner when to
+    /// checkpoint (here or elsewhere).
+    func takeOverCheckpoints() {
+        sqlite3_wal_hook(db, { context, _, _, frames in
+            context?.assumingMemoryBound(to: Int32.self).pointee = frames
+            return SQLITE_OK
+        }, walFrames)
+    }
+
+    /// Frames in the WAL after this connection's last commit.
+    var framesInWAL: Int { Int(walFrames.pointee) }
+
+    /// Copies committed WAL frames into the database file, without blocking writers.
+    func checkpoint() throws(StoreError) {
+        guard let db else { throw .database("checkpoint: database is closed") }
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        // BUSY: another connection is checkpointing right now, which is as good.
+        if rc != SQLITE_OK && rc != SQLITE_BUSY { throw lastError(context: "checkpoint") }
+    }
+
+    /// Runs SQL text that may hold several statements (schema scripts). Not cached.
+    func executeScript(_ sql: String, context: String) throws(StoreError) {
+        guard let db else { throw .database("\(context): database is closed") }
+        var message: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(db, sql, nil, nil, &message)
+        defer { sqlite3_free(message) }
+        if rc != SQLITE_OK {
+            throw Self.error(code: sqlite3_extended_errcode(db),
+                             message: message.map { String(cString: $0) } ?? String(cString: sqlite3_errstr(rc)),
+                             context: context)
+        }
+    }
+
+    /// Runs one statement to completion and returns the number of rows it changed.
+    @discardableResult
+    func run(_ sql: SQL, _ bindings: [SQLValue] = []) throws(StoreError) -> Int {
+        try withStatement(sql, bindings) { statement throws(StoreError) in
+            while try step(statement, sql) {}
+        }
+        return db.map { Int(sqlite3_changes($0)) } ?? 0
+    }
+
+    /// Runs one statement and maps every result row.
+    func query<T>(_ sql: SQL, _ bindings: [SQLValue] = [],
+                  _ map: (borrowing Row) throws(StoreError) -> T) throws(StoreError) -> [T] {
+        try withStatement(sql, bindings) { statement throws(StoreError) in
+            var rows: [T] = []
+            while try step(statement, sql) {
+                rows.append(try map(Row(statement: statement)))
+            }
+            return rows
+        }
+    }
+
+    private func withStatement<T>(_ sql: SQL, _ bindings: [SQLValue],
+                                  _ body: (OpaquePointer) throws(StoreError) -> T) throws(StoreError) -> T {
+        let statement = try prepared(sql)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        }
+        for (offset, value) in bindings.enumerated() {
+            try bind(value, at: Int32(offset + 1), in: statement, sql)
+        }
+        return try body(statement)
+    }
+
+    private func prepared(_ sql: SQL) throws(StoreError) -> OpaquePointer {
+        if let statement = statements[sql.rawValue] { return statement }
+        guard let db else { throw .database("\(sql): database is closed") }
+        var statement: OpaquePointer?
+        let rc = sqlite3_prepare_v3(db, sql.text, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw lastError(sql) }
+        statements[sql.rawValue] = statement
+        return statement
+    }
+
+    private func bind(_ value: SQLValue, at index: Int32, in statement: OpaquePointer,
+                      _ sql: SQL) throws(StoreError) {
+        let rc: Int32
+        switch value {
+        case .null:
+            rc = sqlite3_bind_null(statement, index)
+        case .int(let v):
+            rc = sqlite3_bind_int64(statement, index, v)
+        case .text(var v):
+            // Explicit length: keeps embedded NUL characters; an empty string must not bind NULL.
+            rc = v.withUTF8 { utf8 in
+                guard let base = utf8.baseAddress, !utf8.isEmpty else {
+                    return sqlite3_bind_text(statement, index, "", 0, transient)
+                }
+                return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
+                    sqlite3_bind_text(statement, index, $0, Int32(utf8.count), transient)
+                }
+            }
+        case .blob(let v) where v.isEmpty:
+            // bind_blob with a null pointer would store NULL; an empty payload is a zero-length blob.
+            rc = sqlite3_bind_zeroblob(statement, index, 0)
+        case .blob(let v):
+            rc = v.withUnsafeBytes { sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
+        }
+        if rc != SQLITE_OK { throw lastError(sql) }
+    }
+
+    /// Steps once: true when a row is ready, false when the statement is done.
+    private func step(_ statement: OpaquePointer, _ sql: SQL) throws(StoreError) -> Bool {
+        switch sqlite3_step(statement) {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default: throw lastError(sql)
+        }
+    }
+
+    /// The error of the last call, its message prefixed with the statement's name.
+    private func lastError(_ sql: SQL) -> StoreError { lastError(context: "\(sql)") }
+
+    private func lastError(context: String) -> StoreError {
+        guard let db else { return .database("\(context): database is closed") }
+        return Self.error(code: sqlite3_extended_errcode(db), message: String(cString: sqlite3_errmsg(db)),
+                          context: context)
+    }
+
+    private static func error(code: Int32, message: String, context: String) -> StoreError {
+        switch code {
+        case constraintUnique, constraintPrimaryKey:
+            return .uniqueConflict("\(context): \(message)")
+        default:
+            return .database("\(context): \(message)")
+        }
+    }
+}
+
+/// The current result row of a statement, readable only inside `SQLiteConnection.query`'s
+/// closure (non-copyable, so it cannot be kept after the statement moves on).
+struct Row: ~Copyable {
+    fileprivate let statement: OpaquePointer
+
+    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(statement, column) }
+
+    func optionalInt(_ column: Int32) -> Int64? {
+        sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : int(column)
+    }
+
+    func text(_ column: Int32) -> String {
+        guard let bytes = sqlite3_column_text(statement, column) else { return "" }
+        let count = Int(sqlite3_column_bytes(statement, column))
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
+    }
+
+    func blob(_ column: Int32) -> [UInt8] {
+        // Zero-length blobs come back as a null pointer.
+        guard let bytes = sqlite3_column_blob(statement, column) else { return [] }
+        let count = Int(sqlite3_column_bytes(statement, column))
+        return Array(UnsafeRawBufferPointer(start: bytes, count: count))
+    }
+}

@@ -1,0 +1,231 @@
+import DtmEngine
+import Foundation
+import Logging
+
+/// The embedded durable store: one SQLite file in WAL mode with `synchronous=FULL`, so a
+/// write that has returned survives a crash or power loss.
+///
+/// Writes go to a single writer thread that group-commits them (see `SQLiteWorker`): many
+/// concurrent callers share one transaction and one fsync, and each is answered only after
+/// the commit that covers its write. Reads use a second connection on its own thread; WAL
+/// lets them run beside the writer, and they see every write that has been answered.
+///
+/// Several stores (or processes) may open the same file: writes take SQLite's write lock
+/// for the whole batch (`BEGIN IMMEDIATE`), so `claimDue` never hands one row to two owners.
+public final class SQLiteStore: TransactionStore {
+    /// The database file.
+    public let path: String
+    private let writer: SQLiteWorker
+    private let reader: SQLiteWorker
+    /// Copies the WAL into the database file beside the writer (see `CheckpointPolicy`).
+    private let checkpointer: SQLiteWorker
+    private let logger: Logger
+
+    /// Opens or creates the database at `path` and migrates its schema. `path` must name a
+    /// file (WAL needs one; `:memory:` is refused).
+    /// - Parameters:
+    ///   - maxBatch: the most write requests that share one commit.
+    ///   - busyTimeout: how long to wait for another connection's write lock.
+    public init(path: String, maxBatch: Int = 512, busyTimeout: Duration = .seconds(5),
+                logger: Logger = Logger(label: "dtm.store.sqlite")) throws(StoreError) {
+        let timeout = Int32(clamping: busyTimeout.components.seconds * 1000
+            + busyTimeout.components.attoseconds / 1_000_000_000_000_000)
+        let writeConnection = try SQLiteConnection(path: path)
+        writeConnection.setBusyTimeout(milliseconds: timeout)
+        let mode = try writeConnection.query(.journalModeWAL) { $0.text(0) }
+        guard mode.first?.lowercased() == "wal" else {
+            throw .database("enable WAL on \(path): journal mode is \(mode.first ?? "unknown")")
+        }
+        // 16 MiB of page cache: the indexes' working set stays in memory instead of being re-read.
+        try writeConnection.executeScript("PRAGMA synchronous = FULL; PRAGMA cache_size = -16384",
+                                          context: "configure writer")
+        let found = try Schema.migrate(writeConnection, logger: logger)
+
+        let readConnection = try SQLiteConnection(path: path)
+        readConnection.setBusyTimeout(milliseconds: timeout)
+        try readConnection.executeScript("PRAGMA query_only = ON", context: "set query_only")
+        let checkpointConnection = try SQLiteConnection(path: path)
+        checkpointConnection.setBusyTimeout(milliseconds: timeout)
+
+        self.path = path
+        self.logger = logger
+        checkpointer = SQLiteWorker(connection: checkpointConnection, name: "dtm-sqlite-checkpointer",
+                                    role: .reader, maxBatch: 1)
+        writer = SQLiteWorker(connection: writeConnection, name: "dtm-sqlite-writer",
+                              role: .writer(checkpointer: checkpointer), maxBatch: max(1, maxBatch))
+        reader = SQLiteWorker(connection: readConnection, name: "dtm-sqlite-reader", role: .reader,
+                              maxBatch: max(1, maxBatch))
+        logger.info("opened SQLite store", metadata: [
+            "path": "\(path)", "schema_version": "\(Schema.currentVersion)", "found_version": "\(found)",
+        ])
+    }
+
+    deinit { close() }
+
+    /// Finishes the queued requests, then closes both connections. Later calls fail with
+    /// `.database`. Blocks until the worker threads are done; calling it again does nothing.
+    public func close() {
+        let closedNow = writer.shutdown()
+        checkpointer.shutdown()
+        reader.shutdown()
+        if closedNow { logger.info("closed SQLite store", metadata: ["path": "\(path)"]) }
+    }
+
+    /// Commit counters of the writer (group-commit effectiveness).
+    public var statistics: WriterStatistics { writer.statistics }
+
+    // MARK: Global transactions
+
+    public func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {
+        let globalRow = try GlobalColumns.bindings(global)
+        let branchRows = branches.map { BranchColumns.bindings($0, gid: global.gid) }
+        return try await writer.perform { db throws(StoreError) in
+            guard try db.run(.insertGlobal, globalRow) == 1 else { return false }
+            for row in branchRows { try db.run(.insertBranch, row) }
+            return true
+        }
+    }
+
+    public func findGlobal(gid: String) async throws(StoreError) -> GlobalTransaction? {
+        try await reader.perform { db throws(StoreError) in
+            try db.query(.findGlobal, [.text(gid)], GlobalColumns.decode).first
+        }
+    }
+
+    public func findBranches(gid: String) async throws(StoreError) -> [BranchRecord] {
+        try await reader.perform { db throws(StoreError) in
+            try db.query(.findBranches, [.text(gid)], BranchColumns.decode)
+        }
+    }
+
+    public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
+                             now: Date) async throws(StoreError) {
+        let bindings: [SQLValue] = [
+            .text(to.rawValue), .time(now), .text(update.rollbackReason), .text(update.result),
+            .time(update.finishTime), .time(update.rollbackTime), .int(update.nextCronInterval),
+            .time(update.nextCronTime), .text(gid), .text(from.rawValue),
+        ]
+        try await writer.perform { db throws(StoreError) in
+            guard try db.run(.changeStatus, bindings) == 1 else {
+                throw .notFound("no global transaction \(gid) in status \(from.rawValue)")
+            }
+        }
+    }
+
+    public func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
+                               now: Date) async throws(StoreError) {
+        let rows = branches.map { BranchColumns.bindings($0, gid: gid) }
+        try await writer.perform { db throws(StoreError) in
+            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
+            for row in rows { try db.run(.insertBranch, row) }
+        }
+    }
+
+    public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
+                               now: Date) async throws(StoreError) {
+        let rows: [[SQLValue]] = updates.map {
+            [.text($0.status.rawValue), .time($0.finishTime), .time(now), .text(gid), .text($0.branchID),
+             .text($0.op.rawValue)]
+        }
+        try await writer.perform { db throws(StoreError) in
+            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
+            for (row, update) in zip(rows, updates) {
+                guard try db.run(.updateBranch, row) == 1 else {
+                    throw .notFound("no branch \(update.branchID)/\(update.op) in global transaction \(gid)")
+                }
+            }
+        }
+    }
+
+    /// The check of `appendBranches` / `updateBranches`: the global row must be in `expecting`.
+    private static func lockGlobal(_ db: SQLiteConnection, gid: String, expecting: GlobalStatus,
+                                   now: Date) throws(StoreError) {
+        guard try db.run(.lockGlobal, [.time(now), .text(gid), .text(expecting.rawValue)]) == 1 else {
+            throw .notFound("no global transaction \(gid) in status \(expecting.rawValue)")
+        }
+    }
+
+    public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
+                          now: Date) async throws(StoreError) {
+        let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
+                                    .text(status.rawValue)]
+        try await writer.perform { db throws(StoreError) in
+            _ = try db.run(.touchCron, bindings)
+        }
+    }
+
+    public func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
+        -> [GlobalTransaction] {
+        guard limit > 0 else { return [] }
+        let bindings: [SQLValue] = [.text(owner), .time(leaseUntil), .time(now), .time(now), .int(Int64(limit))]
+        let claimed = try await writer.perform { db throws(StoreError) in
+            try db.query(.claimDue, bindings, GlobalColumns.decode)
+        }
+        // RETURNING has no defined order.
+        return claimed.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+    }
+
+    public func resetCronTime(after: Date, limit: Int, now: Date) async throws(StoreError) -> Int {
+        guard limit > 0 else { return 0 }
+        let bindings: [SQLValue] = [.time(now), .time(after), .int(Int64(limit))]
+        return try await writer.perform { db throws(StoreError) in
+            try db.run(.resetCronTime, bindings)
+        }
+    }
+
+    public func resetNextCronTime(gid: String, now: Date) async throws(StoreError) {
+        try await writer.perform { db throws(StoreError) in
+            guard try db.run(.resetNextCronTime, [.time(now), .time(now), .text(gid)]) == 1 else {
+                throw .notFound("no global transaction \(gid)")
+            }
+        }
+    }
+
+    public func scanGlobals(_ query: GlobalQuery) async throws(StoreError) -> [GlobalTransaction] {
+        guard query.limit > 0 else { return [] }
+        let bindings: [SQLValue] = [
+            .int(query.position ?? .max), .text(query.status?.rawValue), .text(query.transType?.rawValue),
+            .time(query.createdFrom), .time(query.createdTo), .int(Int64(query.limit)),
+        ]
+        return try await reader.perform { db throws(StoreError) in
+            try db.query(.scanGlobals, bindings, GlobalColumns.decode)
+        }
+    }
+
+    // MARK: KV
+
+    public func findKV(cat: String, key: String) async throws(StoreError) -> [KVRecord] {
+        try await reader.perform { db throws(StoreError) in
+            try db.query(.findKV, [.text(cat), .text(key)], KVColumns.decode)
+        }
+    }
+
+    public func scanKV(cat: String, position: Int64?, limit: Int) async throws(StoreError) -> [KVRecord] {
+        guard limit > 0 else { return [] }
+        return try await reader.perform { db throws(StoreError) in
+            try db.query(.scanKV, [.text(cat), .int(position ?? .max), .int(Int64(limit))], KVColumns.decode)
+        }
+    }
+
+    public func createKV(cat: String, key: String, value: String, now: Date) async throws(StoreError) {
+        try await writer.perform { db throws(StoreError) in
+            _ = try db.run(.createKV, [.text(cat), .text(key), .text(value), .time(now), .time(now)])
+        }
+    }
+
+    public func updateKV(cat: String, key: String, value: String, expectedVersion: Int64,
+                         now: Date) async throws(StoreError) {
+        let bindings: [SQLValue] = [.text(value), .time(now), .text(cat), .text(key), .int(expectedVersion)]
+        try await writer.perform { db throws(StoreError) in
+            guard try db.run(.updateKV, bindings) == 1 else {
+                throw .notFound("no kv \(cat)/\(key) at version \(expectedVersion)")
+            }
+        }
+    }
+
+    public func deleteKV(cat: String, key: String) async throws(StoreError) {
+        try await writer.perform { db throws(StoreError) in
+            guard try db.run(.deleteKV, [.text(cat), .text(key)]) == 1 else { throw .notFound("no kv \(cat)/\(key)") }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import DtmEngine
+import DtmStore
+import Foundation
+import Logging
+import Testing
+
+/// A database file under the temporary directory, unique per test.
+struct TemporaryDatabase: Sendable {
+    let path: String
+
+    init(_ name: String = "store") {
+        path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dtm-\(name)-\(UUID().uuidString).sqlite").path
+    }
+
+    /// Removes the file and SQLite's side files.
+    func remove() {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            try? FileManager.default.removeItem(atPath: path + suffix)
+        }
+    }
+}
+
+/// A store under test and how to dispose of it.
+struct OpenedStore: Sendable {
+    let store: any TransactionStore
+    let dispose: @Sendable () async -> Void
+}
+
+/// Makes an empty store. The conformance suite runs once per factory in `storeFactories`:
+/// a new implementation (e.g. PostgreSQL on a fresh schema) is tested by adding one here.
+struct StoreFactory: Sendable, CustomTestStringConvertible {
+    let name: String
+    let make: @Sendable () async throws -> OpenedStore
+
+    var testDescription: String { name }
+
+    static let sqlite = StoreFactory(name: "SQLite") {
+        let file = TemporaryDatabase("conformance")
+        let store = try openSQLiteStore(file.path)
+        return OpenedStore(store: store) {
+            store.close()
+            file.remove()
+        }
+    }
+}
+
+let storeFactories: [StoreFactory] = [.sqlite]
+
+/// Runs `body` with a fresh store from `factory` and disposes of it afterwards.
+func withStore(_ factory: StoreFactory,
+               _ body: (any TransactionStore) async throws -> Void) async throws {
+    let opened = try await factory.make()
+    do {
+        try await body(opened.store)
+    } catch {
+        await opened.dispose()
+        throw error
+    }
+    await opened.dispose()
+}
+
+/// An SQLiteStore that logs only warnings and errors, to keep test output readable.
+func openSQLiteStore(_ path: String) throws(StoreError) -> SQLiteStore {
+    var logger = Logger(label: "dtm.store.sqlite")
+    logger.logLevel = .warning
+    return try SQLiteStore(path: path, logger: logger)
+}
+
+/// Runs `body` with an SQLiteStore on a temporary file, removed afterwards.
+func withSQLiteStore(_ body: (SQLiteStore, TemporaryDatabase) async throws -> Void) async throws {
+    let file = TemporaryDatabase()
+    defer { file.remove() }
+    let store = try openSQLiteStore(file.path)
+    defer { store.close() }
+    try await body(store, file)
+}
+
+/// A fixed time at microsecond precision, which stores keep exactly.
+let t0 = Date(timeIntervalSince1970: 1_700_000_000.123456)
+
+/// `t0` moved by whole seconds.
+func at(_ seconds: Int) -> Date { Date(timeIntervalSince1970: 1_700_000_000.123456 + Double(seconds)) }
+
+func sampleGlobal(_ gid: String, status: GlobalStatus = .prepared, type: TransType = .saga,
+                  created: Date = t0, nextCron: Date? = nil) -> GlobalTransaction {
+    GlobalTransaction(gid: gid, transType: type, status: status, createTime: created,
+                      options: TransOptions(retryInterval: 10), nextCronInterval: 10,
+                      nextCronTime: nextCron ?? at(10))
+}
+
+func sampleBranches(_ gid: String, count: Int = 2, op: BranchOp = .action) -> [BranchRecord] {
+    (0..<count).map { index in
+        BranchRecord(gid: gid, url: "grpc://busi:58081/busi.Busi/Step\(index)",
+                     binData: [0, UInt8(index), 0, 255], branchID: "0\(index + 1)", op: op, createTime: t0)
+    }
+}
+
+/// Records as a store returns them, minus the store-assigned ids.
+protocol StoreAssignedID {
+    var id: Int64? { get set }
+}
+
+extension StoreAssignedID {
+    var withoutID: Self {
+        var copy = self
+        copy.id = nil
+        return copy
+    }
+}
+
+extension GlobalTransaction: StoreAssignedID {}
+extension BranchRecord: StoreAssignedID {}
+extension KVRecord: StoreAssignedID {}
+
+/// Runs a store call and captures its typed outcome, for checks on the error case.
+func outcome<T>(_ call: () async throws(StoreError) -> T) async -> Result<T, StoreError> {
+    do throws(StoreError) {
+        return .success(try await call())
+    } catch {
+        return .failure(error)
+    }
+}
+
+extension Result where Failure == StoreError {
+    var error: StoreError? {
+        if case .failure(let error) = self { return error }
+        return nil
+    }
+}
+
+extension StoreError {
+    var isNotFound: Bool { if case .notFound = self { true } else { false } }
+    var isUniqueConflict: Bool { if case .uniqueConflict = self { true } else { false } }
+    var isDatabase: Bool { if case .database = self { true } else { false } }
+}
