@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         // Structured logging, the server-side Swift standard.
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // HTTP branch calls (DTM's HTTP fallback): pooled keep-alive HTTP/1.1 and TLS for https URLs.
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         // Command-line flags of the `dtm` executable.
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
@@ -54,10 +56,11 @@ let package = Package(
         // Wiring: the dtmgimp.Dtm gRPC service, branch callers, the retry loop.
         .target(name: "DtmServer", dependencies: [
             "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "dtm", dependencies: [
-            "DtmServer",
+            "DtmServer", "DtmEngine", "DtmStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

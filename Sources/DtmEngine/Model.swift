@@ -85,6 +85,18 @@ public struct TransOptions: Sendable, Equatable, Codable {
         self.concurrent = concurrent
     }
 
+    /// DTM writes options with zero values left out, so every key is optional.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        waitResult = try container.decodeIfPresent(Bool.self, forKey: .waitResult) ?? false
+        timeoutToFail = try container.decodeIfPresent(Int64.self, forKey: .timeoutToFail) ?? 0
+        retryInterval = try container.decodeIfPresent(Int64.self, forKey: .retryInterval) ?? 0
+        branchHeaders = try container.decodeIfPresent([String: String].self, forKey: .branchHeaders) ?? [:]
+        requestTimeout = try container.decodeIfPresent(Int64.self, forKey: .requestTimeout) ?? 0
+        retryLimit = try container.decodeIfPresent(Int64.self, forKey: .retryLimit) ?? 0
+        concurrent = try container.decodeIfPresent(Bool.self, forKey: .concurrent) ?? false
+    }
+
     enum CodingKeys: String, CodingKey {
         case waitResult = "wait_result", timeoutToFail = "timeout_to_fail"
         case retryInterval = "retry_interval", branchHeaders = "branch_headers"

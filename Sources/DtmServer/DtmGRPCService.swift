@@ -1,3 +1,4 @@
+import DtmEngine
 import DtmGRPC
 import DtmProto
 import Logging
@@ -11,9 +12,12 @@ public struct DtmGRPCService: Sendable {
                                  "PrepareWorkflow", "Subscribe", "Unsubscribe", "DeleteTopic"]
 
     let gids: GidGenerator
+    let engine: Coordinator
     let logger: Logger
 
-    public init(gids: GidGenerator = GidGenerator(), logger: Logger = Logger(label: "dtm.grpc.service")) {
+    public init(engine: Coordinator, gids: GidGenerator = GidGenerator(),
+                logger: Logger = Logger(label: "dtm.grpc.service")) {
+        self.engine = engine
         self.gids = gids
         self.logger = logger
     }
@@ -21,16 +25,57 @@ public struct DtmGRPCService: Sendable {
     /// Registers every method of `dtmgimp.Dtm` on `router`.
     public func register(on router: inout GRPCRouter) {
         let gids = self.gids
+        let engine = self.engine
         router.register(service: Self.serviceName, method: "NewGid", .sync { request throws(RPCError) in
             _ = try decode(Empty.self, request)
             return GRPCResponse(message: DtmGidReply(gid: gids.next()).encode())
         })
-        for method in Self.methods where method != "NewGid" {
+        register(on: &router, "Submit", DtmRequest.self) { request throws(DtmError) in
+            try await engine.submit(TransRequest(request))
+        }
+        register(on: &router, "Prepare", DtmRequest.self) { request throws(DtmError) in
+            try await engine.prepare(TransRequest(request))
+        }
+        register(on: &router, "Abort", DtmRequest.self) { request throws(DtmError) in
+            try await engine.abort(TransRequest(request))
+        }
+        register(on: &router, "RegisterBranch", DtmBranchRequest.self) { request throws(DtmError) in
+            try await engine.registerBranch(BranchRegistration(request))
+        }
+        registerAnswering(on: &router, "PrepareWorkflow", DtmRequest.self) { request throws(DtmError) in
+            DtmProgressesReply(try await engine.prepareWorkflow(TransRequest(request)))
+        }
+        for method in ["Subscribe", "Unsubscribe", "DeleteTopic"] {
             router.register(service: Self.serviceName, method: method, .sync { _ throws(RPCError) in
-                throw RPCError(.unimplemented,
-                               "\(Self.serviceName)/\(method) is not available yet: the transaction engine is not wired in")
+                throw RPCError(.unimplemented, "\(Self.serviceName)/\(method) is not available yet (topics come with the HTTP API)")
             })
         }
+    }
+
+    /// A method answering google.protobuf.Empty.
+    private func register<Request: ProtoMessage>(
+        on router: inout GRPCRouter, _ method: String, _ type: Request.Type,
+        _ body: @escaping @Sendable (Request) async throws(DtmError) -> Void) {
+        registerAnswering(on: &router, method, type) { request throws(DtmError) in
+            try await body(request)
+            return Empty()
+        }
+    }
+
+    private func registerAnswering<Request: ProtoMessage, Response: ProtoMessage>(
+        on router: inout GRPCRouter, _ method: String, _ type: Request.Type,
+        _ body: @escaping @Sendable (Request) async throws(DtmError) -> Response) {
+        let logger = self.logger
+        router.register(service: Self.serviceName, method: method, .async { call throws(RPCError) in
+            let request = try decode(Request.self, call)
+            do throws(DtmError) {
+                return GRPCResponse(message: try await body(request).encode())
+            } catch {
+                let status = RPCError(error)
+                logger.debug("\(method) refused", metadata: ["code": "\(status.code)", "message": "\(status.message)"])
+                throw status
+            }
+        })
     }
 }
 
@@ -40,5 +85,53 @@ func decode<M: ProtoMessage>(_ type: M.Type, _ request: GRPCRequest) throws(RPCE
         return try M(decoding: request.message)
     } catch {
         throw RPCError(.invalidArgument, "request is not a valid \(M.protoName): \(error)")
+    }
+}
+
+extension RPCError {
+    /// DTM's mapping of coordinator outcomes to gRPC statuses (spec 2.3), in one place.
+    init(_ error: DtmError) {
+        switch error {
+        case .failure(let message): self.init(.aborted, message)
+        case .ongoing(let message): self.init(.failedPrecondition, message)
+        case .invalidArgument(let message): self.init(.invalidArgument, message)
+        case .notFound(let message): self.init(.notFound, message)
+        case .internal(let message): self.init(.unknown, message)
+        case .storage: self.init(.internal, "storage: \(error.message)")
+        }
+    }
+}
+
+extension TransRequest {
+    /// From the gRPC request: protocol is gRPC, steps come as JSON text.
+    init(_ request: DtmRequest) throws(DtmError) {
+        let options = request.transOptions ?? DtmTransOptions()
+        self.init(gid: request.gid, transType: request.transType,
+                  steps: try TransRequest.parseSteps(request.steps), payloads: request.binPayloads,
+                  queryPrepared: request.queryPrepared, transProtocol: TransProtocol.grpc.rawValue,
+                  customData: request.customedData,
+                  options: TransOptions(waitResult: options.waitResult, timeoutToFail: options.timeoutToFail,
+                                        retryInterval: options.retryInterval, branchHeaders: options.branchHeaders,
+                                        requestTimeout: options.requestTimeout, retryLimit: options.retryLimit),
+                  reqExtra: request.reqExtra, rollbackReason: request.rollbackReason)
+    }
+}
+
+extension BranchRegistration {
+    init(_ request: DtmBranchRequest) {
+        self.init(gid: request.gid, transType: request.transType, branchID: request.branchID,
+                  data: request.data, payload: request.busiPayload)
+    }
+}
+
+extension DtmProgressesReply {
+    init(_ progress: WorkflowProgress) {
+        let global = progress.transaction
+        self.init(
+            transaction: DtmTransaction(gid: global.gid, status: global.status.rawValue,
+                                        rollbackReason: global.rollbackReason, result: global.result),
+            progresses: progress.progresses.map {
+                DtmProgress(status: $0.status.rawValue, binData: $0.binData, branchID: $0.branchID, op: $0.op.rawValue)
+            })
     }
 }

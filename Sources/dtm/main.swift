@@ -1,6 +1,8 @@
 import ArgumentParser
 import Dispatch
+import DtmEngine
 import DtmServer
+import DtmStore
 import Logging
 
 #if canImport(Glibc)
@@ -19,11 +21,29 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "gRPC port (DTM's default is 36790; 0 picks a free port).")
     var grpcPort = 36790
 
+    @Option(help: "SQLite database file of the durable store; created if missing. A restart on the same file resumes unfinished transactions.")
+    var store = "dtm.sqlite"
+
+    @Option(help: "Base retry interval in seconds (DTM: RetryInterval; values under 10 are meant for tests).")
+    var retryInterval: Int64 = 10
+
+    @Option(help: "Default timeout of tcc, xa, msg and workflow transactions in seconds (DTM: TimeoutToFail).")
+    var timeoutToFail: Int64 = 35
+
+    @Option(help: "Timeout of each branch call in seconds (DTM: RequestTimeout).")
+    var requestTimeout: Int64 = 3
+
+    @Option(help: "Seconds the retry loop sleeps when nothing is due (DTM: TransCronInterval).")
+    var cronInterval: Int64 = 3
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
     func validate() throws {
         guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be 0...65535") }
+        guard retryInterval >= 1, timeoutToFail >= retryInterval, requestTimeout >= 1, cronInterval >= 1 else {
+            throw ValidationError("need --retry-interval >= 1, --timeout-to-fail >= --retry-interval, --request-timeout >= 1, --cron-interval >= 1")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -37,11 +57,20 @@ struct Dtm: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "dtm")
-        let coordinator = try await Coordinator.start(CoordinatorConfig(host: host, grpcPort: grpcPort), logger: logger)
-        logger.info("swift-dtm coordinator started", metadata: ["grpc": "\(host):\(coordinator.grpcPort)"])
+        let engine = EngineConfig(retryInterval: retryInterval, timeoutToFail: timeoutToFail,
+                                  requestTimeout: requestTimeout, transCronInterval: cronInterval)
+        if let problem = engine.validationError() {
+            logger.warning("configuration outside DTM's limits: \(problem)")
+        }
+        let sqlite = try SQLiteStore(path: store, logger: logger)
+        let coordinator = try await CoordinatorServer.start(
+            CoordinatorConfig(host: host, grpcPort: grpcPort, engine: engine), store: sqlite, logger: logger)
+        logger.info("swift-dtm coordinator started", metadata: [
+            "grpc": "\(host):\(coordinator.grpcPort)", "store": "\(sqlite.path)"])
         let signal = await Self.waitForTerminationSignal()
         logger.info("received \(signal), stopping")
         await coordinator.shutdown()
+        sqlite.close()
     }
 
     /// Suspends until SIGINT or SIGTERM arrives; returns its name.

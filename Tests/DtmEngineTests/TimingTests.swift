@@ -169,3 +169,11 @@ struct EffectTableTests {
         #expect(BranchCall(branchID: "01", op: .action, url: "https://h/x", requestTimeout: 3).usesHTTP(.grpc))
     }
 }
+
+@Suite struct TransOptionsCodingTests {
+    @Test func decodesDTMsOptionsWithZeroValuesLeftOut() throws {
+        let options = try JSONDecoder().decode(TransOptions.self, from: Data(#"{"concurrent":false,"retry_interval":15}"#.utf8))
+        #expect(options == TransOptions(retryInterval: 15))
+        #expect(try JSONDecoder().decode(TransOptions.self, from: Data("{}".utf8)) == TransOptions())
+    }
+}

@@ -1,6 +1,7 @@
 import DtmGRPC
 import DtmNet
 import DtmProto
+import DtmEngine
 import DtmServer
 import Foundation
 import Testing
@@ -9,7 +10,7 @@ import Testing
     /// A Python grpcio client with stubs generated from proto/ calls our server.
     @Test func grpcioClientCallsOurServer() async throws {
         let python = try Peers.require(Peers.python, "python with grpcio")
-        let coordinator = try await Coordinator.start(CoordinatorConfig(host: "127.0.0.1", grpcPort: 0))
+        let coordinator = try await CoordinatorServer.start(CoordinatorConfig(host: "127.0.0.1", grpcPort: 0), store: InMemoryStore())
         defer { Task { await coordinator.shutdown(gracePeriod: .milliseconds(100)) } }
         let run = try await Peers.run(python, ["dtm_client.py", "127.0.0.1:\(coordinator.grpcPort)"])
         #expect(run.status == 0, "\(run.stderr)")
@@ -20,9 +21,10 @@ import Testing
         #expect(gids == gids.sorted(), "gids from one process sort by creation")
         #expect(gids.allSatisfy { $0.count == 22 })
         let submit = try #require(json["Submit"] as? [String: String])
-        #expect(submit["code"] == "UNIMPLEMENTED")
-        #expect(submit["details"]?.contains("dtmgimp.Dtm/Submit") ?? false)
-        #expect((json["RegisterBranch"] as? [String: String])?["code"] == "UNIMPLEMENTED")
+        #expect(submit["code"] == "INVALID_ARGUMENT")
+        #expect(submit["details"]?.contains("gid") ?? false, "\(submit)")
+        let register = try #require(json["RegisterBranch"] as? [String: String])
+        #expect(register["code"] == "ABORTED", "\(register)")
         #expect((json["unknown"] as? [String: String])?["code"] == "UNIMPLEMENTED")
         let garbage = try #require(json["garbage"] as? [String: String])
         #expect(garbage["code"] == "INVALID_ARGUMENT")
@@ -33,7 +35,7 @@ import Testing
     /// Our pooled client calls a Python grpcio busi server.
     @Test func ourClientCallsGrpcioServer() async throws {
         let python = try Peers.require(Peers.python, "python with grpcio")
-        let peer = try RunningPeer(python, ["busi_server.py"])
+        let peer = try await RunningPeer.start(python, ["busi_server.py"])
         defer { peer.stop() }
         let target = "127.0.0.1:\(peer.firstLine)"
         let client = GRPCClient()

@@ -1,6 +1,7 @@
 import DtmGRPC
 import DtmNet
 import DtmProto
+import DtmEngine
 import DtmServer
 import Foundation
 import Testing
@@ -12,7 +13,7 @@ import Testing
     @Test func h2loadDrivesNewGidWithoutErrors() async throws {
         let h2load = try Peers.require(Peers.which("h2load"), "h2load (apt-get install nghttp2-client)")
         let nghttp = try Peers.require(Peers.which("nghttp"), "nghttp (apt-get install nghttp2-client)")
-        let coordinator = try await Coordinator.start(CoordinatorConfig(host: "127.0.0.1", grpcPort: 0))
+        let coordinator = try await CoordinatorServer.start(CoordinatorConfig(host: "127.0.0.1", grpcPort: 0), store: InMemoryStore())
         defer { Task { await coordinator.shutdown(gracePeriod: .milliseconds(100)) } }
         let body = FileManager.default.temporaryDirectory.appendingPathComponent("empty-\(UUID()).grpc")
         try Data([0, 0, 0, 0, 0]).write(to: body)

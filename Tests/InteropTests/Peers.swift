@@ -43,8 +43,8 @@ enum Peers {
         process.standardError = err
         try process.run()
         // Read both pipes while the process runs so a full pipe cannot block it.
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        async let stdout = readToEnd(out)
+        async let stderr = readToEnd(err)
         let deadline = ContinuousClock.now + timeout
         while process.isRunning && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
@@ -55,6 +55,14 @@ enum Peers {
         }
         return (process.terminationStatus, String(decoding: await stdout, as: UTF8.self),
                 String(decoding: await stderr, as: UTF8.self))
+    }
+}
+
+/// Reads a pipe to its end on a Dispatch thread: blocking reads must not occupy the few
+/// threads of Swift's cooperative pool, which the in-process server under test needs.
+func readToEnd(_ pipe: Pipe) async -> Data {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: pipe.fileHandleForReading.readDataToEndOfFile()) }
     }
 }
 
@@ -71,7 +79,16 @@ final class RunningPeer: @unchecked Sendable {
     private let stdin = Pipe()
     let firstLine: String
 
-    init(_ executable: String, _ arguments: [String]) throws {
+    /// Starts the peer and waits (off the cooperative pool) for its first line.
+    static func start(_ executable: String, _ arguments: [String]) async throws -> RunningPeer {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try RunningPeer(executable, arguments) })
+            }
+        }
+    }
+
+    private init(_ executable: String, _ arguments: [String]) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.currentDirectoryURL = Peers.pythonDir

@@ -21,8 +21,9 @@ def main():
         gids = [stub.NewGid(empty_pb2.Empty(), timeout=5).Gid for _ in range(50)]
         results["gids"] = gids
         # The raw method lets us send bytes that are not a valid DtmRequest.
-        for method, request in [("Submit", dtmgimp_pb2.DtmRequest(Gid="g1", TransType="saga")),
-                                ("RegisterBranch", dtmgimp_pb2.DtmBranchRequest(Gid="g1"))]:
+        for method, request in [("Submit", dtmgimp_pb2.DtmRequest(Gid="", TransType="saga")),
+                                ("RegisterBranch", dtmgimp_pb2.DtmBranchRequest(Gid="no-such-gid", TransType="tcc",
+                                                                                BranchID="01"))]:
             try:
                 getattr(stub, method)(request, timeout=5)
                 results[method] = {"code": "OK"}

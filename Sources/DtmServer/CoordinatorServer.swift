@@ -1,0 +1,126 @@
+import AsyncHTTPClient
+import DtmEngine
+import DtmGRPC
+import DtmNet
+import Foundation
+import Logging
+
+/// Settings of a coordinator process; defaults are DTM's.
+public struct CoordinatorConfig: Sendable {
+    public var host: String
+    /// DTM's default gRPC port; 0 picks a free port (tests).
+    public var grpcPort: Int
+    public var grpc: GRPCServerConfig
+    public var engine: EngineConfig
+    /// Identifies this process in the `owner` column of the transactions it leases.
+    public var owner: String
+    /// Transactions driven at once by the background loop.
+    public var maxConcurrentPasses: Int
+
+    public init(host: String = "0.0.0.0", grpcPort: Int = 36790, grpc: GRPCServerConfig = GRPCServerConfig(),
+                engine: EngineConfig = EngineConfig(), owner: String = UUID().uuidString,
+                maxConcurrentPasses: Int = 64) {
+        self.host = host
+        self.grpcPort = grpcPort
+        self.grpc = grpc
+        self.engine = engine
+        self.owner = owner
+        self.maxConcurrentPasses = maxConcurrentPasses
+    }
+}
+
+/// A running coordinator: store, engine, background loop, branch clients and the gRPC
+/// server — everything `dtm` starts, startable in process by tests.
+public final class CoordinatorServer: Sendable {
+    public let config: CoordinatorConfig
+    public let store: any TransactionStore
+    public let engine: Coordinator
+    public let cron: CronLoop
+    private let grpcServer: GRPCServer
+    private let grpcClient: GRPCClient
+    private let httpClient: HTTPClient
+    private let cronTask: Task<Void, Never>
+    private let logger: Logger
+
+    /// The bound gRPC port (differs from `config.grpcPort` when that is 0).
+    public var grpcPort: Int { grpcServer.port }
+
+    private init(config: CoordinatorConfig, store: any TransactionStore, engine: Coordinator, cron: CronLoop,
+                 grpcServer: GRPCServer, grpcClient: GRPCClient, httpClient: HTTPClient,
+                 cronTask: Task<Void, Never>, logger: Logger) {
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.cron = cron
+        self.grpcServer = grpcServer
+        self.grpcClient = grpcClient
+        self.httpClient = httpClient
+        self.cronTask = cronTask
+        self.logger = logger
+    }
+
+    /// Starts the coordinator on `store`. The background loop's first pass resumes every
+    /// unfinished transaction already in the store (crash recovery).
+    public static func start(_ config: CoordinatorConfig = CoordinatorConfig(), store: any TransactionStore,
+                             logger: Logger = Logger(label: "dtm")) async throws -> CoordinatorServer {
+        let grpcClient = GRPCClient(logger: logger)
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton)
+        let caller = DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
+        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine)
+        let cron = CronLoop(driver: driver, owner: config.owner, maxConcurrent: config.maxConcurrentPasses,
+                            onEvent: { event in log(event, logger) })
+        let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        let cronTask = Task { await cron.run() }
+
+        var router = GRPCRouter()
+        DtmGRPCService(engine: engine, logger: logger).register(on: &router)
+        let grpcServer: GRPCServer
+        do {
+            grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
+                                                    config: config.grpc, logger: logger)
+        } catch {
+            cronTask.cancel()
+            await cronTask.value
+            try? await httpClient.shutdown()
+            await grpcClient.shutdown()
+            throw error
+        }
+        return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
+                                 grpcClient: grpcClient, httpClient: httpClient, cronTask: cronTask, logger: logger)
+    }
+
+    /// Graceful stop: no new calls, calls in flight finish (up to `gracePeriod`), then the
+    /// background loop stops. Unfinished transactions stay in the store for the next start.
+    public func shutdown(gracePeriod: Duration = .seconds(5)) async {
+        logger.info("shutting down")
+        await grpcServer.shutdown(gracePeriod: gracePeriod)
+        cronTask.cancel()
+        await cronTask.value
+        await grpcClient.shutdown()
+        try? await httpClient.shutdown()
+    }
+}
+
+private func log(_ event: CronEvent, _ logger: Logger) {
+    switch event {
+    case .passFinished(let report):
+        let global = report.global
+        var metadata: Logger.Metadata = ["gid": "\(global.gid)", "trans_type": "\(global.transType.rawValue)",
+                                         "status": "\(global.status.rawValue)"]
+        if let storeError = report.storeError { metadata["store_error"] = "\(storeError)" }
+        if global.status.isFinished {
+            if !global.rollbackReason.isEmpty { metadata["reason"] = "\(global.rollbackReason)" }
+            logger.info("transaction finished", metadata: metadata)
+        } else {
+            for note in report.branchErrors {
+                logger.warning("branch call failed; will retry", metadata: metadata.merging([
+                    "branch_id": "\(note.call.branchID)", "op": "\(note.call.op.rawValue)",
+                    "url": "\(note.call.url)", "error": "\(note.message)", "retry_count": "\(note.retryCount)",
+                ]) { $1 })
+            }
+            logger.debug("pass ended; transaction unfinished", metadata: metadata)
+        }
+    case .claimFailed(let error):
+        logger.error("cannot lease due transactions", metadata: ["error": "\(error)"])
+    }
+}

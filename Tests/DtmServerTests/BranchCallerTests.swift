@@ -1,0 +1,47 @@
+import DtmEngine
+import DtmGRPC
+import Testing
+@testable import DtmServer
+
+@Suite struct BranchCallerTests {
+    @Test(arguments: [
+        ("localhost:58081/busi.Busi/TransOut", "localhost:58081", "/busi.Busi/TransOut"),
+        ("10.0.0.1:9/a.b.C/D", "10.0.0.1:9", "/a.b.C/D"),
+    ])
+    func grpcURLsSplitIntoTargetAndPath(url: String, target: String, path: String) throws {
+        let split = try #require(GRPCBranchCaller.split(url))
+        #expect(split.target == target)
+        #expect(split.path == path)
+    }
+
+    @Test(arguments: ["localhost:58081", "/busi.Busi/TransOut", "etcd://x/busi.Busi/TransOut",
+                      "h:1/busi.Busi", "h:1/a/b/c", ""])
+    func badGRPCURLsAreRefused(url: String) {
+        #expect(GRPCBranchCaller.split(url) == nil)
+    }
+
+    @Test func grpcStatusesMapAsDTMReadsThem() {
+        #expect(GRPCBranchCaller.result(of: RPCError(.aborted, "reason:no money"))
+            == .failure(message: "rpc error: code = Aborted desc = reason:no money"))
+        #expect(GRPCBranchCaller.result(of: RPCError(.aborted, "ONGOING")) == .ongoing)
+        #expect(GRPCBranchCaller.result(of: RPCError(.failedPrecondition, "later")) == .ongoing)
+        #expect(GRPCBranchCaller.result(of: RPCError(.unavailable, "down"))
+            == .error(message: "rpc error: code = Unavailable desc = down"))
+        #expect(GRPCBranchCaller.result(of: RPCError(.deadlineExceeded, "slow"))
+            == .error(message: "rpc error: code = DeadlineExceeded desc = slow"))
+    }
+
+    @Test(arguments: [
+        (200, #"{"dtm_result":"SUCCESS"}"#, BranchResult.success),
+        (200, "", .success),
+        (425, "", .ongoing),
+        (200, #"{"dtm_result":"ONGOING"}"#, .ongoing),
+        (409, #"{"error":"no money"}"#, .failure(message: #"{"error":"no money"}"#)),
+        (200, #"{"dtm_result":"FAILURE"}"#, .failure(message: #"{"dtm_result":"FAILURE"}"#)),
+        (500, "boom", .error(message: "HTTP 500: boom")),
+        (404, "", .error(message: "HTTP 404: ")),
+    ])
+    func httpAnswersMapAsDTMReadsThem(status: Int, body: String, expected: BranchResult) {
+        #expect(HTTPBranchCaller.result(status: status, body: body) == expected)
+    }
+}
