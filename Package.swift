@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "dtm", targets: ["dtm"]),
+        .executable(name: "dtm-bench", targets: ["dtm-bench"]),
     ],
     dependencies: [
         // Socket I/O and event loops; nghttp2 does the HTTP/2 protocol work in memory.
@@ -63,6 +64,12 @@ let package = Package(
             "DtmServer", "DtmEngine", "DtmStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Load generator for tools/bench-saga (not shipped): Submits over gRPC, a busi server, a raw SQLite baseline.
+        .executableTarget(name: "dtm-bench", dependencies: [
+            "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
