@@ -21,6 +21,9 @@ public actor CronLoop {
     private let onEvent: (@Sendable (CronEvent) async -> Void)?
 
     private var ready: [ScheduledPass] = []
+    /// Index of the next pass to take from `ready`.
+    private var readyHead = 0
+    private var blocked: [String: [ScheduledPass]] = [:]
     private var running: Set<String> = []
     private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
@@ -69,8 +72,10 @@ public actor CronLoop {
     /// `maxConcurrent`), each gid once, processed concurrently. Returns the reports in
     /// completion order. For tests and simple embeddings; a server calls `run()` instead.
     public func runOnce() async -> [PassReport] {
-        let handedOver = ready
+        let handedOver = Array(ready[readyHead...]) + blocked.values.joined()
         ready = []
+        readyHead = 0
+        blocked = [:]
         let claimed = await claim(limit: maxConcurrent).map { ScheduledPass(global: $0) }
         var seen = Set<String>()
         let passes = (handedOver + claimed).filter { seen.insert($0.global.gid).inserted }
@@ -130,9 +135,23 @@ public actor CronLoop {
         sleeperArmed = false
     }
 
+    /// The oldest handed-over pass whose gid is not running. Passes for a running gid wait in
+    /// `blocked` until that pass ends. O(1) amortised: under load `ready` holds many thousands.
     private func takeReady() -> ScheduledPass? {
-        guard let index = ready.firstIndex(where: { !running.contains($0.global.gid) }) else { return nil }
-        return ready.remove(at: index)
+        while readyHead < ready.count {
+            let pass = ready[readyHead]
+            readyHead += 1
+            if readyHead >= 1024 && readyHead * 2 >= ready.count {
+                ready.removeFirst(readyHead)
+                readyHead = 0
+            }
+            if running.contains(pass.global.gid) {
+                blocked[pass.global.gid, default: []].append(pass)
+                continue
+            }
+            return pass
+        }
+        return nil
     }
 
     private func start(_ pass: ScheduledPass, in group: inout DiscardingTaskGroup) {
@@ -146,6 +165,7 @@ public actor CronLoop {
 
     private func finished(_ report: PassReport) async {
         running.remove(report.global.gid)
+        if let waiting = blocked.removeValue(forKey: report.global.gid) { ready += waiting }
         signal?.yield()
         await onEvent?(.passFinished(report))
     }
