@@ -82,7 +82,7 @@ public struct TransactionDriver: Sendable {
                 pass.state.now = clock.now()
                 switch processor.decide(pass.state) {
                 case .launch(let calls):
-                    guard !calls.isEmpty else { break loop }
+                    guard !calls.isEmpty, await pass.flush() else { break loop }
                     let current = pass.state.global
                     for call in calls {
                         pass.state.memory.launched(call.key)
@@ -130,6 +130,8 @@ private struct Pass {
     var state: PassState
     var schedule: CronSchedule
     var report: PassReport
+    /// Branch results recorded in `state` but not stored yet.
+    var pending: [BranchUpdate] = []
 
     init(driver: TransactionDriver, report: PassReport, now: Date) {
         let global = report.global
@@ -158,12 +160,24 @@ private struct Pass {
         }
         if let reason = effect.rollbackReason { state.memory.rollbackReason = reason }
         guard let status = effect.branchStatus else { return true }
+        // Kept in memory and stored with the pass's next write: before any further call is
+        // launched (that write's compare-and-set is what stops a pass whose transaction was
+        // moved by someone else), or together with the status change or the schedule. The
+        // last result of a pass thus shares its commit with the final status.
         let update = BranchUpdate(branchID: call.branchID, op: call.op, status: status, finishTime: now)
-        let (store, gid, expecting) = (driver.store, gid, state.global.status)
-        guard await write({ () async throws(StoreError) in
-            try await store.updateBranches(gid: gid, expecting: expecting, updates: [update], now: now)
-        }) else { return false }
+        pending.append(update)
         state.branches.apply([update], now: now)
+        return true
+    }
+
+    /// Stores the branch results still in memory; false when the write failed or lost its race.
+    mutating func flush() async -> Bool {
+        guard !pending.isEmpty else { return true }
+        let (store, gid, expecting, updates, now) = (driver.store, gid, state.global.status, pending, driver.clock.now())
+        guard await write({ () async throws(StoreError) in
+            try await store.updateBranches(gid: gid, expecting: expecting, updates: updates, now: now)
+        }) else { return false }
+        pending = []
         return true
     }
 
@@ -171,22 +185,31 @@ private struct Pass {
     mutating func transition(to status: GlobalStatus, reason: String?) async -> Bool {
         let now = driver.clock.now()
         let update = GlobalUpdate.transition(to: status, reason: reason, now: now)
-        let (store, gid, from) = (driver.store, gid, state.global.status)
+        let (store, gid, from, updates) = (driver.store, gid, state.global.status, pending)
         guard await write({ () async throws(StoreError) in
-            try await store.changeStatus(gid: gid, from: from, to: status, update: update, now: now)
+            try await store.changeStatus(gid: gid, from: from, to: status, update: update, branchUpdates: updates,
+                                         now: now)
         }) else { return false }
+        pending = []
         state.global.apply(status: status, update, now: now)
         return true
     }
 
     /// Writes the schedule once, if the pass moved it and the transaction is still running.
+    /// Also stores branch results still in memory.
     mutating func touchCron() async {
-        guard report.storeError == nil, let next = schedule.nextTime, !state.global.status.isFinished else { return }
+        guard report.storeError == nil, !state.global.status.isFinished else { return }
+        guard let next = schedule.nextTime else {
+            _ = await flush()
+            return
+        }
         let now = driver.clock.now()
-        let (store, gid, status, interval) = (driver.store, gid, state.global.status, schedule.interval)
+        let (store, gid, status, interval, updates) = (driver.store, gid, state.global.status, schedule.interval, pending)
         guard await write({ () async throws(StoreError) in
-            try await store.touchCron(gid: gid, status: status, nextCronInterval: interval, nextCronTime: next, now: now)
+            try await store.touchCron(gid: gid, status: status, nextCronInterval: interval, nextCronTime: next,
+                                      branchUpdates: updates, now: now)
         }) else { return }
+        pending = []
         state.global.nextCronInterval = interval
         state.global.nextCronTime = next
         state.global.updateTime = now

@@ -41,12 +41,13 @@ public actor InMemoryStore: TransactionStore {
     }
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                             now: Date) throws(StoreError) {
+                             branchUpdates: [BranchUpdate], now: Date) throws(StoreError) {
         guard var global = globals[gid], global.status == from else {
             throw StoreError.notFound("no transaction \(gid) in status \(from.rawValue)")
         }
         global.apply(status: to, update, now: now)
         globals[gid] = global
+        if !branchUpdates.isEmpty { branches[gid, default: []].apply(branchUpdates, now: now) }
     }
 
     public func appendBranches(gid: String, expecting: GlobalStatus, branches rows: [BranchRecord],
@@ -62,8 +63,9 @@ public actor InMemoryStore: TransactionStore {
     }
 
     public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
-                          now: Date) {
+                          branchUpdates: [BranchUpdate], now: Date) {
         guard var global = globals[gid], global.status == status else { return }
+        if !branchUpdates.isEmpty { branches[gid, default: []].apply(branchUpdates, now: now) }
         global.nextCronInterval = nextCronInterval
         global.nextCronTime = nextCronTime
         global.updateTime = now

@@ -23,6 +23,18 @@ enum JSONValue: Equatable {
         }
     }
 
+    /// The common shape of saga/msg steps, parsed without building a JSONValue tree: nil when
+    /// `text` is not exactly a JSON array of objects whose values are all strings.
+    static func parseStringMaps(_ text: String) -> [[String: String]]? {
+        var text = text
+        return text.withUTF8 { bytes in
+            var parser = JSONParser(bytes: bytes)
+            guard let maps = parser.stringMaps() else { return nil }
+            parser.skipWhitespace()
+            return parser.index == bytes.count ? maps : nil
+        }
+    }
+
     /// A whole number (JSON has only doubles).
     var integer: Int64? {
         guard case .number(let value) = self, value == value.rounded(), abs(value) < 9e15 else { return nil }
@@ -53,6 +65,43 @@ private struct JSONParser {
         case UInt8(ascii: "n"): return literal("null", .null)
         default: return number()
         }
+    }
+
+    mutating func stringMaps() -> [[String: String]]? {
+        skipWhitespace()
+        guard expect(UInt8(ascii: "[")) else { return nil }
+        var maps: [[String: String]] = []
+        skipWhitespace()
+        if expect(UInt8(ascii: "]")) { return maps }
+        repeat {
+            skipWhitespace()
+            guard expect(UInt8(ascii: "{")) else { return nil }
+            var map: [String: String] = [:]
+            skipWhitespace()
+            if !expect(UInt8(ascii: "}")) {
+                repeat {
+                    skipWhitespace()
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let key = string() else { return nil }
+                    skipWhitespace()
+                    guard expect(UInt8(ascii: ":")) else { return nil }
+                    skipWhitespace()
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let value = string() else { return nil }
+                    map[key] = value
+                    skipWhitespace()
+                } while expect(UInt8(ascii: ","))
+                guard expect(UInt8(ascii: "}")) else { return nil }
+            }
+            maps.append(map)
+            skipWhitespace()
+        } while expect(UInt8(ascii: ","))
+        return expect(UInt8(ascii: "]")) ? maps : nil
+    }
+
+    /// Consumes `byte` if it is next.
+    private mutating func expect(_ byte: UInt8) -> Bool {
+        guard index < bytes.count, bytes[index] == byte else { return false }
+        index += 1
+        return true
     }
 
     private mutating func literal(_ word: StaticString, _ result: JSONValue) -> JSONValue? {

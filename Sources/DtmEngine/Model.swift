@@ -204,3 +204,77 @@ public struct SystemClock: DtmClock {
     public init() {}
     public func now() -> Date { Date() }
 }
+
+extension TransOptions {
+    /// The JSON text stored in the `options` column, shaped as DTM writes it: zero values left
+    /// out, `concurrent` always present. Written by hand: it is encoded on every Submit.
+    public var jsonText: String {
+        var fields: [String] = []
+        if !branchHeaders.isEmpty {
+            let pairs = branchHeaders.sorted { $0.key < $1.key }.map { "\(jsonQuoted($0.key)):\(jsonQuoted($0.value))" }
+            fields.append("\"branch_headers\":{\(pairs.joined(separator: ","))}")
+        }
+        fields.append("\"concurrent\":\(concurrent)")
+        if requestTimeout != 0 { fields.append("\"request_timeout\":\(requestTimeout)") }
+        if retryInterval != 0 { fields.append("\"retry_interval\":\(retryInterval)") }
+        if retryLimit != 0 { fields.append("\"retry_limit\":\(retryLimit)") }
+        if timeoutToFail != 0 { fields.append("\"timeout_to_fail\":\(timeoutToFail)") }
+        if waitResult { fields.append("\"wait_result\":true") }
+        return "{" + fields.joined(separator: ",") + "}"
+    }
+
+    /// Reads `jsonText` (or DTM's own options JSON); nil when it is not a JSON object of
+    /// options with the right types.
+    public init?(jsonText: String) {
+        guard case .object(let object) = JSONValue.parse(jsonText) else { return nil }
+        self.init()
+        func integer(_ key: String) -> Int64?? {
+            guard let value = object[key], value != .null else { return .some(nil) }
+            return value.integer.map { .some($0) } ?? nil
+        }
+        func flag(_ key: String) -> Bool?? {
+            switch object[key] {
+            case nil, .null?: return .some(nil)
+            case .bool(let value)?: return .some(value)
+            default: return nil
+            }
+        }
+        guard let timeout = integer("timeout_to_fail"), let retry = integer("retry_interval"),
+              let request = integer("request_timeout"), let limit = integer("retry_limit"),
+              let wait = flag("wait_result"), let concurrent = flag("concurrent") else { return nil }
+        timeoutToFail = timeout ?? 0
+        retryInterval = retry ?? 0
+        requestTimeout = request ?? 0
+        retryLimit = limit ?? 0
+        waitResult = wait ?? false
+        self.concurrent = concurrent ?? false
+        switch object["branch_headers"] {
+        case nil, .null?: break
+        case .object(let headers)?:
+            for (key, value) in headers {
+                guard case .string(let text) = value else { return nil }
+                branchHeaders[key] = text
+            }
+        default: return nil
+        }
+    }
+}
+
+/// `text` as a JSON string literal.
+func jsonQuoted(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20:
+            out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
+                + String(scalar.value, radix: 16)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}

@@ -67,9 +67,12 @@ public struct TransRequest: Sendable, Equatable {
 
     /// Parses the gRPC `Steps` text: a JSON array of string maps; "" and `null` mean none.
     public static func parseSteps(_ json: String) throws(DtmError) -> [[String: String]] {
-        let text = json.trimmingCharacters(in: .whitespacesAndNewlines)
-        if text.isEmpty || text == "null" { return [] }
-        guard case .array(let array) = JSONValue.parse(text) else {
+        if let steps = JSONValue.parseStringMaps(json) { return steps }
+        // Not the common shape: empty, null, or an error to describe precisely.
+        if json.allSatisfy(\.isWhitespace) { return [] }
+        let parsed = JSONValue.parse(json)
+        if parsed == .null { return [] }
+        guard case .array(let array) = parsed else {
             throw DtmError.invalidArgument("steps: not a JSON array of objects")
         }
         var steps = [[String: String]]()

@@ -111,6 +111,19 @@ private struct SagaView {
 
 /// Pairs the stored rows by branch id, in stored order: (compensate, action) per step.
 func sagaSteps(_ branches: [BranchRecord]) -> [SagaStep] {
+    // Rows as Submit stores them: (compensate, action) pairs in step order. Decided on every
+    // branch result, so the common layout is paired without dictionaries.
+    if branches.count % 2 == 0 {
+        var steps = [SagaStep]()
+        steps.reserveCapacity(branches.count / 2)
+        for index in stride(from: 0, to: branches.count, by: 2) {
+            let (compensate, action) = (branches[index], branches[index + 1])
+            guard compensate.op == .compensate, action.op == .action, compensate.branchID == action.branchID,
+                  steps.last?.action.branchID != action.branchID else { break }
+            steps.append(SagaStep(compensate: compensate, action: action))
+        }
+        if steps.count * 2 == branches.count { return steps }
+    }
     var order = [String]()
     var compensates = [String: BranchRecord]()
     var actions = [String: BranchRecord]()

@@ -103,10 +103,11 @@ public protocol TransactionStore: Sendable {
     /// Branch rows of a transaction in insertion order.
     func findBranches(gid: String) async throws(StoreError) -> [BranchRecord]
 
-    /// Sets `status` (and the given fields, and update_time = now) where the stored status is `from`.
-    /// Throws `.notFound` when no row matched.
+    /// Sets `status` (and the given fields, and update_time = now) where the stored status is `from`,
+    /// and records `branchUpdates` in the same transaction: all of it or nothing.
+    /// Throws `.notFound` when no global row matched (or a branch row is missing).
     func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                      now: Date) async throws(StoreError)
+                      branchUpdates: [BranchUpdate], now: Date) async throws(StoreError)
 
     /// Inserts branches while the global row is in `expecting` (checked in the same
     /// transaction). `.notFound` if it is not; `.uniqueConflict` on a duplicate (gid, branch_id, op).
@@ -117,10 +118,11 @@ public protocol TransactionStore: Sendable {
     func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
                         now: Date) async throws(StoreError)
 
-    /// Moves next_cron_time / next_cron_interval while the status is still `status`;
-    /// does nothing (no error) when it is not.
+    /// Moves next_cron_time / next_cron_interval and records `branchUpdates` while the status is
+    /// still `status`; does nothing (no error) when it is not: a pass that lost its race has
+    /// nothing worth keeping.
     func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
-                   nextCronTime: Date, now: Date) async throws(StoreError)
+                   nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError)
 
     /// Leases up to `limit` due transactions: unfinished with next_cron_time <= now. Each
     /// returned row has been updated in the same statement to owner = `owner` and
@@ -153,4 +155,19 @@ public protocol TransactionStore: Sendable {
 
     /// `.notFound` when (cat, key) does not exist.
     func deleteKV(cat: String, key: String) async throws(StoreError)
+}
+
+extension TransactionStore {
+    /// A status change with no branch results.
+    public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
+                             now: Date) async throws(StoreError) {
+        try await changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: [], now: now)
+    }
+
+    /// A schedule change with no branch results.
+    public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
+                          nextCronTime: Date, now: Date) async throws(StoreError) {
+        try await touchCron(gid: gid, status: status, nextCronInterval: nextCronInterval,
+                            nextCronTime: nextCronTime, branchUpdates: [], now: now)
+    }
 }

@@ -46,7 +46,7 @@ enum GlobalColumns {
             .text(global.gid), .text(global.transType.rawValue), .text(global.status.rawValue),
             .text(global.queryPrepared), .text(global.transProtocol.rawValue),
             .time(global.createTime), .time(global.updateTime), .time(global.finishTime),
-            .time(global.rollbackTime), .text(try encode(global.options)), .text(global.customData),
+            .time(global.rollbackTime), .text(global.options.jsonText), .text(global.customData),
             .int(global.nextCronInterval), .time(global.nextCronTime), .text(global.owner),
             .text(global.extData), .text(global.result), .text(global.rollbackReason),
         ]
@@ -65,24 +65,14 @@ enum GlobalColumns {
             owner: row.text(14), extData: row.text(15), result: row.text(16), rollbackReason: row.text(17))
     }
 
-    private static func encode(_ options: TransOptions) throws(StoreError) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        do {
-            return String(decoding: try encoder.encode(options), as: UTF8.self)
-        } catch {
-            throw .database("cannot encode options: \(error)")
-        }
-    }
-
     private static func decodeOptions(_ text: String) throws(StoreError) -> TransOptions {
         if text.isEmpty { return TransOptions() }
-        do {
-            return try JSONDecoder().decode(TransOptions.self, from: Data(text.utf8))
-        } catch {
-            throw .database("cannot decode options '\(text)': \(error)")
+        guard let options = TransOptions(jsonText: text) else {
+            throw .database("cannot decode options '\(text)'")
         }
+        return options
     }
+
 }
 
 enum BranchColumns {

@@ -99,16 +99,18 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                             now: Date) async throws(StoreError) {
+                             branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
         let bindings: [SQLValue] = [
             .text(to.rawValue), .time(now), .text(update.rollbackReason), .text(update.result),
             .time(update.finishTime), .time(update.rollbackTime), .int(update.nextCronInterval),
             .time(update.nextCronTime), .text(gid), .text(from.rawValue),
         ]
+        let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.changeStatus, bindings) == 1 else {
                 throw .notFound("no global transaction \(gid) in status \(from.rawValue)")
             }
+            try Self.updateBranchRows(db, rows, branchUpdates, gid: gid)
         }
     }
 
@@ -123,16 +125,25 @@ public final class SQLiteStore: TransactionStore {
 
     public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
                                now: Date) async throws(StoreError) {
-        let rows: [[SQLValue]] = updates.map {
+        let rows = Self.branchRows(updates, gid: gid, now: now)
+        try await writer.perform { db throws(StoreError) in
+            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
+            try Self.updateBranchRows(db, rows, updates, gid: gid)
+        }
+    }
+
+    private static func branchRows(_ updates: [BranchUpdate], gid: String, now: Date) -> [[SQLValue]] {
+        updates.map {
             [.text($0.status.rawValue), .time($0.finishTime), .time(now), .text(gid), .text($0.branchID),
              .text($0.op.rawValue)]
         }
-        try await writer.perform { db throws(StoreError) in
-            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
-            for (row, update) in zip(rows, updates) {
-                guard try db.run(.updateBranch, row) == 1 else {
-                    throw .notFound("no branch \(update.branchID)/\(update.op) in global transaction \(gid)")
-                }
+    }
+
+    private static func updateBranchRows(_ db: SQLiteConnection, _ rows: [[SQLValue]], _ updates: [BranchUpdate],
+                                         gid: String) throws(StoreError) {
+        for (row, update) in zip(rows, updates) {
+            guard try db.run(.updateBranch, row) == 1 else {
+                throw .notFound("no branch \(update.branchID)/\(update.op) in global transaction \(gid)")
             }
         }
     }
@@ -146,11 +157,14 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
-                          now: Date) async throws(StoreError) {
+                          branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
         let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
                                     .text(status.rawValue)]
+        let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
         try await writer.perform { db throws(StoreError) in
-            _ = try db.run(.touchCron, bindings)
+            // Status moved on: this pass lost its race and its results are not kept.
+            guard try db.run(.touchCron, bindings) == 1 else { return }
+            try Self.updateBranchRows(db, rows, branchUpdates, gid: gid)
         }
     }
 

@@ -263,7 +263,7 @@ struct InMemoryStoreTests {
         #expect(claimed.first?.owner == "me")
         #expect(await store.findGlobal(gid: "due")?.nextCronTime == at.addingTimeInterval(10))
         #expect(await store.claimDue(now: at, leaseUntil: at, owner: "other", limit: 10).isEmpty)
-        await store.touchCron(gid: "later", status: .submitted, nextCronInterval: 1, nextCronTime: now, now: now)
+        try await store.touchCron(gid: "later", status: .submitted, nextCronInterval: 1, nextCronTime: now, now: now)
         #expect(await store.findGlobal(gid: "later")?.nextCronInterval == 10)
     }
 

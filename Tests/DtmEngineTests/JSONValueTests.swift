@@ -30,4 +30,17 @@ import Testing
         let foundation = try #require(try JSONSerialization.jsonObject(with: Data(steps.utf8)) as? [[String: String]])
         #expect(parsed == foundation)
     }
+
+    @Test(arguments: [("", [[String: String]]()), (" null ", []), ("[]", []), ("[{}]", [[:]]),
+                      (#" [ {"action" : "a\u0041", "compensate":""} , {"action":"b"} ] "#,
+                       [["action": "aA", "compensate": ""], ["action": "b"]])])
+    func parsesStepsFastAndSlowShapes(text: String, expected: [[String: String]]) throws {
+        #expect(try TransRequest.parseSteps(text) == expected)
+    }
+
+    @Test(arguments: [(#"[{"action":1}]"#, "steps[0].action: not a string"), ("{}", "steps: not a JSON array of objects"),
+                      ("[1]", "steps[0]: not a JSON object"), (#"[{"a":"b"}"#, "steps: not a JSON array of objects")])
+    func stepErrorsNameThePlace(text: String, message: String) {
+        #expect(throws: DtmError.invalidArgument(message)) { try TransRequest.parseSteps(text) }
+    }
 }

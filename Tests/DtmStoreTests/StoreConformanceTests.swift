@@ -249,6 +249,46 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: storeFactories)
+    func changeStatusRecordsBranchResultsAtomically(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            _ = try await store.saveNew(sampleGlobal("g1", status: .submitted), branches: sampleBranches("g1"))
+            let done = BranchUpdate(branchID: "02", op: .action, status: .succeed, finishTime: at(5))
+            try await store.changeStatus(gid: "g1", from: .submitted, to: .succeed, update: GlobalUpdate(finishTime: at(6)),
+                                         branchUpdates: [done], now: at(6))
+            #expect(try await store.findGlobal(gid: "g1")?.status == .succeed)
+            #expect(try await store.findBranches(gid: "g1").map(\.status) == [.prepared, .succeed])
+
+            // A branch row that does not exist fails the whole write: the status stays.
+            _ = try await store.saveNew(sampleGlobal("g2", status: .submitted), branches: sampleBranches("g2"))
+            let missing = BranchUpdate(branchID: "09", op: .action, status: .succeed, finishTime: at(5))
+            await #expect(throws: StoreError.self) {
+                try await store.changeStatus(gid: "g2", from: .submitted, to: .succeed, update: GlobalUpdate(),
+                                             branchUpdates: [done, missing], now: at(6))
+            }
+            #expect(try await store.findGlobal(gid: "g2")?.status == .submitted)
+            #expect(try await store.findBranches(gid: "g2").map(\.status) == [.prepared, .prepared])
+        }
+    }
+
+    @Test(arguments: storeFactories)
+    func touchCronRecordsBranchResultsOnlyWhileStatusHolds(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            _ = try await store.saveNew(sampleGlobal("g1", status: .submitted), branches: sampleBranches("g1"))
+            let first = BranchUpdate(branchID: "01", op: .action, status: .succeed, finishTime: at(5))
+            try await store.touchCron(gid: "g1", status: .submitted, nextCronInterval: 20, nextCronTime: at(100),
+                                      branchUpdates: [first], now: at(6))
+            #expect(try await store.findBranches(gid: "g1").map(\.status) == [.succeed, .prepared])
+            #expect(try await store.findGlobal(gid: "g1")?.nextCronTime == at(100))
+
+            let second = BranchUpdate(branchID: "02", op: .action, status: .succeed, finishTime: at(7))
+            try await store.touchCron(gid: "g1", status: .aborting, nextCronInterval: 40, nextCronTime: at(500),
+                                      branchUpdates: [second], now: at(8))
+            #expect(try await store.findBranches(gid: "g1").map(\.status) == [.succeed, .prepared])
+            #expect(try await store.findGlobal(gid: "g1")?.nextCronTime == at(100))
+        }
+    }
+
+    @Test(arguments: storeFactories)
     func claimDueLeasesDueUnfinishedRows(_ factory: StoreFactory) async throws {
         try await withStore(factory) { store throws in
             for (gid, status, due) in [("prepared", GlobalStatus.prepared, 0), ("submitted", .submitted, -5),
