@@ -26,6 +26,9 @@ public final class GRPCClientConnection {
         self.session = try HTTP2Session(role: .client, settings: settings)
     }
 
+    /// True when nghttp2 has nothing left to read or write: the session is over (GOAWAY).
+    public var isFinished: Bool { !session.wantsRead && !session.wantsWrite }
+
     /// Calls waiting for their response.
     public var activeCalls: Int { calls.count }
 

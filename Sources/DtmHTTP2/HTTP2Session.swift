@@ -1,4 +1,7 @@
 import CNghttp2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Owns one `nghttp2_session` in memory mode: feed it the bytes read from the peer with
 /// `receive`, take what it wants to send with `drainOutput`. No sockets, no threads.
@@ -27,6 +30,10 @@ public final class HTTP2Session {
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, onFrameRecv)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, onDataChunkRecv)
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, onStreamClose)
+        if HTTP2Session.traceFrames {
+            nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, onFrameSendTrace)
+            nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks, onFrameNotSendTrace)
+        }
 
         var option: OpaquePointer?
         try check(nghttp2_option_new(&option))
@@ -163,6 +170,10 @@ public final class HTTP2Session {
         nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
     }
 
+    /// `DTM_HTTP2_TRACE=1` prints every frame sent (and every frame nghttp2 refused to send) to
+    /// stderr: a debugging aid for protocol problems, off by default.
+    static let traceFrames = getenv("DTM_HTTP2_TRACE").map { String(cString: $0) == "1" } ?? false
+
     private static func error(_ code: Int32) -> HTTP2Error {
         .library(code: code, message: String(cString: nghttp2_strerror(code)), fatal: nghttp2_is_fatal(code) != 0)
     }
@@ -271,6 +282,27 @@ private let onStreamClose: nghttp2_on_stream_close_callback = { _, streamID, err
     state.outgoing[streamID] = nil
     state.headerBlocks[streamID] = nil
     state.events.append(.streamClosed(streamID: streamID, errorCode: errorCode))
+    return 0
+}
+
+private func traceLine(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+private let onFrameSendTrace: nghttp2_on_frame_send_callback = { session, frame, _ in
+    guard let frame else { return 0 }
+    let header = frame.pointee.hd
+    let role = nghttp2_session_check_server_session(session) != 0 ? "server" : "client"
+    traceLine("h2 \(role) sent type=\(header.type) stream=\(header.stream_id) length=\(header.length) flags=\(header.flags)")
+    return 0
+}
+
+private let onFrameNotSendTrace: nghttp2_on_frame_not_send_callback = { session, frame, errorCode, _ in
+    guard let frame else { return 0 }
+    let header = frame.pointee.hd
+    let role = nghttp2_session_check_server_session(session) != 0 ? "server" : "client"
+    traceLine("h2 \(role) NOT sent type=\(header.type) stream=\(header.stream_id) error=\(errorCode)")
     return 0
 }
 

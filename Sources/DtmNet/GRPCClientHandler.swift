@@ -30,7 +30,13 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if context.channel.isActive { flush() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // The connection preface and our SETTINGS go first.
         flush()
+        context.fireChannelActive()
     }
 
     /// Starts a call; its result completes `promise`. Returns the stream id, nil if it failed to start.
@@ -81,6 +87,12 @@ final class GRPCClientHandler: ChannelInboundHandler {
         }
         if connection.isGoingAway { markUnusable() }
         flush()
+        if connection.isFinished {
+            // nghttp2 ended the session (e.g. after a protocol error it answered with GOAWAY):
+            // nothing more can happen on this connection.
+            failAll(RPCError(.unavailable, "HTTP/2 session with \(connection.authority) ended"))
+            context.close(promise: nil)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

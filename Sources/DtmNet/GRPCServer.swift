@@ -119,6 +119,10 @@ final class GRPCServerHandler: ChannelInboundHandler {
         }
         for action in actions { run(action, context: context) }
         flush(context)
+        if connection.canClose {
+            // nghttp2 ended the session (GOAWAY exchanged, no stream left): close the socket.
+            context.close(promise: nil)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

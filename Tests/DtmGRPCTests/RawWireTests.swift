@@ -141,3 +141,20 @@ import Testing
         #expect(Base64.encode([0, 1]) == "AAE")
     }
 }
+
+@Suite struct SessionEndTests {
+    /// A server preface that does not start with SETTINGS ends the client session; the
+    /// connection must then be reported finished (the transport closes it and reconnects)
+    /// rather than silently queueing calls forever.
+    @Test func clientSessionEndsOnABadServerPreface() throws {
+        let client = try GRPCClientConnection(authority: "x:1")
+        _ = try client.pendingOutput()
+        #expect(!client.isFinished)
+        let settingsAck: [UInt8] = [0, 0, 0, 4, 1, 0, 0, 0, 0]
+        _ = try? client.receive(settingsAck)
+        let goaway = try client.pendingOutput()
+        #expect(goaway.count >= 17)
+        #expect(goaway[3] == 7, "a GOAWAY frame")
+        #expect(client.isFinished)
+    }
+}
