@@ -29,6 +29,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of the latency phase (at half the measured Submit rate).")
     var latencySeconds = 4.0
 
+    @Option(help: "Submits/s of the latency phase (default: half the measured accepted rate).")
+    var pacedRate: Double?
+
     @Option(help: "Scratch folder for the raw SQLite baseline.")
     var scratch = NSTemporaryDirectory()
 
@@ -87,7 +90,7 @@ struct Bench: AsyncParsableCommand {
         let completedRate = Double(finished) / completedIn.seconds
 
         // Phase 2: open loop at half the accepted rate; latency of each Submit.
-        let rate = acceptedRate / 2
+        let rate = pacedRate ?? acceptedRate / 2
         let count = Int(rate * latencySeconds)
         let paced = await withTaskGroup(of: Duration?.self) { group in
             let phaseStart = ContinuousClock.now
