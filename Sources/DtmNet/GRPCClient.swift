@@ -109,11 +109,17 @@ public final class GRPCClient: Sendable {
         return ClientBootstrap(group: loop)
             .connectTimeout(.nanoseconds(Int64(clamping: config.connectTimeout.nanoseconds)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // The handler must be in the pipeline before the first read: added after `connect`
+            // it could miss the server's SETTINGS, and nghttp2 then ends the session.
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        GRPCClientHandler(authority: target, config: config, logger: logger, onUnusable: onUnusable))
+                }
+            }
             .connect(host: host, port: port)
             .flatMapThrowing { channel in
-                let handler = try GRPCClientHandler(authority: target, config: config, logger: logger,
-                                                    onUnusable: onUnusable)
-                try channel.pipeline.syncOperations.addHandler(handler)
+                let handler = try channel.pipeline.syncOperations.handler(type: GRPCClientHandler.self)
                 logger.debug("connected", metadata: ["target": "\(target)"])
                 return ClientConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
             }
