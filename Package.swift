@@ -77,7 +77,11 @@ let package = Package(
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
         .testTarget(name: "DtmServerTests", dependencies: ["DtmServer"]),
-        .testTarget(name: "InteropTests", dependencies: ["DtmServer", "DtmNet", "DtmGRPC", "DtmProto"],
+        .testTarget(name: "InteropTests", dependencies: [
+            "DtmServer", "DtmNet", "DtmGRPC", "DtmProto", "DtmEngine", "DtmStore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ],
                     exclude: ["python"]),
     ],
     swiftLanguageModes: [.v6]

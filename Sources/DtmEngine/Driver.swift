@@ -63,14 +63,21 @@ public struct TransactionDriver: Sendable {
         return await process(global)
     }
 
-    /// Runs one pass over `global`. `branches` saves a read when the caller just wrote them.
+    /// Runs one pass over `global` as stored now. `branches` saves a read when the caller just
+    /// wrote them; they are used only if the stored status is still the one of `global`.
     public func process(_ global: GlobalTransaction, branches known: [BranchRecord]? = nil) async -> PassReport {
         var report = PassReport(global: global, branches: known ?? [])
-        if known == nil {
-            do { report.branches = try await store.findBranches(gid: global.gid) } catch {
-                report.storeError = error
-                return report
+        // The given copy may be stale: another pass of this gid may have run since it was read
+        // (a pass queued behind a running one, a new transaction overtaken by the cron).
+        do {
+            let stored = try await store.findGlobal(gid: global.gid)
+            if let stored { report.global = stored }
+            if known == nil || (stored.map { $0.status != global.status } ?? false) {
+                report.branches = try await store.findBranches(gid: global.gid)
             }
+        } catch {
+            report.storeError = error
+            return report
         }
         var pass = Pass(driver: self, report: report, now: clock.now())
         let processor = DtmEngine.processor(for: global.transType)

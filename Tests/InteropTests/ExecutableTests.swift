@@ -7,8 +7,7 @@ import Testing
 @Suite(.serialized) struct ExecutableTests {
     /// `dtm` with no arguments listens on DTM's default gRPC port and stops cleanly on SIGTERM.
     @Test func dtmStartsOnDefaultPortAndStopsOnSIGTERM() async throws {
-        let binary = Peers.repoRoot.appendingPathComponent(".build/debug/dtm").path
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "build first: swift build")
+        let binary = try #require(Peers.dtmBinary, "build first: swift build")
         let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("dtm-exe-\(UUID())")
         try FileManager.default.createDirectory(at: workDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: workDir) }

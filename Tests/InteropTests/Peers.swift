@@ -15,6 +15,22 @@ enum Peers {
         return candidates.compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
+    /// The `dtm` executable of this build: `DTM_BINARY`, else the one beside this test bundle
+    /// (same scratch path, e.g. `.build-e2e/debug/dtm`), else `.build/debug/dtm`.
+    static var dtmBinary: String? {
+        var candidates: [String?] = [ProcessInfo.processInfo.environment["DTM_BINARY"]]
+        for bundle in [(try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")),
+                       CommandLine.arguments.first, Bundle.main.executablePath] {
+            guard let bundle else { continue }
+            var dir = URL(fileURLWithPath: bundle).deletingLastPathComponent()
+            // On macOS the test binary sits inside swift-dtmPackageTests.xctest/Contents/MacOS.
+            while dir.path.contains(".xctest") { dir = dir.deletingLastPathComponent() }
+            candidates.append(dir.appendingPathComponent("dtm").path)
+        }
+        candidates.append(repoRoot.appendingPathComponent(".build/debug/dtm").path)
+        return candidates.compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
     static func require(_ tool: String?, _ what: String) throws -> String {
         guard let tool else {
             Issue.record("\(what) not found: run tools/test, which installs the interop peers")
@@ -58,12 +74,27 @@ enum Peers {
     }
 }
 
-/// Reads a pipe to its end on a Dispatch thread: blocking reads must not occupy the few
+/// Reads a pipe to its end on a thread of its own: blocking reads must not occupy the few
 /// threads of Swift's cooperative pool, which the in-process server under test needs.
 func readToEnd(_ pipe: Pipe) async -> Data {
+    await onOwnThread { pipe.fileHandleForReading.readDataToEndOfFile() }
+}
+
+/// Runs blocking work on a new thread, outside both Swift's cooperative pool and Dispatch's
+/// global queues. On Linux those share libdispatch's thread pool, sized to the CPU count (2
+/// here), which only grows when a monitor notices blocked workers, about once a second: two
+/// blocked pipe reads on `DispatchQueue.global()` stalled every async task (the in-process
+/// server's handlers too) for up to a second.
+func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(returning: pipe.fileHandleForReading.readDataToEndOfFile()) }
+        let thread = Thread { continuation.resume(returning: work()) }
+        thread.stackSize = 1 << 20
+        thread.start()
     }
+}
+
+func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await onOwnThread { Result { try work() } }.get()
 }
 
 enum PeerError: Error {
@@ -81,11 +112,7 @@ final class RunningPeer: @unchecked Sendable {
 
     /// Starts the peer and waits (off the cooperative pool) for its first line.
     static func start(_ executable: String, _ arguments: [String]) async throws -> RunningPeer {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try RunningPeer(executable, arguments) })
-            }
-        }
+        try await onOwnThread { try RunningPeer(executable, arguments) }
     }
 
     private init(_ executable: String, _ arguments: [String]) throws {

@@ -2,8 +2,10 @@
 
 Used by the interop peers so they talk to swift-dtm exactly as any user's generated stubs do.
 """
+import atexit
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 
@@ -15,6 +17,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 
 def load(*protos):
     out = tempfile.mkdtemp(prefix="dtm-stubs-")
+    atexit.register(shutil.rmtree, out, True)
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     args = ["protoc", f"-I{os.path.join(ROOT, 'proto')}", f"-I{include}",
             f"--python_out={out}", f"--grpc_python_out={out}"] + [f"{p}.proto" for p in protos]
