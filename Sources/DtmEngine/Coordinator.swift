@@ -33,14 +33,19 @@ public struct Coordinator: Sendable {
     public let driver: TransactionDriver
     public let resolveTopic: TopicResolver
     public let schedule: PassScheduler
+    /// Runs a pass in the request (wait_result). The server passes `CronLoop.runNow`, so that the
+    /// loop never drives the same gid at the same time, even after the request's lease expired.
+    public let runNow: @Sendable (ScheduledPass) async -> PassReport
 
     /// How often an operation re-reads after losing a compare-and-set to a concurrent one.
     static let raceRetries = 3
 
-    public init(driver: TransactionDriver, resolveTopic: TopicResolver? = nil, schedule: @escaping PassScheduler) {
+    public init(driver: TransactionDriver, resolveTopic: TopicResolver? = nil, schedule: @escaping PassScheduler,
+                runNow: (@Sendable (ScheduledPass) async -> PassReport)? = nil) {
         self.driver = driver
         self.resolveTopic = resolveTopic ?? storeTopicResolver(driver.store)
         self.schedule = schedule
+        self.runNow = runNow ?? { pass in await driver.process(pass.global, branches: pass.branches) }
     }
 
     private var store: any TransactionStore { driver.store }
@@ -231,7 +236,7 @@ public struct Coordinator: Sendable {
     /// Processes now and reports the outcome (wait_result), or hands the work to the scheduler.
     private func run(_ pass: ScheduledPass, wait: Bool, submitting: Bool) async throws(DtmError) {
         guard wait else { return await schedule(pass) }
-        let report = await driver.process(pass.global, branches: pass.branches)
+        let report = await runNow(pass)
         var final = report.global
         if report.lostRace {
             final = (try? await store.findGlobal(gid: final.gid)).flatMap { $0 } ?? final

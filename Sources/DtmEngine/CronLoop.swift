@@ -24,6 +24,8 @@ public actor CronLoop {
     /// Index of the next pass to take from `ready`.
     private var readyHead = 0
     private var blocked: [String: [ScheduledPass]] = [:]
+    /// runNow callers waiting for a gid's running pass to end.
+    private var gidWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var running: Set<String> = []
     private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
@@ -163,8 +165,23 @@ public actor CronLoop {
         }
     }
 
+    /// Runs a pass in the caller's task (a wait_result request) as one of this loop's passes:
+    /// the loop starts nothing for the gid meanwhile, and if a pass of the gid is running, this
+    /// one waits for it first. One process thus never drives a transaction twice at a time.
+    public func runNow(_ pass: ScheduledPass) async -> PassReport {
+        let gid = pass.global.gid
+        while running.contains(gid) {
+            await withCheckedContinuation { gidWaiters[gid, default: []].append($0) }
+        }
+        running.insert(gid)
+        let report = await driver.process(pass.global, branches: pass.branches)
+        await finished(report)
+        return report
+    }
+
     private func finished(_ report: PassReport) async {
         running.remove(report.global.gid)
+        for waiter in gidWaiters.removeValue(forKey: report.global.gid) ?? [] { waiter.resume() }
         if let waiting = blocked.removeValue(forKey: report.global.gid) { ready += waiting }
         signal?.yield()
         await onEvent?(.passFinished(report))

@@ -69,7 +69,8 @@ public final class CoordinatorServer: Sendable {
         let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine)
         let cron = CronLoop(driver: driver, owner: config.owner, maxConcurrent: config.maxConcurrentPasses,
                             onEvent: { event in log(event, logger) })
-        let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) },
+                                 runNow: { await cron.runNow($0) })
         let cronTask = Task { await cron.run() }
 
         var router = GRPCRouter()

@@ -45,12 +45,10 @@ import Testing
         }
     }
 
-    /// Known gap, shared with DTM (spec 5.4): a wait_result Submit drives the transaction in the
-    /// request, outside the cron's bookkeeping, under a lease of one reset interval (1 s here).
-    /// When its pass outlasts the lease, the cron claims the gid and drives it at the same time,
-    /// against DESIGN's "at most one coordinator drives a transaction at a time": the slow
-    /// action is called a second time while the first call is still running.
-    @Test func waitResultPassRacesTheCronAfterItsLease() async throws {
+    /// A wait_result Submit drives the transaction in the request under a lease of one reset
+    /// interval (1 s here). Its pass outlasts the lease, so the cron claims the gid meanwhile;
+    /// it must not drive it at the same time (DESIGN: one driver at a time; DTM has this race).
+    @Test func waitResultPassIsNotRacedByTheCronAfterItsLease() async throws {
         let busi = try await BusiPeer.shared()
         try await E2ECoordinator.with { dtm in
             let gid = uniqueGid("wait-race")
@@ -59,9 +57,7 @@ import Testing
             #expect(results.map(\.code) == ["OK"], "\(results)")
             #expect(try await dtm.global(gid)?.status == .succeed)
             let transOuts = busi.calls(gid).named("TransOut")
-            withKnownIssue("the cron drives a gid whose wait_result pass outlived its lease", isIntermittent: true) {
-                #expect(transOuts.count == 1, "\(transOuts)")
-            }
+            #expect(transOuts.count == 1, "\(transOuts)")
         }
     }
 
