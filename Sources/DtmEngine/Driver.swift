@@ -97,7 +97,10 @@ public struct TransactionDriver: Sendable {
                         group.addTask { (call, await self.invoke(call, of: current)) }
                     }
                 case .awaitResult:
-                    guard let (call, result) = await group.next(), await pass.record(result, of: call) else {
+                    // A pass cancelled by shutdown drops the answer it was waiting for: a call cut
+                    // short is not the branch's error and must not double the retry interval.
+                    guard let (call, result) = await group.next(), !Task.isCancelled,
+                          await pass.record(result, of: call) else {
                         break loop
                     }
                 case .transition(let status, let reason):

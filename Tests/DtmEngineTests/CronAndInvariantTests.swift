@@ -305,3 +305,24 @@ struct InMemoryStoreTests {
         await #expect(throws: StoreError.self) { try await store.deleteKV(cat: "topics", key: "t") }
     }
 }
+
+@Suite struct CancelledPassTests {
+    /// Shutdown cancels passes; the call they were waiting for is not the branch's error.
+    @Test func aCancelledPassKeepsTheRetryInterval() async throws {
+        let h = Harness()
+        await h.start()
+        let coordinator = Coordinator(driver: h.driver, schedule: { _ in })
+        try await coordinator.submit(sagaRequest("cut"))
+        let before = await h.global("cut")
+        await h.caller.onCall { _, _ in
+            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(5)) }
+        }
+        let pass = Task { try await h.driver.process(gid: "cut") }
+        try await Task.sleep(for: .milliseconds(50))
+        pass.cancel()
+        _ = try await pass.value
+        let after = await h.global("cut")
+        #expect(after.nextCronInterval == before.nextCronInterval)
+        #expect(await h.statuses("cut") == [.prepared, .prepared, .prepared, .prepared])
+    }
+}
