@@ -36,11 +36,15 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "Seconds the retry loop sleeps when nothing is due (DTM: TransCronInterval).")
     var cronInterval: Int64 = 3
 
+    @Option(help: "Transactions the retry loop drives at once.")
+    var maxConcurrentPasses = 64
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
     func validate() throws {
         guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be 0...65535") }
+        guard maxConcurrentPasses >= 1 else { throw ValidationError("--max-concurrent-passes must be at least 1") }
         guard retryInterval >= 1, timeoutToFail >= retryInterval, requestTimeout >= 1, cronInterval >= 1 else {
             throw ValidationError("need --retry-interval >= 1, --timeout-to-fail >= --retry-interval, --request-timeout >= 1, --cron-interval >= 1")
         }
@@ -64,7 +68,8 @@ struct Dtm: AsyncParsableCommand {
         }
         let sqlite = try SQLiteStore(path: store, logger: logger)
         let coordinator = try await CoordinatorServer.start(
-            CoordinatorConfig(host: host, grpcPort: grpcPort, engine: engine), store: sqlite, logger: logger)
+            CoordinatorConfig(host: host, grpcPort: grpcPort, engine: engine, maxConcurrentPasses: maxConcurrentPasses),
+            store: sqlite, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
             "grpc": "\(host):\(coordinator.grpcPort)", "store": "\(sqlite.path)"])
         let signal = await Self.waitForTerminationSignal()
