@@ -13,11 +13,13 @@ public struct DtmGRPCService: Sendable {
 
     let gids: GidGenerator
     let engine: Coordinator
+    let topics: TopicRegistry
     let logger: Logger
 
-    public init(engine: Coordinator, gids: GidGenerator = GidGenerator(),
+    public init(engine: Coordinator, topics: TopicRegistry, gids: GidGenerator = GidGenerator(),
                 logger: Logger = Logger(label: "dtm.grpc.service")) {
         self.engine = engine
+        self.topics = topics
         self.gids = gids
         self.logger = logger
     }
@@ -26,6 +28,7 @@ public struct DtmGRPCService: Sendable {
     public func register(on router: inout GRPCRouter) {
         let gids = self.gids
         let engine = self.engine
+        let topics = self.topics
         router.register(service: Self.serviceName, method: "NewGid", .sync { request throws(RPCError) in
             _ = try decode(Empty.self, request)
             return GRPCResponse(message: DtmGidReply(gid: gids.next()).encode())
@@ -45,10 +48,14 @@ public struct DtmGRPCService: Sendable {
         registerAnswering(on: &router, "PrepareWorkflow", DtmRequest.self) { request throws(DtmError) in
             DtmProgressesReply(try await engine.prepareWorkflow(TransRequest(request)))
         }
-        for method in ["Subscribe", "Unsubscribe", "DeleteTopic"] {
-            router.register(service: Self.serviceName, method: method, .sync { _ throws(RPCError) in
-                throw RPCError(.unimplemented, "\(Self.serviceName)/\(method) is not available yet (topics come with the HTTP API)")
-            })
+        register(on: &router, "Subscribe", DtmTopicRequest.self) { request throws(DtmError) in
+            try await topics.subscribe(topic: request.topic, url: request.url, remark: request.remark)
+        }
+        register(on: &router, "Unsubscribe", DtmTopicRequest.self) { request throws(DtmError) in
+            try await topics.unsubscribe(topic: request.topic, url: request.url)
+        }
+        register(on: &router, "DeleteTopic", DtmTopicRequest.self) { request throws(DtmError) in
+            try await topics.delete(topic: request.topic)
         }
     }
 
