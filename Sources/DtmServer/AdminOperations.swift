@@ -77,6 +77,7 @@ public struct CoordinatorAdmin: Sendable {
     public func resetCronTime(timeout: Int64?, limit: Int) async throws(DtmError)
         -> (succeeded: Int, hasRemaining: Bool) {
         if limit < 1 { throw DtmError.invalidArgument("limit: must be at least 1 (got \(limit))") }
+        if let timeout { try RequestLimits.check("timeout", timeout) }
         let now = clock.now()
         let after = now.addingTimeInterval(Double(timeout ?? 3 * config.timeoutToFail))
         let changed = try await storage { () async throws(StoreError) in
@@ -86,7 +87,7 @@ public struct CoordinatorAdmin: Sendable {
         return (changed, changed == limit)
     }
 
-    private static func check(limit: Int) throws(DtmError) {
+    static func check(limit: Int) throws(DtmError) {
         guard (1...maxLimit).contains(limit) else {
             throw DtmError.invalidArgument("limit: must be between 1 and \(maxLimit) (got \(limit))")
         }

@@ -68,12 +68,14 @@ public final class CoordinatorServer: Sendable {
     }
 
     /// Starts the coordinator on `store`. The background loop's first pass resumes every
-    /// unfinished transaction already in the store (crash recovery).
+    /// unfinished transaction already in the store (crash recovery). `branchCaller` replaces
+    /// the gRPC/HTTP branch clients (tests that must not call out).
     public static func start(_ config: CoordinatorConfig = CoordinatorConfig(), store: any TransactionStore,
+                             branchCaller: (any BranchCaller)? = nil,
                              logger: Logger = Logger(label: "dtm")) async throws -> CoordinatorServer {
         let grpcClient = GRPCClient(logger: logger)
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton)
-        let caller = DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
+        let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
         let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine)
         let cron = CronLoop(driver: driver, owner: config.owner, maxConcurrent: config.maxConcurrentPasses,
                             onEvent: { event in log(event, logger) })

@@ -121,6 +121,7 @@ extension TransRequest {
                                         retryInterval: options.retryInterval, branchHeaders: options.branchHeaders,
                                         requestTimeout: options.requestTimeout, retryLimit: options.retryLimit),
                   reqExtra: request.reqExtra, rollbackReason: request.rollbackReason)
+        try RequestLimits.check(self)
     }
 }
 

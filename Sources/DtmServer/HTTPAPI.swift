@@ -77,18 +77,19 @@ public struct DtmHTTPAPI: Sendable {
                                 "branches": .array(branches.map(JSONText.init))])
             },
             APIRoute(.get, "\(p)/all") { call throws(DtmError) in
-                let gid = call.query("gid"), position = call.query("position")
-                let limit = try call.integer("limit", default: 100)
+                let gid = call.query("gid")
+                let position = try call.optionalInteger("position"), limit = try call.integer("limit", default: 100)
+                let createdFrom = try call.epochMilliseconds("createTimeStart")
+                let createdTo = try call.epochMilliseconds("createTimeEnd")
                 if !gid.isEmpty {
+                    try CoordinatorAdmin.check(limit: Int(clamping: limit))
                     let found = try await admin.find(gid: gid)
                     return .sorted(["transactions": found.map { .array([JSONText($0)]) } ?? .null,
-                                    "next_position": .string(position)])
+                                    "next_position": .string(call.query("position"))])
                 }
-                let page = try await admin.list(
-                    status: call.query("status"), transType: call.query("transType"),
-                    createdFrom: try call.epochMilliseconds("createTimeStart"),
-                    createdTo: try call.epochMilliseconds("createTimeEnd"),
-                    position: try call.optionalInteger("position"), limit: Int(clamping: limit))
+                let page = try await admin.list(status: call.query("status"), transType: call.query("transType"),
+                                                createdFrom: createdFrom, createdTo: createdTo, position: position,
+                                                limit: Int(clamping: limit))
                 return .sorted(["transactions": .array(page.rows.map(JSONText.init)),
                                 "next_position": .string(page.nextPosition)])
             },
@@ -168,7 +169,11 @@ struct APICall: Sendable {
 
     /// DTM's time filters: epoch milliseconds, truncated to whole seconds.
     func epochMilliseconds(_ name: String) throws(DtmError) -> Date? {
-        try optionalInteger(name).map { Date(timeIntervalSince1970: TimeInterval($0 / 1000)) }
+        guard let value = try optionalInteger(name) else { return nil }
+        guard RequestLimits.epochMilliseconds.contains(value) else {
+            throw DtmError.invalidArgument("\(name): epoch milliseconds out of range (got \(value))")
+        }
+        return Date(timeIntervalSince1970: TimeInterval(value / 1000))
     }
 
     /// Go's url.ParseQuery: `+` is a space, percent escapes decoded, the first value wins,

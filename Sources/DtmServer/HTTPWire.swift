@@ -31,7 +31,17 @@ struct HTTPTransBody: Decodable {
     init(from decoder: any Decoder) throws {
         let body = try decoder.container(keyedBy: Key.self)
         func string(_ key: Key) throws -> String { try body.decodeIfPresent(String.self, forKey: key) ?? "" }
-        func integer(_ key: Key) throws -> Int64 { try body.decodeIfPresent(Int64.self, forKey: key) ?? 0 }
+        func integer(_ key: Key) throws -> Int64 {
+            do {
+                return try body.decodeIfPresent(Int64.self, forKey: key) ?? 0
+            } catch let error as DecodingError {
+                throw error
+            } catch {
+                // Foundation's own error for a fraction or an out-of-range number; it would
+                // surface as "not valid JSON" without the field's name.
+                throw DecodingError.typeMismatch(Int64.self, .init(codingPath: [key], debugDescription: "\(error)"))
+            }
+        }
         func flag(_ key: Key) throws -> Bool { try body.decodeIfPresent(Bool.self, forKey: key) ?? false }
         func map(_ key: Key) throws -> [String: String] {
             try body.decodeIfPresent([String: String?].self, forKey: key)?.mapValues { $0 ?? "" } ?? [:]
@@ -64,6 +74,7 @@ extension TransRequest {
     /// Decodes an HTTP trans body.
     init(httpBody bytes: [UInt8]) throws(DtmError) {
         self = try decodeBody(HTTPTransBody.self, bytes, expecting: "a JSON object").request
+        try RequestLimits.check(self)
     }
 }
 
