@@ -1,3 +1,4 @@
+import Foundation
 import DtmEngine
 import DtmGRPC
 import DtmProto
@@ -106,6 +107,10 @@ extension RPCError {
         case .internal(let message): self.init(.unknown, message)
         case .storage: self.init(.internal, "storage: \(error.message)")
         }
+        // nghttp2 refuses a header value with whitespace at either end (RFC 9113), which
+        // would leave the call without trailers until its deadline; DTM's texts have some
+        // (e.g. "no such an url ").
+        self.message = self.message.trimmingCharacters(in: .whitespaces)
     }
 }
 
