@@ -88,7 +88,8 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
-        .testTarget(name: "InteropTests", dependencies: ["DtmServer", "DtmNet", "DtmGRPC", "DtmProto"],
+        .testTarget(name: "InteropTests", dependencies: [
+                        "DtmServer", "DtmNet", "DtmGRPC", "DtmProto", .product(name: "Logging", package: "swift-log")],
                     exclude: ["python"]),
     ],
     swiftLanguageModes: [.v6]

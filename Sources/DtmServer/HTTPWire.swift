@@ -26,6 +26,7 @@ struct HTTPTransBody: Decodable {
         case customData = "custom_data", rollbackReason = "rollback_reason", reqExtra = "req_extra"
         case waitResult = "wait_result", timeoutToFail = "timeout_to_fail", requestTimeout = "request_timeout"
         case retryInterval = "retry_interval", branchHeaders = "branch_headers", retryLimit = "retry_limit"
+        case retryCount = "retry_count"
     }
 
     init(from decoder: any Decoder) throws {
@@ -60,6 +61,7 @@ struct HTTPTransBody: Decodable {
                                retryInterval: try integer(.retryInterval), branchHeaders: try map(.branchHeaders),
                                requestTimeout: try integer(.requestTimeout), retryLimit: try integer(.retryLimit),
                                concurrent: try flag(.concurrent))
+        _ = try integer(.retryCount)  // DTM's in-memory counter: checked, never used
     }
 
     /// The engine's request: gid sanitised as DTM does, payload texts as bytes.
