@@ -153,10 +153,7 @@ extension JSONText {
     /// A global transaction as DTM's `TransGlobalStore` marshals (spec 1.6): fields in
     /// declaration order, `omitempty` ones left out when empty, the options embedded.
     init(_ global: GlobalTransaction) {
-        var object = JSONObject()
-        object.add("id", .int(global.id ?? 0))
-        object.add("create_time", .time(global.createTime))
-        object.add("update_time", .time(global.updateTime))
+        var object = JSONObject(modelBase: global.id, global.createTime, global.updateTime)
         object.omitEmpty("gid", global.gid)
         object.omitEmpty("trans_type", global.transType.rawValue)
         object.omitEmpty("status", global.status.rawValue)
@@ -193,10 +190,7 @@ extension JSONText {
 
     /// A branch row as DTM's `TransBranchStore` marshals: `bin_data` in base64.
     init(_ branch: BranchRecord) {
-        var object = JSONObject()
-        object.add("id", .int(branch.id ?? 0))
-        object.add("create_time", .time(branch.createTime))
-        object.add("update_time", .time(branch.updateTime))
+        var object = JSONObject(modelBase: branch.id, branch.createTime, branch.updateTime)
         object.omitEmpty("gid", branch.gid)
         object.omitEmpty("url", branch.url)
         object.omitEmpty("bin_data", Data(branch.binData).base64EncodedString())
@@ -210,9 +204,9 @@ extension JSONText {
 
     /// A kv row as DTM's `KVStore` marshals (no `omitempty`).
     init(_ kv: KVRecord) {
-        self = .object([
-            ("id", .int(kv.id ?? 0)), ("create_time", .time(kv.createTime)), ("update_time", .time(kv.updateTime)),
-            ("cat", .string(kv.cat)), ("k", .string(kv.key)), ("v", .string(kv.value)), ("version", .int(kv.version)),
-        ])
+        var object = JSONObject(modelBase: kv.id, kv.createTime, kv.updateTime)
+        for (key, value) in [("cat", kv.cat), ("k", kv.key), ("v", kv.value)] { object.add(key, .string(value)) }
+        object.add("version", .int(kv.version))
+        self = object.json
     }
 }

@@ -72,6 +72,13 @@ enum JSONText: Equatable, Sendable {
 struct JSONObject {
     private(set) var members: [(String, JSONText)] = []
 
+    init() {}
+
+    /// Starts with the fields of DTM's `ModelBase` (never omitted): id and the row's times.
+    init(modelBase id: Int64?, _ createTime: Date, _ updateTime: Date) {
+        members = [("id", .int(id ?? 0)), ("create_time", .time(createTime)), ("update_time", .time(updateTime))]
+    }
+
     mutating func add(_ key: String, _ value: JSONText) { members.append((key, value)) }
 
     mutating func omitEmpty(_ key: String, _ value: String) {

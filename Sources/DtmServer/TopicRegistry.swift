@@ -10,6 +10,9 @@ public struct TopicRegistry: Sendable {
 
     let store: any TransactionStore
     let clock: any DtmClock
+    /// Changes made through this registry take turns, so they never conflict with each
+    /// other; the version check still guards against other coordinators on the same store.
+    private let turns = Turnstile()
 
     /// Read-modify-write attempts before a concurrently changing topic is reported.
     static let attempts = 8
@@ -64,6 +67,18 @@ public struct TopicRegistry: Sendable {
     /// version check, re-reading when another writer got there first.
     private func update(_ topic: String,
                         _ change: ([TopicSubscriber]?) throws(DtmError) -> [TopicSubscriber]) async throws(DtmError) {
+        await turns.enter()
+        do {
+            try await readModifyWrite(topic, change)
+        } catch {
+            await turns.leave()
+            throw error
+        }
+        await turns.leave()
+    }
+
+    private func readModifyWrite(_ topic: String,
+                                 _ change: ([TopicSubscriber]?) throws(DtmError) -> [TopicSubscriber]) async throws(DtmError) {
         for _ in 0..<Self.attempts {
             let row: KVRecord?
             do {
@@ -97,5 +112,24 @@ public struct TopicRegistry: Sendable {
             throw DtmError.internal("topic \(row.key): stored subscribers are not valid JSON")
         }
         return list
+    }
+}
+
+/// One at a time, in arrival order: an async mutual exclusion for work that suspends.
+actor Turnstile {
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func enter() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    /// Hands the turn to the next in line, or frees it.
+    func leave() {
+        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
     }
 }

@@ -167,9 +167,8 @@ import Testing
     /// The gRPC Subscribe / Unsubscribe / DeleteTopic methods share the topic code.
     @Test func grpcTopics() async throws {
         try await withCoordinator { coordinator, api in
-            let client = GRPCClient()
+            let (client, target) = await connectedGRPCClient(coordinator)
             defer { Task { await client.shutdown() } }
-            let target = "127.0.0.1:\(coordinator.grpcPort)"
             func call(_ method: String, _ topic: String, _ url: String) async -> RPCError? {
                 do {
                     _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/\(method)",
@@ -219,10 +218,10 @@ struct SQLiteStoreForTests {
             #expect(prepare.status == 200, "\(prepare)")
             #expect(try await api.status("x1") == "prepared")
 
-            let client = GRPCClient()
+            let (client, target) = await connectedGRPCClient(coordinator)
             defer { Task { await client.shutdown() } }
             let request = DtmRequest(gid: "x1", transType: "msg", transOptions: DtmTransOptions(waitResult: true))
-            _ = try await client.unary(target: "127.0.0.1:\(coordinator.grpcPort)", path: "/dtmgimp.Dtm/Submit",
+            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Submit",
                                        message: request.encode(), timeout: .seconds(10))
 
             let (global, branches) = try await api.query("x1")
@@ -239,9 +238,9 @@ struct SQLiteStoreForTests {
     /// And the other way: a tcc prepared over gRPC, its branch registered and submitted over HTTP.
     @Test func prepareOverGRPCSubmitOverHTTP() async throws {
         try await withCoordinator { coordinator, api in
-            let client = GRPCClient()
+            let (client, target) = await connectedGRPCClient(coordinator)
             defer { Task { await client.shutdown() } }
-            _ = try await client.unary(target: "127.0.0.1:\(coordinator.grpcPort)", path: "/dtmgimp.Dtm/Prepare",
+            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Prepare",
                                        message: DtmRequest(gid: "x2", transType: "tcc").encode(), timeout: .seconds(5))
             let register = try await api.post("/api/dtmsvr/registerBranch", #"{"gid":"x2","branch_id":"01","trans_type":"tcc","data":"{}","confirm":"http://b/c","cancel":"http://b/k"}"#)
             #expect(register.status == 200, "\(register)")
@@ -255,11 +254,11 @@ struct SQLiteStoreForTests {
     /// Second counts that would overflow stored dates are refused over gRPC as well.
     @Test func grpcRefusesHugeIntervals() async throws {
         try await withCoordinator { coordinator, _ in
-            let client = GRPCClient()
+            let (client, target) = await connectedGRPCClient(coordinator)
             defer { Task { await client.shutdown() } }
             let request = DtmRequest(gid: "h1", transType: "tcc", transOptions: DtmTransOptions(retryInterval: .max))
             do throws(RPCError) {
-                _ = try await client.unary(target: "127.0.0.1:\(coordinator.grpcPort)", path: "/dtmgimp.Dtm/Prepare",
+                _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Prepare",
                                            message: request.encode(), timeout: .seconds(5))
                 #expect(Bool(false), "accepted")
             } catch {

@@ -135,9 +135,8 @@ import Testing
         let callback = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: router)
         defer { Task { await callback.shutdown(gracePeriod: .zero) } }
         try await withCoordinator(caller: nil) { coordinator, api in
-            let client = GRPCClient()
+            let (client, target) = await connectedGRPCClient(coordinator)
             defer { Task { await client.shutdown() } }
-            let target = "127.0.0.1:\(coordinator.grpcPort)"
             let prepare = DtmRequest(gid: "g1", transType: "workflow", transOptions: DtmTransOptions(retryInterval: 1),
                                      customedData: #"{"name":"pay","data":"\#(Self.base64("x"))"}"#,
                                      queryPrepared: "127.0.0.1:\(callback.port)/workflow.Workflow/Execute")
