@@ -19,13 +19,15 @@ public struct CoordinatorConfig: Sendable {
     /// Transactions driven at once by the background loop.
     public var maxConcurrentPasses: Int
 
-    public init(host: String = "0.0.0.0", grpcPort: Int = 36790, httpPort: Int = 36789,
+    /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
+    /// coordinator on a free gRPC port must not take the machine's HTTP port.
+    public init(host: String = "0.0.0.0", grpcPort: Int = 36790, httpPort: Int? = nil,
                 grpc: GRPCServerConfig = GRPCServerConfig(),
                 engine: EngineConfig = EngineConfig(), owner: String = UUID().uuidString,
                 maxConcurrentPasses: Int = 64) {
         self.host = host
         self.grpcPort = grpcPort
-        self.httpPort = httpPort
+        self.httpPort = httpPort ?? (grpcPort == 0 ? 0 : 36789)
         self.grpc = grpc
         self.engine = engine
         self.owner = owner
