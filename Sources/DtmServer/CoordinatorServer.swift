@@ -85,11 +85,12 @@ public final class CoordinatorServer: Sendable {
         let cronTask = Task { await cron.run() }
 
         let topics = TopicRegistry(store: store, clock: driver.clock)
+        let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
         var router = GRPCRouter()
-        DtmGRPCService(engine: engine, topics: topics, logger: logger).register(on: &router)
+        DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger).register(on: &router)
         let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
                                      wake: { await cron.wake() })
-        let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics)
+        let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)
         func abandon() async {
             cronTask.cancel()
             await cronTask.value
