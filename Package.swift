@@ -17,6 +17,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         // Command-line flags of the `dtm` executable.
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        // DTM's HTTP JSON API (:36789): HTTP/1.1 server, routing, bounded request bodies.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        // Hummingbird runs as a service; its graceful shutdown is triggered through this.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -54,12 +58,14 @@ let package = Package(
             "DtmEngine", "CSQLite",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Wiring: the dtmgimp.Dtm gRPC service, branch callers, the retry loop.
+        // Wiring: the dtmgimp.Dtm gRPC service, the HTTP JSON API, branch callers, the retry loop.
         .target(name: "DtmServer", dependencies: [
             "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], resources: [.embedInCode("openapi.json")]),
         .executableTarget(name: "dtm", dependencies: [
             "DtmServer", "DtmEngine", "DtmStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -77,6 +83,11 @@ let package = Package(
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
         .testTarget(name: "DtmServerTests", dependencies: ["DtmServer"]),
+        .testTarget(name: "DtmHTTPTests", dependencies: [
+            "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
         .testTarget(name: "InteropTests", dependencies: [
             "DtmServer", "DtmNet", "DtmGRPC", "DtmProto", "DtmEngine", "DtmStore",
             .product(name: "Logging", package: "swift-log"),

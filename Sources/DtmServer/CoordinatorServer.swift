@@ -10,6 +10,8 @@ public struct CoordinatorConfig: Sendable {
     public var host: String
     /// DTM's default gRPC port; 0 picks a free port (tests).
     public var grpcPort: Int
+    /// DTM's default HTTP JSON API port; 0 picks a free port (tests).
+    public var httpPort: Int
     public var grpc: GRPCServerConfig
     public var engine: EngineConfig
     /// Identifies this process in the `owner` column of the transactions it leases.
@@ -17,11 +19,15 @@ public struct CoordinatorConfig: Sendable {
     /// Transactions driven at once by the background loop.
     public var maxConcurrentPasses: Int
 
-    public init(host: String = "0.0.0.0", grpcPort: Int = 36790, grpc: GRPCServerConfig = GRPCServerConfig(),
+    /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
+    /// coordinator on a free gRPC port must not take the machine's HTTP port.
+    public init(host: String = "0.0.0.0", grpcPort: Int = 36790, httpPort: Int? = nil,
+                grpc: GRPCServerConfig = GRPCServerConfig(),
                 engine: EngineConfig = EngineConfig(), owner: String = UUID().uuidString,
                 maxConcurrentPasses: Int = 64) {
         self.host = host
         self.grpcPort = grpcPort
+        self.httpPort = httpPort ?? (grpcPort == 0 ? 0 : 36789)
         self.grpc = grpc
         self.engine = engine
         self.owner = owner
@@ -29,14 +35,15 @@ public struct CoordinatorConfig: Sendable {
     }
 }
 
-/// A running coordinator: store, engine, background loop, branch clients and the gRPC
-/// server — everything `dtm` starts, startable in process by tests.
+/// A running coordinator: store, engine, background loop, branch clients, the gRPC server
+/// and the HTTP JSON API — everything `dtm` starts, startable in process by tests.
 public final class CoordinatorServer: Sendable {
     public let config: CoordinatorConfig
     public let store: any TransactionStore
     public let engine: Coordinator
     public let cron: CronLoop
     private let grpcServer: GRPCServer
+    private let httpServer: HTTPAPIServer
     private let grpcClient: GRPCClient
     private let httpClient: HTTPClient
     private let cronTask: Task<Void, Never>
@@ -44,15 +51,18 @@ public final class CoordinatorServer: Sendable {
 
     /// The bound gRPC port (differs from `config.grpcPort` when that is 0).
     public var grpcPort: Int { grpcServer.port }
+    /// The bound HTTP port (differs from `config.httpPort` when that is 0).
+    public var httpPort: Int { httpServer.port }
 
     private init(config: CoordinatorConfig, store: any TransactionStore, engine: Coordinator, cron: CronLoop,
-                 grpcServer: GRPCServer, grpcClient: GRPCClient, httpClient: HTTPClient,
+                 grpcServer: GRPCServer, httpServer: HTTPAPIServer, grpcClient: GRPCClient, httpClient: HTTPClient,
                  cronTask: Task<Void, Never>, logger: Logger) {
         self.config = config
         self.store = store
         self.engine = engine
         self.cron = cron
         self.grpcServer = grpcServer
+        self.httpServer = httpServer
         self.grpcClient = grpcClient
         self.httpClient = httpClient
         self.cronTask = cronTask
@@ -60,12 +70,14 @@ public final class CoordinatorServer: Sendable {
     }
 
     /// Starts the coordinator on `store`. The background loop's first pass resumes every
-    /// unfinished transaction already in the store (crash recovery).
+    /// unfinished transaction already in the store (crash recovery). `branchCaller` replaces
+    /// the gRPC/HTTP branch clients (tests that must not call out).
     public static func start(_ config: CoordinatorConfig = CoordinatorConfig(), store: any TransactionStore,
+                             branchCaller: (any BranchCaller)? = nil,
                              logger: Logger = Logger(label: "dtm")) async throws -> CoordinatorServer {
         let grpcClient = GRPCClient(logger: logger)
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton)
-        let caller = DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
+        let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
         let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine)
         let cron = CronLoop(driver: driver, owner: config.owner, maxConcurrent: config.maxConcurrentPasses,
                             onEvent: { event in log(event, logger) })
@@ -73,28 +85,48 @@ public final class CoordinatorServer: Sendable {
                                  runNow: { await cron.runNow($0) })
         let cronTask = Task { await cron.run() }
 
+        let topics = TopicRegistry(store: store, clock: driver.clock)
+        let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
         var router = GRPCRouter()
-        DtmGRPCService(engine: engine, logger: logger).register(on: &router)
+        DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger).register(on: &router)
+        let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
+                                     wake: { await cron.wake() })
+        let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)
+        func abandon() async {
+            cronTask.cancel()
+            await cronTask.value
+            try? await httpClient.shutdown()
+            await grpcClient.shutdown()
+        }
         let grpcServer: GRPCServer
         do {
             grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
                                                     config: config.grpc, logger: logger)
         } catch {
-            cronTask.cancel()
-            await cronTask.value
-            try? await httpClient.shutdown()
-            await grpcClient.shutdown()
+            await abandon()
+            throw error
+        }
+        let httpServer: HTTPAPIServer
+        do {
+            httpServer = try await HTTPAPIServer.start(host: config.host, port: config.httpPort,
+                                                       router: api.makeRouter(), logger: logger)
+        } catch {
+            await grpcServer.shutdown(gracePeriod: .zero)
+            await abandon()
             throw error
         }
         return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
-                                 grpcClient: grpcClient, httpClient: httpClient, cronTask: cronTask, logger: logger)
+                                 httpServer: httpServer, grpcClient: grpcClient, httpClient: httpClient,
+                                 cronTask: cronTask, logger: logger)
     }
 
     /// Graceful stop: no new calls, calls in flight finish (up to `gracePeriod`), then the
     /// background loop stops. Unfinished transactions stay in the store for the next start.
     public func shutdown(gracePeriod: Duration = .seconds(5)) async {
         logger.info("shutting down")
-        await grpcServer.shutdown(gracePeriod: gracePeriod)
+        async let grpcStopped: Void = grpcServer.shutdown(gracePeriod: gracePeriod)
+        async let httpStopped: Void = httpServer.shutdown(gracePeriod: gracePeriod)
+        _ = await (grpcStopped, httpStopped)
         cronTask.cancel()
         await cronTask.value
         await grpcClient.shutdown()

@@ -1,3 +1,4 @@
+import Foundation
 import DtmEngine
 import DtmGRPC
 import DtmProto
@@ -13,11 +14,13 @@ public struct DtmGRPCService: Sendable {
 
     let gids: GidGenerator
     let engine: Coordinator
+    let topics: TopicRegistry
     let logger: Logger
 
-    public init(engine: Coordinator, gids: GidGenerator = GidGenerator(),
+    public init(engine: Coordinator, topics: TopicRegistry, gids: GidGenerator = GidGenerator(),
                 logger: Logger = Logger(label: "dtm.grpc.service")) {
         self.engine = engine
+        self.topics = topics
         self.gids = gids
         self.logger = logger
     }
@@ -26,6 +29,7 @@ public struct DtmGRPCService: Sendable {
     public func register(on router: inout GRPCRouter) {
         let gids = self.gids
         let engine = self.engine
+        let topics = self.topics
         router.register(service: Self.serviceName, method: "NewGid", .sync { request throws(RPCError) in
             _ = try decode(Empty.self, request)
             return GRPCResponse(message: DtmGidReply(gid: gids.next()).encode())
@@ -45,10 +49,14 @@ public struct DtmGRPCService: Sendable {
         registerAnswering(on: &router, "PrepareWorkflow", DtmRequest.self) { request throws(DtmError) in
             DtmProgressesReply(try await engine.prepareWorkflow(TransRequest(request)))
         }
-        for method in ["Subscribe", "Unsubscribe", "DeleteTopic"] {
-            router.register(service: Self.serviceName, method: method, .sync { _ throws(RPCError) in
-                throw RPCError(.unimplemented, "\(Self.serviceName)/\(method) is not available yet (topics come with the HTTP API)")
-            })
+        register(on: &router, "Subscribe", DtmTopicRequest.self) { request throws(DtmError) in
+            try await topics.subscribe(topic: request.topic, url: request.url, remark: request.remark)
+        }
+        register(on: &router, "Unsubscribe", DtmTopicRequest.self) { request throws(DtmError) in
+            try await topics.unsubscribe(topic: request.topic, url: request.url)
+        }
+        register(on: &router, "DeleteTopic", DtmTopicRequest.self) { request throws(DtmError) in
+            try await topics.delete(topic: request.topic)
         }
     }
 
@@ -99,6 +107,10 @@ extension RPCError {
         case .internal(let message): self.init(.unknown, message)
         case .storage: self.init(.internal, "storage: \(error.message)")
         }
+        // nghttp2 refuses a header value with whitespace at either end (RFC 9113), which
+        // would leave the call without trailers until its deadline; DTM's texts have some
+        // (e.g. "no such an url ").
+        self.message = self.message.trimmingCharacters(in: .whitespaces)
     }
 }
 
@@ -114,6 +126,7 @@ extension TransRequest {
                                         retryInterval: options.retryInterval, branchHeaders: options.branchHeaders,
                                         requestTimeout: options.requestTimeout, retryLimit: options.retryLimit),
                   reqExtra: request.reqExtra, rollbackReason: request.rollbackReason)
+        try RequestLimits.check(self)
     }
 }
 

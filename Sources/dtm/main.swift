@@ -21,6 +21,9 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "gRPC port (DTM's default is 36790; 0 picks a free port).")
     var grpcPort = 36790
 
+    @Option(help: "HTTP JSON API port (DTM's default is 36789; 0 picks a free port).")
+    var httpPort = 36789
+
     @Option(help: "SQLite database file of the durable store; created if missing. A restart on the same file resumes unfinished transactions.")
     var store = "dtm.sqlite"
 
@@ -45,6 +48,7 @@ struct Dtm: AsyncParsableCommand {
     func validate() throws {
         guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be 0...65535") }
         guard maxConcurrentPasses >= 1 else { throw ValidationError("--max-concurrent-passes must be at least 1") }
+        guard (0...65535).contains(httpPort) else { throw ValidationError("--http-port must be 0...65535") }
         guard retryInterval >= 1, timeoutToFail >= retryInterval, requestTimeout >= 1, cronInterval >= 1 else {
             throw ValidationError("need --retry-interval >= 1, --timeout-to-fail >= --retry-interval, --request-timeout >= 1, --cron-interval >= 1")
         }
@@ -68,10 +72,12 @@ struct Dtm: AsyncParsableCommand {
         }
         let sqlite = try SQLiteStore(path: store, logger: logger)
         let coordinator = try await CoordinatorServer.start(
-            CoordinatorConfig(host: host, grpcPort: grpcPort, engine: engine, maxConcurrentPasses: maxConcurrentPasses),
+            CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, engine: engine,
+                              maxConcurrentPasses: maxConcurrentPasses),
             store: sqlite, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
-            "grpc": "\(host):\(coordinator.grpcPort)", "store": "\(sqlite.path)"])
+            "grpc": "\(host):\(coordinator.grpcPort)", "http": "\(host):\(coordinator.httpPort)",
+            "store": "\(sqlite.path)"])
         let signal = await Self.waitForTerminationSignal()
         logger.info("received \(signal), stopping")
         await coordinator.shutdown()

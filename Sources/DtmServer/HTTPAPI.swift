@@ -1,0 +1,339 @@
+import DtmEngine
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// DTM's HTTP JSON API (spec 1.2, 1.3): the routes DTM's HTTP SDKs call under
+/// `/api/dtmsvr`, answered from the same engine and store as the gRPC service.
+public struct DtmHTTPAPI: Sendable {
+    /// Requests with a larger body are refused with 413 before anything is decoded.
+    public static let maxBodySize = 4 << 20
+    public static let prefix = "/api/dtmsvr"
+
+    let engine: Coordinator
+    let admin: CoordinatorAdmin
+    let topics: TopicRegistry
+    let gids: GidGenerator
+
+    public init(engine: Coordinator, admin: CoordinatorAdmin, topics: TopicRegistry, gids: GidGenerator = GidGenerator()) {
+        self.engine = engine
+        self.admin = admin
+        self.topics = topics
+        self.gids = gids
+    }
+
+    /// The router serving every route, with JSON answers for unknown paths and methods.
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        let routes = self.routes
+        router.add(middleware: UnroutedAnswer(routes: routes))
+        for route in routes {
+            router.on(RouterPath(route.path), method: route.method) { request, context in
+                await route.respond(to: request, context: context)
+            }
+        }
+        return router
+    }
+
+    // MARK: - Routes
+
+    var routes: [APIRoute] {
+        let engine = self.engine, admin = self.admin, topics = self.topics, gids = self.gids
+        let p = Self.prefix
+        var routes: [APIRoute] = [
+            APIRoute(.get, "\(p)/version") { _ throws(DtmError) in .object([("version", .string(swiftDtmVersion))]) },
+            APIRoute(.get, "\(p)/newGid") { _ throws(DtmError) in
+                .sorted(["gid": .string(gids.next()), "dtm_result": .string(dtmSuccess)])
+            },
+            APIRoute(.post, "\(p)/prepare") { call throws(DtmError) in
+                try await engine.prepare(TransRequest(httpBody: call.body))
+                return nil
+            },
+            APIRoute(.post, "\(p)/submit") { call throws(DtmError) in
+                try await engine.submit(TransRequest(httpBody: call.body))
+                return nil
+            },
+            APIRoute(.post, "\(p)/abort") { call throws(DtmError) in
+                try await engine.abort(TransRequest(httpBody: call.body))
+                return nil
+            },
+            APIRoute(.post, "\(p)/forceStop") { call throws(DtmError) in
+                try await engine.forceStop(gid: TransRequest(httpBody: call.body).gid)
+                return nil
+            },
+            APIRoute(.post, "\(p)/resetNextCronTime") { call throws(DtmError) in
+                try await engine.resetNextCronTime(gid: TransRequest(httpBody: call.body).gid)
+                await admin.wake()
+                return nil
+            },
+            APIRoute(.post, "\(p)/prepareWorkflow") { call throws(DtmError) in
+                let progress = try await engine.prepareWorkflow(TransRequest(httpBody: call.body))
+                return .sorted(["transaction": JSONText(progress.transaction),
+                                "progresses": .array(progress.progresses.map(JSONText.init))])
+            },
+            APIRoute(.get, "\(p)/query") { call throws(DtmError) in
+                let (global, branches) = try await admin.query(gid: call.query("gid"))
+                return .sorted(["transaction": global.map(JSONText.init) ?? .null,
+                                "branches": .array(branches.map(JSONText.init))])
+            },
+            APIRoute(.get, "\(p)/all") { call throws(DtmError) in
+                let gid = call.query("gid")
+                let position = try call.optionalInteger("position"), limit = try call.integer("limit", default: 100)
+                let createdFrom = try call.epochMilliseconds("createTimeStart")
+                let createdTo = try call.epochMilliseconds("createTimeEnd")
+                if !gid.isEmpty {
+                    try CoordinatorAdmin.check(limit: Int(clamping: limit))
+                    let found = try await admin.find(gid: gid)
+                    return .sorted(["transactions": found.map { .array([JSONText($0)]) } ?? .null,
+                                    "next_position": .string(call.query("position"))])
+                }
+                let page = try await admin.list(status: call.query("status"), transType: call.query("transType"),
+                                                createdFrom: createdFrom, createdTo: createdTo, position: position,
+                                                limit: Int(clamping: limit))
+                return .sorted(["transactions": .array(page.rows.map(JSONText.init)),
+                                "next_position": .string(page.nextPosition)])
+            },
+            APIRoute(.get, "\(p)/resetCronTime") { call throws(DtmError) in
+                let result = try await admin.resetCronTime(timeout: try call.optionalInteger("timeout"),
+                                                           limit: Int(clamping: try call.integer("limit", default: 100)))
+                return .sorted(["succeed_count": .int(Int64(result.succeeded)), "has_remaining": .bool(result.hasRemaining)])
+            },
+            APIRoute(.get, "\(p)/subscribe") { call throws(DtmError) in
+                try await topics.subscribe(topic: call.query("topic"), url: call.query("url"), remark: call.query("remark"))
+                return nil
+            },
+            APIRoute(.get, "\(p)/unsubscribe") { call throws(DtmError) in
+                try await topics.unsubscribe(topic: call.query("topic"), url: call.query("url"))
+                return nil
+            },
+            APIRoute(.delete, "\(p)/topic/:topicName") { call throws(DtmError) in
+                try await topics.delete(topic: call.topicName)
+                return nil
+            },
+            APIRoute(.get, "\(p)/scanKV") { call throws(DtmError) in
+                let page = try await admin.scanKV(cat: call.query("cat"), position: try call.optionalInteger("position"),
+                                                  limit: Int(clamping: try call.integer("limit", default: 100)))
+                return .sorted(["kv": .array(page.rows.map(JSONText.init)), "next_position": .string(page.nextPosition)])
+            },
+            APIRoute(.get, "\(p)/queryKV") { call throws(DtmError) in
+                let rows = try await admin.findKV(cat: call.query("cat"), key: call.query("key"))
+                return .sorted(["kv": .array(rows.map(JSONText.init))])
+            },
+            APIRoute(.get, "/api/openapi.json", document: openAPIDocument),
+        ]
+        // Old SDKs register tcc and xa branches under their own names.
+        for alias in ["registerBranch", "registerXaBranch", "registerTccBranch"] {
+            routes.append(APIRoute(.post, "\(p)/\(alias)") { call throws(DtmError) in
+                try await engine.registerBranch(BranchRegistration(httpBody: call.body))
+                return nil
+            })
+        }
+        for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .head, .options] {
+            routes.append(APIRoute(method, "/api/ping") { _ throws(DtmError) in .object([("msg", .string("pong"))]) })
+        }
+        return routes
+    }
+}
+
+/// The version `/api/dtmsvr/version` reports.
+public let swiftDtmVersion = "swift-dtm-0.1.0"
+
+let dtmSuccess = "SUCCESS"
+
+/// The committed OpenAPI 3 document of this API (Sources/DtmServer/openapi.json).
+let openAPIDocument = PackageResources.openapi_json
+
+// MARK: - Requests and answers
+
+/// What a route handler sees of a request.
+struct APICall: Sendable {
+    var queryItems: [String: String]
+    var topicName: String
+    var body: [UInt8]
+
+    /// A query parameter; missing and empty are the same, as for Go's `c.Query`.
+    func query(_ name: String) -> String { queryItems[name] ?? "" }
+
+    func optionalInteger(_ name: String) throws(DtmError) -> Int64? {
+        let text = query(name)
+        if text.isEmpty { return nil }
+        guard let value = Int64(text) else {
+            throw DtmError.invalidArgument("\(name): expected a whole number, got '\(text)'")
+        }
+        return value
+    }
+
+    func integer(_ name: String, default value: Int64) throws(DtmError) -> Int64 {
+        try optionalInteger(name) ?? value
+    }
+
+    /// DTM's time filters: epoch milliseconds, truncated to whole seconds.
+    func epochMilliseconds(_ name: String) throws(DtmError) -> Date? {
+        guard let value = try optionalInteger(name) else { return nil }
+        guard RequestLimits.epochMilliseconds.contains(value) else {
+            throw DtmError.invalidArgument("\(name): epoch milliseconds out of range (got \(value))")
+        }
+        return Date(timeIntervalSince1970: TimeInterval(value / 1000))
+    }
+
+    /// Go's url.ParseQuery: `+` is a space, percent escapes decoded, the first value wins,
+    /// malformed pairs skipped.
+    static func parseQuery(_ query: String?) -> [String: String] {
+        var items: [String: String] = [:]
+        for pair in (query ?? "").split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ text: Substring) -> String? {
+                text.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+            }
+            guard let key = decode(parts[0]), let value = parts.count > 1 ? decode(parts[1]) : "" else { continue }
+            if items[key] == nil { items[key] = value }
+        }
+        return items
+    }
+}
+
+/// A JSON answer: status and body.
+struct HTTPAnswer {
+    var status: HTTPResponse.Status
+    var body: JSONText
+    var headers: HTTPFields
+
+    init(status: HTTPResponse.Status, body: JSONText, headers: HTTPFields = [:]) {
+        self.status = status
+        self.body = body
+        self.headers = headers
+    }
+
+    static let success = HTTPAnswer(status: .ok, body: .object([("dtm_result", .string(dtmSuccess))]))
+
+    /// Outcomes of the coordinator as DTM's HTTP API reports them (spec 1.2), in one place.
+    /// FAILURE and ONGOING keep DTM's 409 / 425 with `dtm_result`; where DTM answers 500 for
+    /// a client's mistake this answers a 4xx that names it.
+    init(_ error: DtmError) {
+        switch error {
+        case .failure(let message):
+            self.init(status: .conflict, body: Self.message(message, result: "FAILURE"))
+        case .ongoing(let message):
+            self.init(status: .tooEarly, body: Self.message(message, result: "ONGOING"))
+        case .invalidArgument(let message):
+            self.init(status: .badRequest, body: Self.message(message))
+        case .notFound(let message):
+            self.init(status: .notFound, body: Self.message(message))
+        case .storage(.notFound(let message)), .storage(.uniqueConflict(let message)):
+            // The row is not in the state the request needs (or already exists): a conflict,
+            // as DTM reports registerBranch on a transaction that is not prepared.
+            self.init(status: .conflict, body: Self.message(message, result: "FAILURE"))
+        case .storage(.database), .internal:
+            self.init(status: .internalServerError, body: Self.message(error.message))
+        }
+    }
+
+    /// Problems found before a handler runs.
+    init(_ failure: RequestFailure) {
+        switch failure {
+        case .bodyTooLarge(let limit):
+            self.init(status: .contentTooLarge, body: Self.message("request body: larger than \(limit) bytes"))
+        case .unreadableBody(let reason):
+            self.init(status: .badRequest, body: Self.message("request body: \(reason)"))
+        case .unknownPath(let path):
+            self.init(status: .notFound, body: Self.message("no route for \(path)"))
+        case .methodNotAllowed(let method, let path, let allowed):
+            let names = allowed.map(\.rawValue).joined(separator: ", ")
+            self.init(status: .methodNotAllowed, body: Self.message("\(method.rawValue) is not allowed on \(path) (use \(names))"),
+                      headers: [.allow: names])
+        }
+    }
+
+    private static func message(_ text: String, result: String? = nil) -> JSONText {
+        .sorted(["message": .string(text)].merging(result.map { ["dtm_result": .string($0)] } ?? [:]) { $1 })
+    }
+
+    var response: Response {
+        var headers = self.headers
+        headers[.contentType] = "application/json; charset=utf-8"
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: body.text)))
+    }
+}
+
+enum RequestFailure: Error {
+    case bodyTooLarge(Int)
+    case unreadableBody(String)
+    case unknownPath(String)
+    case methodNotAllowed(HTTPRequest.Method, String, [HTTPRequest.Method])
+}
+
+/// One route: method, path pattern and what answers it.
+struct APIRoute: Sendable {
+    typealias Handler = @Sendable (APICall) async throws(DtmError) -> JSONText?
+
+    let method: HTTPRequest.Method
+    let path: String
+    private let answer: @Sendable (APICall) async -> Response
+
+    /// A JSON route: nil from the handler is DTM's `{"dtm_result":"SUCCESS"}`.
+    init(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
+        self.method = method
+        self.path = path
+        self.answer = { call in
+            do throws(DtmError) {
+                guard let body = try await handler(call) else { return HTTPAnswer.success.response }
+                return HTTPAnswer(status: .ok, body: body).response
+            } catch {
+                return HTTPAnswer(error).response
+            }
+        }
+    }
+
+    /// A fixed JSON document.
+    init(_ method: HTTPRequest.Method, _ path: String, document: [UInt8]) {
+        self.method = method
+        self.path = path
+        self.answer = { _ in
+            Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: document)))
+        }
+    }
+
+    func respond(to request: Request, context: BasicRequestContext) async -> Response {
+        var body: [UInt8] = []
+        if method == .post {
+            do {
+                body = Array(buffer: try await request.body.collect(upTo: DtmHTTPAPI.maxBodySize))
+            } catch is NIOTooManyBytesError {
+                return HTTPAnswer(.bodyTooLarge(DtmHTTPAPI.maxBodySize)).response
+            } catch {
+                return HTTPAnswer(.unreadableBody("\(error)")).response
+            }
+        }
+        let topic = context.parameters.get("topicName") ?? ""
+        return await answer(APICall(queryItems: APICall.parseQuery(request.uri.query),
+                                    topicName: topic.removingPercentEncoding ?? topic, body: body))
+    }
+
+    /// Whether `path` (no query) matches this route's pattern; `:name` matches one segment.
+    func matches(_ path: String) -> Bool {
+        let pattern = self.path.split(separator: "/", omittingEmptySubsequences: false)
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard pattern.count == parts.count else { return false }
+        return zip(pattern, parts).allSatisfy { $0.hasPrefix(":") ? !$1.isEmpty : $0 == $1 }
+    }
+}
+
+/// Answers requests no route took: 405 with `Allow` for a known path, 404 otherwise,
+/// both in the API's JSON envelope.
+struct UnroutedAnswer: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let routes: [APIRoute]
+
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            let path = request.uri.path
+            let allowed = routes.filter { $0.matches(path) }.map(\.method)
+            if allowed.isEmpty { return HTTPAnswer(.unknownPath(path)).response }
+            return HTTPAnswer(.methodNotAllowed(request.method, path, allowed)).response
+        }
+    }
+}
