@@ -80,8 +80,8 @@ public struct MsgCustomData: Sendable, Equatable {
     public static func parse(_ text: String) throws(CustomDataError) -> MsgCustomData {
         let value = try jsonObject(text).field("delay") ?? .null
         if value == .null { return MsgCustomData() }
-        guard let delay = value.integer, delay >= 0 else {
-            throw CustomDataError("delay must be a non-negative whole number of seconds")
+        guard let delay = value.integer, delay >= 0, delay <= maxOptionSeconds else {
+            throw CustomDataError("delay must be a whole number of seconds from 0 to \(maxOptionSeconds)")
         }
         return MsgCustomData(delay: delay)
     }

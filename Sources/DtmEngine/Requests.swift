@@ -119,6 +119,10 @@ public struct BranchRegistration: Sendable, Equatable {
 /// The longest gid the stores accept (DTM's column width).
 public let maxGidLength = 128
 
+/// The longest timeout, retry interval or msg delay accepted, in seconds (ten years): far
+/// beyond any real setting, and far from the dates a store can no longer represent.
+public let maxOptionSeconds: Int64 = 315_360_000
+
 /// A request that passed the checks every operation needs.
 struct CheckedRequest {
     var request: TransRequest
@@ -186,6 +190,9 @@ enum Validation {
         ]
         for (name, value) in values where value < 0 {
             throw DtmError.invalidArgument("\(name): must not be negative (got \(value))")
+        }
+        for (name, value) in values.dropLast() where value > maxOptionSeconds {
+            throw DtmError.invalidArgument("\(name): must be at most \(maxOptionSeconds) seconds (got \(value))")
         }
     }
 }

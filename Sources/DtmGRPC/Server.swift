@@ -143,7 +143,9 @@ public final class GRPCServerConnection {
                 try session.respond(streamID: streamID, headers: headers, body: Wire.frame(response.message),
                                     trailers: trailers)
             } catch {
-                // The stream closed under us; nothing left to answer.
+                // Refused (e.g. a metadata value HTTP/2 forbids): end the stream rather than
+                // leave the caller waiting for its deadline.
+                try? session.resetStream(streamID, code: .internalError)
             }
         case .failure(let error):
             sendError(streamID: streamID, error)
@@ -298,6 +300,10 @@ public final class GRPCServerConnection {
             fields.append(HeaderField("grpc-message", Wire.percentEncode(error.message)))
         }
         fields += error.metadata.headerFields
-        try? session.submitHeadersOnly(streamID: streamID, headers: fields)
+        do {
+            try session.submitHeadersOnly(streamID: streamID, headers: fields)
+        } catch {
+            try? session.resetStream(streamID, code: .internalError)
+        }
     }
 }

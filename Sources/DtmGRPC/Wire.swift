@@ -94,12 +94,18 @@ enum Wire {
 
     // MARK: grpc-message percent-encoding
 
-    /// Percent-encodes as the gRPC spec asks: printable ASCII except '%' stays, the rest is %XX of UTF-8.
+    /// Percent-encodes as the gRPC spec asks: printable ASCII except '%' stays, the rest is %XX of
+    /// UTF-8. Spaces at either end are encoded too: HTTP/2 forbids a header value that starts or
+    /// ends with whitespace, and nghttp2 peers reset such a stream.
     static func percentEncode(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
-        for byte in text.utf8 {
-            if byte >= 0x20 && byte <= 0x7e && byte != UInt8(ascii: "%") {
+        let bytes = Array(text.utf8)
+        let first = bytes.firstIndex { $0 != UInt8(ascii: " ") } ?? bytes.count
+        let last = bytes.lastIndex { $0 != UInt8(ascii: " ") } ?? -1
+        for (index, byte) in bytes.enumerated() {
+            let edgeSpace = byte == UInt8(ascii: " ") && (index < first || index > last)
+            if byte >= 0x20 && byte <= 0x7e && byte != UInt8(ascii: "%") && !edgeSpace {
                 out.unicodeScalars.append(Unicode.Scalar(byte))
             } else {
                 out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)

@@ -107,10 +107,6 @@ extension RPCError {
         case .internal(let message): self.init(.unknown, message)
         case .storage: self.init(.internal, "storage: \(error.message)")
         }
-        // nghttp2 refuses a header value with whitespace at either end (RFC 9113), which
-        // would leave the call without trailers until its deadline; DTM's texts have some
-        // (e.g. "no such an url ").
-        self.message = self.message.trimmingCharacters(in: .whitespaces)
     }
 }
 
@@ -126,7 +122,6 @@ extension TransRequest {
                                         retryInterval: options.retryInterval, branchHeaders: options.branchHeaders,
                                         requestTimeout: options.requestTimeout, retryLimit: options.retryLimit),
                   reqExtra: request.reqExtra, rollbackReason: request.rollbackReason)
-        try RequestLimits.check(self)
     }
 }
 

@@ -76,7 +76,6 @@ extension TransRequest {
     /// Decodes an HTTP trans body.
     init(httpBody bytes: [UInt8]) throws(DtmError) {
         self = try decodeBody(HTTPTransBody.self, bytes, expecting: "a JSON object").request
-        try RequestLimits.check(self)
     }
 }
 

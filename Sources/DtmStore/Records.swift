@@ -6,7 +6,12 @@ import Foundation
 
 extension Date {
     /// The stored form of a time: whole microseconds since 1970-01-01 UTC.
-    var microsecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1_000_000).rounded()) }
+    /// Saturates instead of trapping: a date beyond ±292,000 years is stored as the extreme.
+    var microsecondsSince1970: Int64 {
+        let value = (timeIntervalSince1970 * 1_000_000).rounded()
+        guard value.isFinite else { return value < 0 ? .min : .max }
+        return value >= 9.2e18 ? .max : value <= -9.2e18 ? .min : Int64(value)
+    }
 
     init(microsecondsSince1970 value: Int64) {
         self.init(timeIntervalSince1970: Double(value) / 1_000_000)

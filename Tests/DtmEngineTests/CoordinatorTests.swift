@@ -325,9 +325,9 @@ struct ValidationTests {
         add("retry_limit: must not be negative (got -3)") { $0.options.retryLimit = -3 }
         var msg = msgRequest("bad")
         msg.customData = #"{"delay":-1}"#
-        cases.append(Bad(request: msg, message: "custom_data: delay must be a non-negative whole number of seconds"))
+        cases.append(Bad(request: msg, message: "custom_data: delay must be a whole number of seconds from 0 to 315360000"))
         msg.customData = #"{"delay":"10"}"#
-        cases.append(Bad(request: msg, message: "custom_data: delay must be a non-negative whole number of seconds"))
+        cases.append(Bad(request: msg, message: "custom_data: delay must be a whole number of seconds from 0 to 315360000"))
         for (custom, message) in [("", "name (the workflow name) is required"),
                                   (#"{"name":"w","data":"%%"}"#, "data must be base64"),
                                   (#"{"name":"w","data":5}"#, "data must be a base64 string")] {

@@ -131,6 +131,9 @@ import Testing
         #expect(encoded.hasPrefix("a%25b "))
         #expect(Wire.percentDecode(encoded) == text)
         #expect(Wire.percentDecode("bad %zz and %4") == "bad %zz and %4")
+        #expect(Wire.percentEncode(" no such an url ") == "%20no such an url%20")
+        #expect(Wire.percentEncode("   ") == "%20%20%20")
+        #expect(Wire.percentDecode(Wire.percentEncode(" a b ")) == " a b ")
     }
 
     @Test func base64AcceptsPaddedAndUnpadded() {

@@ -185,7 +185,7 @@ import Testing
             let kv = try await api.get("/api/dtmsvr/queryKV?cat=topics&key=g").json["kv"] as? [[String: Any]]
             #expect(kv?.first?["v"] as? String == #"[{"url":"http://b/1","remark":"g"}]"#)
             let missing = await call("Unsubscribe", "g", "http://b/2")
-            #expect(missing?.code == .notFound && missing?.message == "no such an url", "\(String(describing: missing))")
+            #expect(missing?.code == .notFound && missing?.message == "no such an url ", "\(String(describing: missing))")
             #expect(await call("Unsubscribe", "g", "http://b/1") == nil)
             #expect(await call("DeleteTopic", "g", "") == nil)
             #expect(await call("DeleteTopic", "g", "")?.code == .notFound)
