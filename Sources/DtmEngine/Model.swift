@@ -209,17 +209,18 @@ extension TransOptions {
     /// The JSON text stored in the `options` column, shaped as DTM writes it: zero values left
     /// out, `concurrent` always present. Written by hand: it is encoded on every Submit.
     public var jsonText: String {
+        // DTM's field order (Go marshals struct fields in declaration order).
         var fields: [String] = []
+        if waitResult { fields.append("\"wait_result\":true") }
+        if timeoutToFail != 0 { fields.append("\"timeout_to_fail\":\(timeoutToFail)") }
+        if requestTimeout != 0 { fields.append("\"request_timeout\":\(requestTimeout)") }
+        if retryInterval != 0 { fields.append("\"retry_interval\":\(retryInterval)") }
         if !branchHeaders.isEmpty {
             let pairs = branchHeaders.sorted { $0.key < $1.key }.map { "\(jsonQuoted($0.key)):\(jsonQuoted($0.value))" }
             fields.append("\"branch_headers\":{\(pairs.joined(separator: ","))}")
         }
         fields.append("\"concurrent\":\(concurrent)")
-        if requestTimeout != 0 { fields.append("\"request_timeout\":\(requestTimeout)") }
-        if retryInterval != 0 { fields.append("\"retry_interval\":\(retryInterval)") }
         if retryLimit != 0 { fields.append("\"retry_limit\":\(retryLimit)") }
-        if timeoutToFail != 0 { fields.append("\"timeout_to_fail\":\(timeoutToFail)") }
-        if waitResult { fields.append("\"wait_result\":true") }
         return "{" + fields.joined(separator: ",") + "}"
     }
 
@@ -261,7 +262,7 @@ extension TransOptions {
 }
 
 /// `text` as a JSON string literal.
-func jsonQuoted(_ text: String) -> String {
+public func jsonQuoted(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

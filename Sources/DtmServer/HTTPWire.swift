@@ -162,7 +162,7 @@ extension JSONText {
         object.omitEmpty("rollback_time", global.rollbackTime)
         object.omitEmpty("result", global.result)
         object.omitEmpty("rollback_reason", global.rollbackReason)
-        object.omitEmpty("options", JSONText.options(global.options).text)
+        object.omitEmpty("options", global.options.jsonText)
         object.omitEmpty("custom_data", global.customData)
         object.omitEmpty("next_cron_interval", global.nextCronInterval)
         object.omitEmpty("next_cron_time", global.nextCronTime)
@@ -172,9 +172,7 @@ extension JSONText {
         self = object.json
     }
 
-    /// DTM's `options` column: the options object with zero values left out.
-    static func options(_ options: TransOptions) -> JSONText { .object(optionMembers(options)) }
-
+    /// The options as embedded members of the transaction object (Go embeds the struct).
     private static func optionMembers(_ options: TransOptions) -> [(String, JSONText)] {
         var object = JSONObject()
         object.omitEmpty("wait_result", options.waitResult)

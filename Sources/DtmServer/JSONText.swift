@@ -1,3 +1,4 @@
+import DtmEngine
 import Foundation
 
 /// A JSON value written in a fixed member order, so the HTTP API answers in DTM's exact
@@ -51,20 +52,7 @@ enum JSONText: Equatable, Sendable {
     }
 
     private static func quote(_ string: String, into out: inout String) {
-        out += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                out += "\\u00" + String(scalar.value, radix: 16).leftPadded(to: 2)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
+        out += jsonQuoted(string)
     }
 }
 

@@ -184,7 +184,7 @@ struct EffectTableTests {
         let full = TransOptions(waitResult: true, timeoutToFail: 60, retryInterval: 15,
                                 branchHeaders: ["x-b": "q\"uote\n", "a": "1"], requestTimeout: 8, retryLimit: 3,
                                 concurrent: true)
-        #expect(full.jsonText == #"{"branch_headers":{"a":"1","x-b":"q\"uote\n"},"concurrent":true,"request_timeout":8,"retry_interval":15,"retry_limit":3,"timeout_to_fail":60,"wait_result":true}"#)
+        #expect(full.jsonText == #"{"wait_result":true,"timeout_to_fail":60,"request_timeout":8,"retry_interval":15,"branch_headers":{"a":"1","x-b":"q\"uote\n"},"concurrent":true,"retry_limit":3}"#)
         #expect(TransOptions(jsonText: full.jsonText) == full)
         #expect(try JSONDecoder().decode(TransOptions.self, from: Data(full.jsonText.utf8)) == full)
         #expect(TransOptions(jsonText: #"{"retry_interval":"10"}"#) == nil)

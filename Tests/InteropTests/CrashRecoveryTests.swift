@@ -20,7 +20,7 @@ final class DtmProcess: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         let log = try FileHandle(forWritingTo: logURL)
         dtm.process.executableURL = URL(fileURLWithPath: binary)
-        dtm.process.arguments = ["--host", "127.0.0.1", "--grpc-port", "0", "--store", store,
+        dtm.process.arguments = ["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--store", store,
                                  "--retry-interval", "1", "--cron-interval", "1", "--timeout-to-fail", "2",
                                  "--request-timeout", "3"]
         dtm.process.standardOutput = log
