@@ -32,6 +32,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Submits/s of the latency phase (default: half the measured accepted rate).")
     var pacedRate: Double?
 
+    @Flag(help: "In the latency phase call NewGid (no store, no engine) instead of Submit: separates transport latency from the rest.")
+    var pacedNewGid = false
+
     @Option(help: "Scratch folder for the raw SQLite baseline.")
     var scratch = NSTemporaryDirectory()
 
@@ -91,6 +94,7 @@ struct Bench: AsyncParsableCommand {
 
         // Phase 2: open loop at half the accepted rate; latency of each Submit.
         let rate = pacedRate ?? acceptedRate / 2
+        let newGidOnly = pacedNewGid
         let count = Int(rate * latencySeconds)
         let paced = await withTaskGroup(of: Duration?.self) { group in
             let phaseStart = ContinuousClock.now
@@ -99,14 +103,21 @@ struct Bench: AsyncParsableCommand {
                 if due > ContinuousClock.now { try? await Task.sleep(until: due) }
                 group.addTask {
                     let callStart = ContinuousClock.now
-                    do { try await submit("bench-\(run)-paced-\(index)") } catch { return nil }
+                    do {
+                        if newGidOnly {
+                            _ = try await client.unary(target: coordinator, path: "/dtmgimp.Dtm/NewGid",
+                                                       message: Empty().encode(), timeout: .seconds(30))
+                        } else {
+                            try await submit("bench-\(run)-paced-\(index)")
+                        }
+                    } catch { return nil }
                     return ContinuousClock.now - callStart
                 }
             }
             return await group.reduce(into: [Duration]()) { if let latency = $1 { $0.append(latency) } }
         }
         // Let the paced sagas finish before their branches go away.
-        let total = sagas + count
+        let total = sagas + (newGidOnly ? 0 : count)
         let drainStart = ContinuousClock.now
         while try counter.finished(allOfRun: true) < total && ContinuousClock.now - drainStart < .seconds(60) {
             try await Task.sleep(for: .milliseconds(50))
