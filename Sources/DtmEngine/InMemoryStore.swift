@@ -24,6 +24,7 @@ public actor InMemoryStore: TransactionStore {
 
     public func saveNew(_ global: GlobalTransaction, branches rows: [BranchRecord]) throws(StoreError) -> Bool {
         guard globals[global.gid] == nil else { return false }
+        try checkUnique(rows, gid: global.gid)  // all or nothing, as in one SQL transaction
         var stored = global
         stored.id = nextID()
         globals[global.gid] = stored
@@ -45,9 +46,9 @@ public actor InMemoryStore: TransactionStore {
         guard var global = globals[gid], global.status == from else {
             throw StoreError.notFound("no transaction \(gid) in status \(from.rawValue)")
         }
+        try applyBranchUpdates(branchUpdates, gid: gid, now: now)
         global.apply(status: to, update, now: now)
         globals[gid] = global
-        if !branchUpdates.isEmpty { branches[gid, default: []].apply(branchUpdates, now: now) }
     }
 
     public func appendBranches(gid: String, expecting: GlobalStatus, branches rows: [BranchRecord],
@@ -59,13 +60,13 @@ public actor InMemoryStore: TransactionStore {
     public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
                                now: Date) throws(StoreError) {
         try requireStatus(gid, expecting)
-        branches[gid, default: []].apply(updates, now: now)
+        try applyBranchUpdates(updates, gid: gid, now: now)
     }
 
     public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
-                          branchUpdates: [BranchUpdate], now: Date) {
+                          branchUpdates: [BranchUpdate], now: Date) throws(StoreError) {
         guard var global = globals[gid], global.status == status else { return }
-        if !branchUpdates.isEmpty { branches[gid, default: []].apply(branchUpdates, now: now) }
+        try applyBranchUpdates(branchUpdates, gid: gid, now: now)
         global.nextCronInterval = nextCronInterval
         global.nextCronTime = nextCronTime
         global.updateTime = now
@@ -123,11 +124,25 @@ public actor InMemoryStore: TransactionStore {
     }
 
     /// All or nothing: a duplicate (gid, branch_id, op), stored or within `rows`, inserts none.
-    private func insert(_ rows: [BranchRecord], gid: String) throws(StoreError) {
+    private func checkUnique(_ rows: [BranchRecord], gid: String) throws(StoreError) {
         var keys = Set((branches[gid] ?? []).map(\.key))
         for row in rows where !keys.insert(row.key).inserted {
             throw StoreError.uniqueConflict("duplicate branch \(gid)/\(row.branchID)/\(row.op)")
         }
+    }
+
+    /// Records results only if every addressed row exists (the SQL stores fail the whole write).
+    private func applyBranchUpdates(_ updates: [BranchUpdate], gid: String, now: Date) throws(StoreError) {
+        guard !updates.isEmpty else { return }
+        let keys = Set((branches[gid] ?? []).map(\.key))
+        for update in updates where !keys.contains(CallKey(update.branchID, update.op)) {
+            throw StoreError.notFound("no branch \(update.branchID)/\(update.op) in global transaction \(gid)")
+        }
+        branches[gid, default: []].apply(updates, now: now)
+    }
+
+    private func insert(_ rows: [BranchRecord], gid: String) throws(StoreError) {
+        try checkUnique(rows, gid: gid)
         for var row in rows {
             row.id = nextID()
             row.gid = gid

@@ -45,7 +45,14 @@ struct StoreFactory: Sendable, CustomTestStringConvertible {
     }
 }
 
-let storeFactories: [StoreFactory] = [.sqlite]
+extension StoreFactory {
+    /// The engine's in-memory store, which the engine's own tests run on.
+    static let inMemory = StoreFactory(name: "in-memory") {
+        OpenedStore(store: InMemoryStore()) {}
+    }
+}
+
+let storeFactories: [StoreFactory] = [.sqlite, .inMemory]
 
 /// Runs `body` with a fresh store from `factory` and disposes of it afterwards.
 func withStore(_ factory: StoreFactory,
