@@ -161,3 +161,31 @@ import Testing
         #expect(client.isFinished)
     }
 }
+
+@Suite struct OversizedFrameTests {
+    /// A frame longer than our SETTINGS_MAX_FRAME_SIZE (16 KiB) is a connection error: the
+    /// server answers GOAWAY(FRAME_SIZE_ERROR) and wants nothing more from this connection,
+    /// while a new connection is served as usual.
+    @Test func frameLargerThanMaxFrameSizeEndsTheConnection() throws {
+        let server = try GRPCServerConnection(router: testRouter())
+        let client = try HTTP2Session(role: .client)
+        _ = try server.receive(try client.pendingOutput())  // preface + SETTINGS
+        _ = try client.receive(try server.pendingOutput())
+        _ = try server.receive(try client.pendingOutput())  // SETTINGS ACK
+        _ = try server.pendingOutput()
+        // A DATA frame header announcing 20,000 bytes on stream 1, and the bytes.
+        let length = 20_000
+        var frame: [UInt8] = [UInt8(length >> 16), UInt8(length >> 8 & 0xff), UInt8(length & 0xff), 0, 0, 0, 0, 0, 1]
+        frame += [UInt8](repeating: 0, count: length)
+        _ = try? server.receive(frame)
+        let answer = try server.pendingOutput()
+        // GOAWAY frame: type 7; error code FRAME_SIZE_ERROR (6) in bytes 13...16 of the frame.
+        try #require(answer.count >= 17)
+        #expect(answer[3] == 7, "GOAWAY, got frame type \(answer[3])")
+        #expect(Array(answer[13..<17]) == [0, 0, 0, 6], "FRAME_SIZE_ERROR")
+        #expect(server.canClose)
+
+        let fresh = try InMemoryPair(router: testRouter())
+        #expect(try fresh.roundTrip("/test.Echo/Echo", [1])?.message == [1])
+    }
+}
