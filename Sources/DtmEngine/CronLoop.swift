@@ -27,6 +27,8 @@ public actor CronLoop {
     /// runNow callers waiting for a gid's running pass to end.
     private var gidWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var running: Set<String> = []
+    /// When each running pass started: passes older than half a lease get their lease extended.
+    private var startedAt: [String: Date] = [:]
     private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
     private var pollRequested = false
@@ -81,6 +83,9 @@ public actor CronLoop {
         let claimed = await claim(limit: maxConcurrent).map { ScheduledPass(global: $0) }
         var seen = Set<String>()
         let passes = (handedOver + claimed).filter { seen.insert($0.global.gid).inserted }
+        let started = driver.clock.now()
+        for pass in passes { startedAt[pass.global.gid] = started }
+        defer { for pass in passes { startedAt[pass.global.gid] = nil } }
         let driver = self.driver
         let limit = maxConcurrent
         return await withTaskGroup(of: PassReport.self) { group in
@@ -103,6 +108,17 @@ public actor CronLoop {
         pollRequested = true
         var wakeups = stream.makeAsyncIterator()
         await withDiscardingTaskGroup { group in
+            // Lease keeper: a pass may outlive the lease its claim took (slow branches, a long
+            // request_timeout); another coordinator must not take the transaction meanwhile.
+            // Real time, not the injected sleep: leases are wall-clock deadlines in the store.
+            let period = Double(max(1, config.retryInterval)) / 2
+            group.addTask {
+                while !Task.isCancelled {
+                    await CronLoop.taskSleep(period)
+                    guard !Task.isCancelled else { return }
+                    await self.renewLeases()
+                }
+            }
             while !Task.isCancelled {
                 while running.count < maxConcurrent, let pass = takeReady() {
                     start(pass, in: &group)
@@ -137,6 +153,20 @@ public actor CronLoop {
         sleeperArmed = false
     }
 
+    /// Extends the lease (next_cron_time = now + RetryInterval) of every pass running for half
+    /// a lease or longer. `run()` calls it every half lease; tests may call it directly.
+    public func renewLeases() async {
+        let now = driver.clock.now()
+        let lease = Double(config.retryInterval)
+        let long = startedAt.filter { now.timeIntervalSince($0.value) >= lease / 2 }.keys.sorted()
+        guard !long.isEmpty else { return }
+        do {
+            try await driver.store.extendLeases(gids: long, until: now.addingTimeInterval(lease), now: now)
+        } catch {
+            await onEvent?(.claimFailed(error))
+        }
+    }
+
     /// The oldest handed-over pass whose gid is not running. Passes for a running gid wait in
     /// `blocked` until that pass ends. O(1) amortised: under load `ready` holds many thousands.
     private func takeReady() -> ScheduledPass? {
@@ -158,6 +188,7 @@ public actor CronLoop {
 
     private func start(_ pass: ScheduledPass, in group: inout DiscardingTaskGroup) {
         running.insert(pass.global.gid)
+        startedAt[pass.global.gid] = driver.clock.now()
         let driver = self.driver
         group.addTask {
             let report = await driver.process(pass.global, branches: pass.branches)
@@ -174,6 +205,7 @@ public actor CronLoop {
             await withCheckedContinuation { gidWaiters[gid, default: []].append($0) }
         }
         running.insert(gid)
+        startedAt[gid] = driver.clock.now()
         let report = await driver.process(pass.global, branches: pass.branches)
         await finished(report)
         return report
@@ -181,6 +213,7 @@ public actor CronLoop {
 
     private func finished(_ report: PassReport) async {
         running.remove(report.global.gid)
+        startedAt[report.global.gid] = nil
         for waiter in gidWaiters.removeValue(forKey: report.global.gid) ?? [] { waiter.resume() }
         if let waiting = blocked.removeValue(forKey: report.global.gid) { ready += waiting }
         signal?.yield()

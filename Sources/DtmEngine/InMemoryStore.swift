@@ -73,6 +73,15 @@ public actor InMemoryStore: TransactionStore {
         globals[gid] = global
     }
 
+    public func extendLeases(gids: [String], until: Date, now: Date) {
+        for gid in gids {
+            guard var global = globals[gid], !global.status.isFinished, global.nextCronTime < until else { continue }
+            global.nextCronTime = until
+            global.updateTime = now
+            globals[gid] = global
+        }
+    }
+
     public func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) -> [GlobalTransaction] {
         let due = globals.values
             .filter { !$0.status.isFinished && $0.nextCronTime <= now }

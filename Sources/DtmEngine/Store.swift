@@ -130,6 +130,11 @@ public protocol TransactionStore: Sendable {
     func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
         -> [GlobalTransaction]
 
+    /// Keeps the lease of transactions this coordinator is still driving: for each unfinished
+    /// gid whose next_cron_time is earlier than `until`, sets it to `until`. Unknown or finished
+    /// gids are skipped without error.
+    func extendLeases(gids: [String], until: Date, now: Date) async throws(StoreError)
+
     /// Operator tool: for up to `limit` unfinished rows whose next_cron_time is later than
     /// `after`, set next_cron_time = now. Returns how many rows changed.
     func resetCronTime(after: Date, limit: Int, now: Date) async throws(StoreError) -> Int

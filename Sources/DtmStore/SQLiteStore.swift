@@ -179,6 +179,14 @@ public final class SQLiteStore: TransactionStore {
         return claimed.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
     }
 
+    public func extendLeases(gids: [String], until: Date, now: Date) async throws(StoreError) {
+        guard !gids.isEmpty else { return }
+        let rows: [[SQLValue]] = gids.map { [.time(until), .time(now), .text($0), .time(until)] }
+        try await writer.perform { db throws(StoreError) in
+            for row in rows { _ = try db.run(.extendLease, row) }
+        }
+    }
+
     public func resetCronTime(after: Date, limit: Int, now: Date) async throws(StoreError) -> Int {
         guard limit > 0 else { return 0 }
         let bindings: [SQLValue] = [.time(now), .time(after), .int(Int64(limit))]

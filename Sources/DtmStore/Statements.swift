@@ -4,7 +4,7 @@ enum SQL: Int, CaseIterable {
     case begin, commit, rollback, savepoint, releaseSavepoint, rollbackToSavepoint
     case journalModeWAL, userVersion
     case insertGlobal, insertBranch, findGlobal, findBranches, changeStatus, lockGlobal, updateBranch
-    case touchCron, claimDue, resetCronTime, resetNextCronTime, scanGlobals
+    case touchCron, claimDue, extendLease, resetCronTime, resetNextCronTime, scanGlobals
     case findKV, scanKV, createKV, updateKV, deleteKV
 
     /// Statuses the cron still has work for.
@@ -56,6 +56,10 @@ enum SQL: Int, CaseIterable {
             WHERE id IN (SELECT id FROM trans_global WHERE \(Self.unfinished) AND next_cron_time <= ? \
             ORDER BY next_cron_time LIMIT ?) \
             RETURNING \(GlobalColumns.select)
+            """
+        case .extendLease: """
+            UPDATE trans_global SET next_cron_time = ?, update_time = ? \
+            WHERE gid = ? AND \(Self.unfinished) AND next_cron_time < ?
             """
         case .resetCronTime: """
             UPDATE trans_global SET next_cron_time = ? \

@@ -326,3 +326,37 @@ struct InMemoryStoreTests {
         #expect(await h.statuses("cut") == [.prepared, .prepared, .prepared, .prepared])
     }
 }
+
+@Suite struct LeaseKeepingTests {
+    /// A pass that outlives the lease its claim took keeps it: another coordinator sharing the
+    /// store does not drive the transaction meanwhile (DESIGN: one driver at a time).
+    @Test func aLongPassKeepsItsLeaseAgainstAnotherCoordinator() async throws {
+        let h = Harness()
+        await h.start()
+        let quiet = Coordinator(driver: h.driver, schedule: { _ in })
+        try await quiet.submit(sagaRequest("long"))
+        let release = AsyncStream.makeStream(of: Void.self)
+        await h.caller.onCall { call, global in
+            // Only A's pass waits; if B took over, its calls go through and the test fails.
+            if call.branchID == "01" && global.owner == "A" { for await _ in release.stream { break } }
+        }
+        let mine = CronLoop(driver: h.driver, owner: "A")
+        let other = CronLoop(driver: h.driver, owner: "B")
+        h.clock.advance(10)
+        let pass = Task { await mine.runOnce() }
+        // Wait until A is inside the first branch call.
+        while await h.log().isEmpty { try await Task.sleep(for: .milliseconds(2)) }
+
+        h.clock.advance(6)  // past half the 10 s lease
+        await mine.renewLeases()
+        h.clock.advance(6)  // past the lease A's claim took
+        #expect(await other.runOnce().isEmpty, "B took over a transaction A is still driving")
+
+        release.continuation.yield()
+        release.continuation.finish()
+        let report = await pass.value.first
+        #expect(report?.lostRace == false)
+        let log = await h.log()
+        #expect(log.filter { $0.contains("01") && $0.contains("action") }.count == 1, "\(log)")
+    }
+}

@@ -289,6 +289,22 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: storeFactories)
+    func extendLeasesMovesOnlyEarlierLeasesOfUnfinishedRows(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            for (gid, status, due) in [("short", GlobalStatus.submitted, 5), ("long", .submitted, 50),
+                                       ("done", .succeed, 5)] {
+                _ = try await store.saveNew(sampleGlobal(gid, status: status, nextCron: at(due)), branches: [])
+            }
+            try await store.extendLeases(gids: ["short", "long", "done", "unknown"], until: at(20), now: at(3))
+            #expect(try await store.findGlobal(gid: "short")?.nextCronTime == at(20))
+            #expect(try await store.findGlobal(gid: "short")?.updateTime == at(3))
+            #expect(try await store.findGlobal(gid: "long")?.nextCronTime == at(50))
+            #expect(try await store.findGlobal(gid: "done")?.nextCronTime == at(5))
+            try await store.extendLeases(gids: [], until: at(99), now: at(4))
+        }
+    }
+
+    @Test(arguments: storeFactories)
     func claimDueLeasesDueUnfinishedRows(_ factory: StoreFactory) async throws {
         try await withStore(factory) { store throws in
             for (gid, status, due) in [("prepared", GlobalStatus.prepared, 0), ("submitted", .submitted, -5),
