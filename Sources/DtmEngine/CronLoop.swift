@@ -26,9 +26,9 @@ public actor CronLoop {
     private var blocked: [String: [ScheduledPass]] = [:]
     /// runNow callers waiting for a gid's running pass to end.
     private var gidWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
-    private var running: Set<String> = []
-    /// When each running pass started: passes older than half a lease get their lease extended.
-    private var startedAt: [String: Date] = [:]
+    /// The gids being driven and when their pass started (passes older than half a lease get
+    /// their lease extended).
+    private var running: [String: Date] = [:]
     private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
     private var pollRequested = false
@@ -84,8 +84,8 @@ public actor CronLoop {
         var seen = Set<String>()
         let passes = (handedOver + claimed).filter { seen.insert($0.global.gid).inserted }
         let started = driver.clock.now()
-        for pass in passes { startedAt[pass.global.gid] = started }
-        defer { for pass in passes { startedAt[pass.global.gid] = nil } }
+        for pass in passes { running[pass.global.gid] = started }
+        defer { for pass in passes { running[pass.global.gid] = nil } }
         let driver = self.driver
         let limit = maxConcurrent
         return await withTaskGroup(of: PassReport.self) { group in
@@ -126,7 +126,7 @@ public actor CronLoop {
                 if pollRequested && running.count < maxConcurrent {
                     pollRequested = false
                     let claimed = await claim(limit: maxConcurrent - running.count)
-                    for global in claimed where !running.contains(global.gid) {
+                    for global in claimed where running[global.gid] == nil {
                         start(ScheduledPass(global: global), in: &group)
                     }
                     // As DTM: after finding work look again at once, after none sleep.
@@ -158,7 +158,7 @@ public actor CronLoop {
     public func renewLeases() async {
         let now = driver.clock.now()
         let lease = Double(config.retryInterval)
-        let long = startedAt.filter { now.timeIntervalSince($0.value) >= lease / 2 }.keys.sorted()
+        let long = running.filter { now.timeIntervalSince($0.value) >= lease / 2 }.keys.sorted()
         guard !long.isEmpty else { return }
         do {
             try await driver.store.extendLeases(gids: long, until: now.addingTimeInterval(lease), now: now)
@@ -177,7 +177,7 @@ public actor CronLoop {
                 ready.removeFirst(readyHead)
                 readyHead = 0
             }
-            if running.contains(pass.global.gid) {
+            if running[pass.global.gid] != nil {
                 blocked[pass.global.gid, default: []].append(pass)
                 continue
             }
@@ -187,8 +187,7 @@ public actor CronLoop {
     }
 
     private func start(_ pass: ScheduledPass, in group: inout DiscardingTaskGroup) {
-        running.insert(pass.global.gid)
-        startedAt[pass.global.gid] = driver.clock.now()
+        running[pass.global.gid] = driver.clock.now()
         let driver = self.driver
         group.addTask {
             let report = await driver.process(pass.global, branches: pass.branches)
@@ -201,19 +200,17 @@ public actor CronLoop {
     /// one waits for it first. One process thus never drives a transaction twice at a time.
     public func runNow(_ pass: ScheduledPass) async -> PassReport {
         let gid = pass.global.gid
-        while running.contains(gid) {
+        while running[gid] != nil {
             await withCheckedContinuation { gidWaiters[gid, default: []].append($0) }
         }
-        running.insert(gid)
-        startedAt[gid] = driver.clock.now()
+        running[gid] = driver.clock.now()
         let report = await driver.process(pass.global, branches: pass.branches)
         await finished(report)
         return report
     }
 
     private func finished(_ report: PassReport) async {
-        running.remove(report.global.gid)
-        startedAt[report.global.gid] = nil
+        running[report.global.gid] = nil
         for waiter in gidWaiters.removeValue(forKey: report.global.gid) ?? [] { waiter.resume() }
         if let waiting = blocked.removeValue(forKey: report.global.gid) { ready += waiting }
         signal?.yield()
