@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "swift-dtm",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "dtm", targets: ["dtm"]),
         .executable(name: "dtm-bench", targets: ["dtm-bench"]),

@@ -41,14 +41,24 @@ extension Coordinator {
         let topic = String(action.dropFirst(msgTopicPrefix.count))
         let urls = try await resolveTopic(topic)
         if urls.isEmpty { throw DtmError.invalidArgument("steps[\(step)].action: topic not found: '\(topic)'") }
+        for url in urls {
+            try Validation.url(url, field: "steps[\(step)].action (topic '\(topic)' subscriber)", transProtocol: .grpc,
+                               limits: driver.config.limits)
+        }
         return urls
     }
 
     /// The rows a registerBranch inserts (spec 3.7).
-    static func branchRows(_ registration: BranchRegistration, now: Date) throws(DtmError) -> [BranchRecord] {
+    static func branchRows(_ registration: BranchRegistration, limits: RequestLimits,
+                           now: Date) throws(DtmError) -> [BranchRecord] {
         try Validation.gid(registration.gid)
-        if registration.branchID.isEmpty { throw DtmError.invalidArgument("branch_id: must not be empty") }
+        try Validation.identifier(registration.branchID, field: "branch_id", max: maxGidLength)
         let data = registration.data
+        // The global's protocol is not known here: either URL form is accepted and the
+        // caller picks the transport from the URL.
+        for key in ["cancel", "confirm", "url"] {
+            try Validation.url(data[key] ?? "", field: "data.\(key)", transProtocol: .grpc, limits: limits)
+        }
         func row(_ op: BranchOp, _ url: String, _ status: BranchStatus = .prepared) -> BranchRecord {
             BranchRecord(gid: registration.gid, url: url, binData: registration.binData,
                          branchID: registration.branchID, op: op, status: status, createTime: now)
@@ -61,6 +71,7 @@ extension Coordinator {
         case .workflow:
             let op = data["op"] ?? ""
             if op.isEmpty { throw DtmError.invalidArgument("data.op: must not be empty for a workflow branch") }
+            try Validation.identifier(op, field: "data.op", max: maxGidLength)
             let text = data["status"] ?? ""
             guard let status = BranchStatus(rawValue: text) else {
                 throw DtmError.invalidArgument("data.status: must be 'succeed', 'failed' or 'prepared', got '\(text)'")

@@ -10,13 +10,29 @@ public struct EngineConfig: Sendable, Equatable {
     public var requestTimeout: Int64
     /// Cron poll sleep when nothing was due (`TransCronInterval`).
     public var transCronInterval: Int64
+    /// The longest retry interval back-off may reach (DTM has no bound). A transaction's own
+    /// larger retry_interval is kept; only doubling stops here.
+    public var maxRetryInterval: Int64
+    /// Limits on what one request may ask for.
+    public var limits: RequestLimits
+    /// Branch calls one pass runs at once (a concurrent saga's fan-out).
+    public var maxCallsInFlight: Int
+    /// Seconds a pass may run (at least its request timeout plus 2 s); then its running calls
+    /// are abandoned and the retry loop takes the transaction up again later.
+    public var maxPassDuration: Int64
 
     public init(retryInterval: Int64 = 10, timeoutToFail: Int64 = 35, requestTimeout: Int64 = 3,
-                transCronInterval: Int64 = 3) {
+                transCronInterval: Int64 = 3, maxRetryInterval: Int64 = 3600,
+                limits: RequestLimits = RequestLimits(), maxCallsInFlight: Int = 64,
+                maxPassDuration: Int64 = 60) {
         self.retryInterval = retryInterval
         self.timeoutToFail = timeoutToFail
         self.requestTimeout = requestTimeout
         self.transCronInterval = transCronInterval
+        self.maxRetryInterval = maxRetryInterval
+        self.limits = limits
+        self.maxCallsInFlight = max(1, maxCallsInFlight)
+        self.maxPassDuration = max(1, maxPassDuration)
     }
 
     /// DTM refuses to start with these settings; the message says which one to fix.
@@ -25,6 +41,7 @@ public struct EngineConfig: Sendable, Equatable {
         if timeoutToFail < retryInterval { return "TimeoutToFail should not be less than RetryInterval" }
         if requestTimeout <= 0 { return "RequestTimeout should be positive" }
         if transCronInterval <= 0 { return "TransCronInterval should be positive" }
+        if maxRetryInterval < retryInterval { return "MaxRetryInterval should not be less than RetryInterval" }
         return nil
     }
 }

@@ -5,10 +5,13 @@ public struct ScheduledPass: Sendable {
     public var global: GlobalTransaction
     /// The rows the request just wrote, when known (saves a read).
     public var branches: [BranchRecord]?
+    /// The admission the request took: held until this pass has run.
+    public var permit: AdmissionPermit?
 
-    public init(global: GlobalTransaction, branches: [BranchRecord]? = nil) {
+    public init(global: GlobalTransaction, branches: [BranchRecord]? = nil, permit: AdmissionPermit? = nil) {
         self.global = global
         self.branches = branches
+        self.permit = permit
     }
 }
 
@@ -36,16 +39,19 @@ public struct Coordinator: Sendable {
     /// Runs a pass in the request (wait_result). The server passes `CronLoop.runNow`, so that the
     /// loop never drives the same gid at the same time, even after the request's lease expired.
     public let runNow: @Sendable (ScheduledPass) async -> PassReport
+    /// Bounds the transactions in progress in this process; nil admits everything.
+    public let admission: AdmissionGate?
 
     /// How often an operation re-reads after losing a compare-and-set to a concurrent one.
     static let raceRetries = 3
 
     public init(driver: TransactionDriver, resolveTopic: TopicResolver? = nil, schedule: @escaping PassScheduler,
-                runNow: (@Sendable (ScheduledPass) async -> PassReport)? = nil) {
+                runNow: (@Sendable (ScheduledPass) async -> PassReport)? = nil, admission: AdmissionGate? = nil) {
         self.driver = driver
         self.resolveTopic = resolveTopic ?? storeTopicResolver(driver.store)
         self.schedule = schedule
         self.runNow = runNow ?? { pass in await driver.process(pass.global, branches: pass.branches) }
+        self.admission = admission
     }
 
     private var store: any TransactionStore { driver.store }
@@ -58,8 +64,9 @@ public struct Coordinator: Sendable {
     /// submitted one. Workflow: stores the final status the client reports in `reqExtra`.
     public func submit(_ request: TransRequest) async throws(DtmError) {
         if request.transType == TransType.workflow.rawValue { return try await submitWorkflow(request) }
-        let checked = try Validation.newTransaction(request)
-        let created = try await createIfNew(checked, status: .submitted)
+        let checked = try Validation.newTransaction(request, limits: config.limits)
+        let permit = try admit()
+        let created = try await createIfNew(checked, status: .submitted, permit: permit)
         let wait = request.options.waitResult
         if let created { return try await run(created, wait: wait, submitting: true) }
 
@@ -67,10 +74,18 @@ public struct Coordinator: Sendable {
             let stored = try await existing(request.gid)
             switch stored.status {
             case .prepared:
+                if stored.transType == .msg, let delay = try? MsgCustomData.parse(request.customData).delay, delay > 0 {
+                    // As DTM: the pass a Submit starts uses the Submit's custom data, so a delay
+                    // set only at Submit (the SDK's DoAndSubmit + SetDelay) postpones the first
+                    // delivery to now + delay; the stored row keeps Prepare's custom data.
+                    let until = now.addingTimeInterval(Double(delay))
+                    guard try await move(stored, to: .submitted, lease: true, nextCronTime: until) != nil else { continue }
+                    return
+                }
                 guard let moved = try await move(stored, to: .submitted, lease: true) else { continue }
-                return try await run(ScheduledPass(global: moved), wait: wait, submitting: true)
+                return try await run(ScheduledPass(global: moved, permit: permit), wait: wait, submitting: true)
             case .submitted:
-                return try await run(ScheduledPass(global: stored), wait: wait, submitting: true)
+                return try await run(ScheduledPass(global: stored, permit: permit), wait: wait, submitting: true)
             default:
                 throw DtmError.failure("current status '\(stored.status.rawValue)', cannot sumbmit. FAILURE")
             }
@@ -80,8 +95,9 @@ public struct Coordinator: Sendable {
 
     /// Creates a `prepared` transaction (msg with its branches); repeating it is a no-op.
     public func prepare(_ request: TransRequest) async throws(DtmError) {
-        let checked = try Validation.newTransaction(request)
-        if try await createIfNew(checked, status: .prepared) != nil { return }
+        let checked = try Validation.newTransaction(request, limits: config.limits)
+        let permit = try admit()
+        if try await createIfNew(checked, status: .prepared, permit: permit) != nil { return }
         let stored = try await existing(request.gid)
         if stored.status != .prepared {
             throw DtmError.failure("current status '\(stored.status.rawValue)', cannot prepare. FAILURE")
@@ -92,6 +108,8 @@ public struct Coordinator: Sendable {
     /// `aborting` (with the request's reason) and its cancel/rollback branches are called.
     public func abort(_ request: TransRequest) async throws(DtmError) {
         try Validation.gid(request.gid)
+        try Validation.text(request.rollbackReason, field: "rollback_reason", max: config.limits.maxReasonBytes)
+        let permit = try admit()
         for _ in 0..<Self.raceRetries {
             let stored = try await existing(request.gid)
             if stored.transType == .msg && stored.status == .prepared {
@@ -106,7 +124,7 @@ public struct Coordinator: Sendable {
             guard let moved = try await move(stored, to: .aborting, reason: request.rollbackReason, lease: true)
             else { continue }
             let wait = request.options.waitResult || stored.options.waitResult
-            return try await run(ScheduledPass(global: moved), wait: wait, submitting: false)
+            return try await run(ScheduledPass(global: moved, permit: permit), wait: wait, submitting: false)
         }
         throw raceLost(request.gid)
     }
@@ -114,7 +132,9 @@ public struct Coordinator: Sendable {
     /// Adds a tcc (cancel + confirm), xa (rollback + commit) or workflow (one progress row)
     /// branch to a `prepared` transaction. A duplicate (gid, branch_id, op) is a storage error.
     public func registerBranch(_ registration: BranchRegistration) async throws(DtmError) {
-        let rows = try Self.branchRows(registration, now: now)
+        let rows = try Self.branchRows(registration, limits: config.limits, now: now)
+        let permit = try admit()
+        defer { withExtendedLifetime(permit) {} }
         do {
             try await store.appendBranches(gid: registration.gid, expecting: .prepared, branches: rows, now: now)
         } catch .notFound {
@@ -127,14 +147,15 @@ public struct Coordinator: Sendable {
     /// Creates a `prepared` workflow, or returns the stored one with all its rows, whatever
     /// its status. Nothing is processed: only the cron resumes workflows.
     public func prepareWorkflow(_ request: TransRequest) async throws(DtmError) -> WorkflowProgress {
-        let checked = try Validation.newTransaction(request)
+        let checked = try Validation.newTransaction(request, limits: config.limits)
         guard checked.transType == .workflow else {
             throw DtmError.invalidArgument("trans_type: prepareWorkflow needs 'workflow', got '\(request.transType)'")
         }
-        if let created = try await createIfNew(checked, status: .prepared) {
+        let permit = try admit()
+        if let created = try await createIfNew(checked, status: .prepared, permit: permit) {
             return WorkflowProgress(transaction: created.global, progresses: [])
         }
-        let stored = try await existing(request.gid)
+        let stored = try await existing(request.gid, quarantined: true)
         do {
             return WorkflowProgress(transaction: stored, progresses: try await store.findBranches(gid: request.gid))
         } catch {
@@ -146,7 +167,18 @@ public struct Coordinator: Sendable {
     public func forceStop(gid: String) async throws(DtmError) {
         try Validation.gid(gid)
         for _ in 0..<Self.raceRetries {
-            let stored = try await existing(gid)
+            let stored = try await existing(gid, quarantined: true)
+            if stored.isQuarantined && !stored.status.isFinished {
+                do {
+                    try await store.forceFail(gid: gid, reason: "force-stopped while quarantined: \(stored.quarantine)",
+                                              now: now)
+                    return
+                } catch .notFound {
+                    continue
+                } catch {
+                    throw DtmError.storage(error)
+                }
+            }
             if stored.status.isFinished {
                 throw DtmError.failure("global transaction force stop error. status: \(stored.status.rawValue). "
                                        + "error: FAILURE")
@@ -172,6 +204,10 @@ public struct Coordinator: Sendable {
 
     private func submitWorkflow(_ request: TransRequest) async throws(DtmError) {
         try Validation.gid(request.gid)
+        for key in ["rollback_reason", "result"] {
+            try Validation.text(request.reqExtra[key] ?? "", field: "req_extra.\(key)",
+                                max: key == "result" ? config.limits.maxCustomDataBytes : config.limits.maxReasonBytes)
+        }
         let text = request.reqExtra["status"] ?? ""
         guard let status = GlobalStatus(rawValue: text), status.isFinished else {
             throw DtmError.invalidArgument("req_extra.status: must be 'succeed' or 'failed', got '\(text)'")
@@ -189,7 +225,8 @@ public struct Coordinator: Sendable {
     }
 
     /// Inserts the transaction if the gid is new; nil when it already existed.
-    private func createIfNew(_ checked: CheckedRequest, status: GlobalStatus) async throws(DtmError) -> ScheduledPass? {
+    private func createIfNew(_ checked: CheckedRequest, status: GlobalStatus,
+                             permit: AdmissionPermit?) async throws(DtmError) -> ScheduledPass? {
         let now = self.now
         let request = checked.request
         var global = GlobalTransaction(gid: request.gid, transType: checked.transType, status: status,
@@ -198,29 +235,49 @@ public struct Coordinator: Sendable {
                                        rollbackReason: request.rollbackReason)
         global.nextCronInterval = global.resetInterval(config)
         global.nextCronTime = now.addingTimeInterval(Double(global.nextCronInterval))
+        global.owner = driver.owner
         let branches = try await generateBranches(checked, now: now)
         do {
             return try await store.saveNew(global, branches: branches)
-                ? ScheduledPass(global: global, branches: branches) : nil
+                ? ScheduledPass(global: global, branches: branches, permit: permit) : nil
         } catch {
             throw DtmError.storage(error)
         }
     }
 
-    private func existing(_ gid: String) async throws(DtmError) -> GlobalTransaction {
+    /// The stored transaction; a quarantined one only when `quarantined` (operator tools and
+    /// reads), otherwise refused for good.
+    private func existing(_ gid: String, quarantined: Bool = false) async throws(DtmError) -> GlobalTransaction {
         let found: GlobalTransaction?
         do { found = try await store.findGlobal(gid: gid) } catch { throw DtmError.storage(error) }
         guard let found else { throw Self.unknownGid(gid) }
+        if found.isQuarantined && !quarantined {
+            throw DtmError.failure("transaction \(gid) is quarantined (\(found.quarantine)); only forceStop "
+                                   + "applies to it. FAILURE")
+        }
         return found
+    }
+
+    /// A permit for new work, or `.overloaded` when the coordinator holds as much as it may.
+    private func admit() throws(DtmError) -> AdmissionPermit? {
+        guard let admission else { return nil }
+        guard let permit = admission.enter() else {
+            throw DtmError.overloaded("coordinator busy: \(admission.limit) transactions in progress "
+                                      + "(--max-pending-transactions); retry in a second")
+        }
+        return permit
     }
 
     /// CAS from the stored status; nil when someone else changed it first. `lease` pushes
     /// next_cron_time one reset interval ahead, so the cron leaves the request's own pass alone.
     private func move(_ stored: GlobalTransaction, to status: GlobalStatus, reason: String? = nil,
-                      lease: Bool = false) async throws(DtmError) -> GlobalTransaction? {
+                      lease: Bool = false, nextCronTime: Date? = nil) async throws(DtmError) -> GlobalTransaction? {
         let now = self.now
         var update = GlobalUpdate.transition(to: status, reason: reason, now: now)
-        if lease { update.nextCronTime = now.addingTimeInterval(Double(stored.resetInterval(config))) }
+        if lease {
+            update.nextCronTime = nextCronTime ?? now.addingTimeInterval(Double(stored.resetInterval(config)))
+            update.owner = driver.owner
+        }
         do {
             try await store.changeStatus(gid: stored.gid, from: stored.status, to: status, update: update, now: now)
         } catch .notFound {

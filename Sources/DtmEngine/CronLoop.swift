@@ -12,7 +12,7 @@ public enum CronEvent: Sendable {
 /// Recovery after a crash is just the first pass: the leases of the dead process expire.
 public actor CronLoop {
     public nonisolated let driver: TransactionDriver
-    /// Written to the `owner` column of claimed rows.
+    /// Written to the `owner` column of claimed rows: the driver's owner.
     public nonisolated let owner: String
     /// Passes running at once (and the size of one claim).
     public nonisolated let maxConcurrent: Int
@@ -26,8 +26,7 @@ public actor CronLoop {
     private var blocked: [String: [ScheduledPass]] = [:]
     /// runNow callers waiting for a gid's running pass to end.
     private var gidWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
-    /// The gids being driven and when their pass started (passes older than half a lease get
-    /// their lease extended).
+    /// The gids being driven and when their lease ends (renewed ahead of time while they run).
     private var running: [String: Date] = [:]
     private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
@@ -37,12 +36,12 @@ public actor CronLoop {
     ///   - sleep: waits the given seconds; must return early when the task is cancelled.
     ///   - jitter: a number in [0, 1) subtracted from TransCronInterval, spreading the polls
     ///     of several coordinators.
-    public init(driver: TransactionDriver, owner: String = UUID().uuidString, maxConcurrent: Int = 16,
+    public init(driver: TransactionDriver, maxConcurrent: Int = 16,
                 sleep: @escaping @Sendable (Double) async -> Void = CronLoop.taskSleep,
                 jitter: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
                 onEvent: (@Sendable (CronEvent) async -> Void)? = nil) {
         self.driver = driver
-        self.owner = owner
+        self.owner = driver.owner
         self.maxConcurrent = max(1, maxConcurrent)
         self.sleep = sleep
         self.jitter = jitter
@@ -83,8 +82,7 @@ public actor CronLoop {
         let claimed = await claim(limit: maxConcurrent).map { ScheduledPass(global: $0) }
         var seen = Set<String>()
         let passes = (handedOver + claimed).filter { seen.insert($0.global.gid).inserted }
-        let started = driver.clock.now()
-        for pass in passes { running[pass.global.gid] = started }
+        for pass in passes { running[pass.global.gid] = pass.global.nextCronTime }
         defer { for pass in passes { running[pass.global.gid] = nil } }
         let driver = self.driver
         let limit = maxConcurrent
@@ -111,7 +109,7 @@ public actor CronLoop {
             // Lease keeper: a pass may outlive the lease its claim took (slow branches, a long
             // request_timeout); another coordinator must not take the transaction meanwhile.
             // Real time, not the injected sleep: leases are wall-clock deadlines in the store.
-            let period = Double(max(1, config.retryInterval)) / 2
+            let period = Self.renewalPeriod(lease: Double(max(1, config.retryInterval)))
             group.addTask {
                 while !Task.isCancelled {
                     await CronLoop.taskSleep(period)
@@ -153,15 +151,30 @@ public actor CronLoop {
         sleeperArmed = false
     }
 
-    /// Extends the lease (next_cron_time = now + RetryInterval) of every pass running for half
-    /// a lease or longer. `run()` calls it every half lease; tests may call it directly.
+    /// How often `run()` renews leases: a quarter lease, at most a second, at least 0.2 s.
+    static func renewalPeriod(lease: Double) -> Double {
+        max(0.2, min(lease / 4, 1))
+    }
+
+    /// Renew a lease once less than this is left: half a lease, and at least three renewal
+    /// periods, so a renewal is always written well before the lease could lapse.
+    static func renewalMargin(lease: Double) -> Double {
+        max(lease / 2, 3 * renewalPeriod(lease: lease))
+    }
+
+    /// Extends the lease (next_cron_time = now + RetryInterval, only while this coordinator still
+    /// owns the row) of every running pass whose lease ends within the renewal margin. `run()`
+    /// calls it every renewal period; tests may call it directly.
     public func renewLeases() async {
         let now = driver.clock.now()
-        let lease = Double(config.retryInterval)
-        let long = running.filter { now.timeIntervalSince($0.value) >= lease / 2 }.keys.sorted()
-        guard !long.isEmpty else { return }
+        let lease = Double(max(1, config.retryInterval))
+        let margin = Self.renewalMargin(lease: lease)
+        let ending = running.filter { $0.value.timeIntervalSince(now) < margin }.keys.sorted()
+        guard !ending.isEmpty else { return }
+        let until = now.addingTimeInterval(lease)
         do {
-            try await driver.store.extendLeases(gids: long, until: now.addingTimeInterval(lease), now: now)
+            try await driver.store.extendLeases(gids: ending, owner: owner, until: until, now: now)
+            for gid in ending where running[gid] != nil { running[gid] = until }
         } catch {
             await onEvent?(.claimFailed(error))
         }
@@ -187,7 +200,7 @@ public actor CronLoop {
     }
 
     private func start(_ pass: ScheduledPass, in group: inout DiscardingTaskGroup) {
-        running[pass.global.gid] = driver.clock.now()
+        running[pass.global.gid] = pass.global.nextCronTime
         let driver = self.driver
         group.addTask {
             let report = await driver.process(pass.global, branches: pass.branches)
@@ -203,7 +216,7 @@ public actor CronLoop {
         while running[gid] != nil {
             await withCheckedContinuation { gidWaiters[gid, default: []].append($0) }
         }
-        running[gid] = driver.clock.now()
+        running[gid] = pass.global.nextCronTime
         let report = await driver.process(pass.global, branches: pass.branches)
         await finished(report)
         return report

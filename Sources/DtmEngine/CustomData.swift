@@ -57,15 +57,26 @@ public struct SagaCustomData: Sendable, Equatable {
                 throw CustomDataError("orders refer to step \(index) but there are \(stepCount) steps")
             }
         }
-        var state = [Int: Bool]()  // false: on the current path, true: finished
-        func visit(_ step: Int) -> Bool {
-            if let done = state[step] { return done }
-            state[step] = false
-            for pred in orders[step] ?? [] where !visit(pred) { return false }
-            state[step] = true
-            return true
+        // Kahn's algorithm, without recursion: a long chain of orders cannot exhaust the stack.
+        var waitingOn = [Int: Int]()  // step → predecessors not yet resolved
+        var successors = [Int: [Int]]()
+        for (step, preds) in orders {
+            waitingOn[step, default: 0] += preds.count
+            for pred in preds {
+                successors[pred, default: []].append(step)
+                waitingOn[pred, default: 0] += 0
+            }
         }
-        for step in orders.keys.sorted() where !visit(step) {
+        var free = waitingOn.filter { $0.value == 0 }.map(\.key)
+        var resolved = 0
+        while let step = free.popLast() {
+            resolved += 1
+            for next in successors[step] ?? [] {
+                waitingOn[next, default: 0] -= 1
+                if waitingOn[next] == 0 { free.append(next) }
+            }
+        }
+        if resolved < waitingOn.count, let step = waitingOn.filter({ $0.value > 0 }).keys.min() {
             throw CustomDataError("orders contain a cycle through step \(step)")
         }
     }

@@ -14,6 +14,8 @@ public struct PassReport: Sendable {
     /// A write or read that failed; `.notFound` means another party moved the transaction
     /// (lost compare-and-set) and this pass stopped quietly.
     public var storeError: StoreError?
+    /// The pass reached its deadline with calls still running and abandoned them.
+    public var deadlineExceeded = false
 
     public init(global: GlobalTransaction, branches: [BranchRecord]) {
         self.global = global
@@ -25,6 +27,12 @@ public struct PassReport: Sendable {
         if case .notFound = storeError { return true }
         return false
     }
+}
+
+/// What a pass waits for: a call's answer or its deadline.
+enum PassEvent: Sendable {
+    case answer(BranchCall, BranchResult)
+    case deadline
 }
 
 /// A branch answer that doubled the retry interval.
@@ -45,16 +53,28 @@ public struct TransactionDriver: Sendable {
     public let caller: any BranchCaller
     public let clock: any DtmClock
     public let config: EngineConfig
+    /// This coordinator's name in the `owner` column. A pass drives a transaction only while
+    /// the row's owner is the one it found at its start (this coordinator's, or none): every
+    /// write checks it, so a coordinator whose lease was taken over stops at its next write.
+    public let owner: String
 
     /// Guards against a processor that never ends a pass.
     static let maxDecisions = 100_000
 
     public init(store: any TransactionStore, caller: any BranchCaller, clock: any DtmClock = SystemClock(),
-                config: EngineConfig = EngineConfig()) {
+                config: EngineConfig = EngineConfig(), owner: String = UUID().uuidString) {
         self.store = store
         self.caller = caller
         self.clock = clock
         self.config = config
+        self.owner = owner
+    }
+
+    /// Wall-clock bound of one pass: the longest call it may wait for plus 2 s, and at least
+    /// `maxPassDuration`. Calls still running then are abandoned (their branches are asked
+    /// again by a later pass), so no branch can hold a pass slot forever.
+    public func passDeadline(for global: GlobalTransaction) -> Duration {
+        .seconds(max(config.maxPassDuration, global.requestTimeout(config) + 2))
     }
 
     /// Loads the transaction and runs one pass; nil when the gid is unknown.
@@ -79,30 +99,53 @@ public struct TransactionDriver: Sendable {
             report.storeError = error
             return report
         }
+        if report.global.isQuarantined {
+            report.storeError = .database("transaction \(global.gid) is quarantined: \(report.global.quarantine)")
+            return report
+        }
+        if !report.global.owner.isEmpty && report.global.owner != owner {
+            report.storeError = .notFound("transaction \(global.gid) is leased by \(report.global.owner)")
+            return report
+        }
         var pass = Pass(driver: self, report: report, now: clock.now())
         let processor = DtmEngine.processor(for: global.transType)
+        let deadline = passDeadline(for: report.global)
 
-        await withTaskGroup(of: (BranchCall, BranchResult).self) { group in
+        await withTaskGroup(of: PassEvent.self) { group in
+            // The pass deadline arrives as an event like a call's answer.
+            group.addTask {
+                try? await Task.sleep(for: deadline)
+                return .deadline
+            }
             var decisions = 0
             loop: while decisions < Self.maxDecisions && !Task.isCancelled {
                 decisions += 1
                 pass.state.now = clock.now()
-                switch processor.decide(pass.state) {
+                var decision = processor.decide(pass.state)
+                // Fan-out bound: a launch beyond `maxCallsInFlight` starts what fits; the rest is
+                // decided again once calls end (the processor never relaunches a running call).
+                if case .launch(let calls) = decision {
+                    let room = config.maxCallsInFlight - pass.state.memory.inFlight.count
+                    decision = room > 0 ? .launch(Array(calls.prefix(room))) : .awaitResult
+                }
+                switch decision {
                 case .launch(let calls):
                     guard !calls.isEmpty, await pass.flush() else { break loop }
                     let current = pass.state.global
                     for call in calls {
                         pass.state.memory.launched(call.key)
                         pass.report.calls.append(call)
-                        group.addTask { (call, await self.invoke(call, of: current)) }
+                        group.addTask { .answer(call, await self.invoke(call, of: current)) }
                     }
                 case .awaitResult:
+                    guard !pass.state.memory.inFlight.isEmpty else { break loop }
                     // A pass cancelled by shutdown drops the answer it was waiting for: a call cut
                     // short is not the branch's error and must not double the retry interval.
-                    guard let (call, result) = await group.next(), !Task.isCancelled,
-                          await pass.record(result, of: call) else {
+                    guard case .answer(let call, let result)? = await group.next(), !Task.isCancelled else {
+                        if !Task.isCancelled { pass.report.deadlineExceeded = true }
                         break loop
                     }
+                    guard await pass.record(result, of: call) else { break loop }
                 case .transition(let status, let reason):
                     guard await pass.transition(to: status, reason: reason) else { break loop }
                 case .postpone(let time):
@@ -112,7 +155,8 @@ public struct TransactionDriver: Sendable {
                     break loop
                 }
             }
-            // Calls still running after a lost race or a cancellation: their answers no longer matter.
+            // Calls still running after a lost race, the deadline or a cancellation (and the
+            // deadline timer itself): their answers no longer matter.
             group.cancelAll()
         }
         await pass.touchCron()
@@ -156,6 +200,8 @@ private struct Pass {
 
     private var gid: String { state.global.gid }
     private var config: EngineConfig { driver.config }
+    /// The owner found at the pass start; every write requires it unchanged.
+    private var fence: String { report.global.owner }
 
     /// Applies a call's answer (spec 4.2); false when the branch write lost its race or failed.
     mutating func record(_ result: BranchResult, of call: BranchCall) async -> Bool {
@@ -184,8 +230,9 @@ private struct Pass {
     mutating func flush() async -> Bool {
         guard !pending.isEmpty else { return true }
         let (store, gid, expecting, updates, now) = (driver.store, gid, state.global.status, pending, driver.clock.now())
+        let fence = self.fence
         guard await write({ () async throws(StoreError) in
-            try await store.updateBranches(gid: gid, expecting: expecting, updates: updates, now: now)
+            try await store.updateBranches(gid: gid, expecting: expecting, owner: fence, updates: updates, now: now)
         }) else { return false }
         pending = []
         return true
@@ -194,7 +241,8 @@ private struct Pass {
     /// Stores a status change; false when it lost its race or failed.
     mutating func transition(to status: GlobalStatus, reason: String?) async -> Bool {
         let now = driver.clock.now()
-        let update = GlobalUpdate.transition(to: status, reason: reason, now: now)
+        var update = GlobalUpdate.transition(to: status, reason: reason, now: now)
+        update.expectedOwner = fence
         let (store, gid, from, updates) = (driver.store, gid, state.global.status, pending)
         guard await write({ () async throws(StoreError) in
             try await store.changeStatus(gid: gid, from: from, to: status, update: update, branchUpdates: updates,
@@ -215,9 +263,10 @@ private struct Pass {
         }
         let now = driver.clock.now()
         let (store, gid, status, interval, updates) = (driver.store, gid, state.global.status, schedule.interval, pending)
+        let fence = self.fence
         guard await write({ () async throws(StoreError) in
-            try await store.touchCron(gid: gid, status: status, nextCronInterval: interval, nextCronTime: next,
-                                      branchUpdates: updates, now: now)
+            try await store.touchCron(gid: gid, status: status, owner: fence, nextCronInterval: interval,
+                                      nextCronTime: next, branchUpdates: updates, now: now)
         }) else { return }
         pending = []
         state.global.nextCronInterval = interval

@@ -43,8 +43,10 @@ public actor InMemoryStore: TransactionStore {
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                              branchUpdates: [BranchUpdate], now: Date) throws(StoreError) {
-        guard var global = globals[gid], global.status == from else {
-            throw StoreError.notFound("no transaction \(gid) in status \(from.rawValue)")
+        guard var global = globals[gid], global.status == from,
+              update.expectedOwner.map({ $0 == global.owner }) ?? true else {
+            throw StoreError.notFound("no transaction \(gid) in status \(from.rawValue)"
+                                      + (update.expectedOwner.map { " leased by \($0)" } ?? ""))
         }
         try applyBranchUpdates(branchUpdates, gid: gid, now: now)
         global.apply(status: to, update, now: now)
@@ -57,15 +59,16 @@ public actor InMemoryStore: TransactionStore {
         try insert(rows, gid: gid)
     }
 
-    public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
+    public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
                                now: Date) throws(StoreError) {
-        try requireStatus(gid, expecting)
+        try requireStatus(gid, expecting, owner: owner)
         try applyBranchUpdates(updates, gid: gid, now: now)
     }
 
-    public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
-                          branchUpdates: [BranchUpdate], now: Date) throws(StoreError) {
-        guard var global = globals[gid], global.status == status else { return }
+    public func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
+                          nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) throws(StoreError) {
+        guard var global = globals[gid], global.status == status, owner.map({ $0 == global.owner }) ?? true
+        else { return }
         try applyBranchUpdates(branchUpdates, gid: gid, now: now)
         global.nextCronInterval = nextCronInterval
         global.nextCronTime = nextCronTime
@@ -73,9 +76,10 @@ public actor InMemoryStore: TransactionStore {
         globals[gid] = global
     }
 
-    public func extendLeases(gids: [String], until: Date, now: Date) {
+    public func extendLeases(gids: [String], owner: String?, until: Date, now: Date) {
         for gid in gids {
-            guard var global = globals[gid], !global.status.isFinished, global.nextCronTime < until else { continue }
+            guard var global = globals[gid], !global.status.isFinished, global.nextCronTime < until,
+                  owner.map({ $0 == global.owner }) ?? true else { continue }
             global.nextCronTime = until
             global.updateTime = now
             globals[gid] = global
@@ -95,6 +99,14 @@ public actor InMemoryStore: TransactionStore {
             globals[global.gid] = leased
             return leased
         }
+    }
+
+    public func forceFail(gid: String, reason: String, now: Date) throws(StoreError) {
+        guard var global = globals[gid], !global.status.isFinished else {
+            throw StoreError.notFound("no unfinished transaction \(gid)")
+        }
+        global.apply(status: .failed, .transition(to: .failed, reason: reason, now: now), now: now)
+        globals[gid] = global
     }
 
     public func resetCronTime(after: Date, limit: Int, now: Date) -> Int {
@@ -126,9 +138,10 @@ public actor InMemoryStore: TransactionStore {
         return Array(rows.sorted { ($0.id ?? 0) > ($1.id ?? 0) }.prefix(max(0, query.limit)))
     }
 
-    private func requireStatus(_ gid: String, _ expecting: GlobalStatus) throws(StoreError) {
-        guard globals[gid]?.status == expecting else {
-            throw StoreError.notFound("no transaction \(gid) in status \(expecting.rawValue)")
+    private func requireStatus(_ gid: String, _ expecting: GlobalStatus, owner: String? = nil) throws(StoreError) {
+        guard let global = globals[gid], global.status == expecting, owner.map({ $0 == global.owner }) ?? true else {
+            throw StoreError.notFound("no transaction \(gid) in status \(expecting.rawValue)"
+                                      + (owner.map { " leased by \($0)" } ?? ""))
         }
     }
 

@@ -131,6 +131,12 @@ public struct GlobalTransaction: Sendable, Equatable {
     /// Workflow result (base64).
     public var result: String
     public var rollbackReason: String
+    /// Why the stored row could not be read as written (bad options, unknown mode…); empty
+    /// for a sound row. A quarantined transaction is never driven; forceStop ends it.
+    public var quarantine: String = ""
+
+    /// Whether the row is set aside (see `quarantine`).
+    public var isQuarantined: Bool { !quarantine.isEmpty }
 
     public init(id: Int64? = nil, gid: String, transType: TransType, status: GlobalStatus,
                 queryPrepared: String = "", transProtocol: TransProtocol = .http,

@@ -15,11 +15,13 @@ public enum DtmError: Error, Equatable, Sendable {
     case `internal`(String)
     /// The store failed or a compare-and-set lost a race (DTM: 500).
     case storage(StoreError)
+    /// The coordinator is over a configured limit; retry later. gRPC RESOURCE_EXHAUSTED, HTTP 503 with Retry-After.
+    case overloaded(String)
 
     public var message: String {
         switch self {
         case .failure(let text), .ongoing(let text), .invalidArgument(let text), .notFound(let text),
-             .internal(let text):
+             .internal(let text), .overloaded(let text):
             return text
         case .storage(let error):
             switch error {
@@ -134,10 +136,7 @@ struct CheckedRequest {
 
 enum Validation {
     static func gid(_ gid: String) throws(DtmError) {
-        if gid.isEmpty { throw DtmError.invalidArgument("gid: must not be empty") }
-        if gid.count > maxGidLength {
-            throw DtmError.invalidArgument("gid: longer than \(maxGidLength) characters")
-        }
+        try identifier(gid, field: "gid", max: maxGidLength)
     }
 
     static func transType(_ text: String) throws(DtmError) -> TransType {
@@ -150,13 +149,28 @@ enum Validation {
     }
 
     /// Checks everything a new transaction needs; nothing is stored for a bad request.
-    static func newTransaction(_ request: TransRequest) throws(DtmError) -> CheckedRequest {
+    static func newTransaction(_ request: TransRequest, limits: RequestLimits) throws(DtmError) -> CheckedRequest {
         try gid(request.gid)
         let type = try transType(request.transType)
         guard let proto = request.transProtocol.isEmpty ? .http : TransProtocol(rawValue: request.transProtocol) else {
             throw DtmError.invalidArgument("protocol: unknown '\(request.transProtocol)' (http, grpc or json-rpc)")
         }
-        try options(request.options)
+        try options(request.options, limits: limits)
+        if request.steps.count > limits.maxSteps {
+            throw DtmError.invalidArgument("steps: \(request.steps.count) steps, at most \(limits.maxSteps) allowed")
+        }
+        if request.customData.utf8.count > limits.maxCustomDataBytes {
+            throw DtmError.invalidArgument(
+                "custom_data: \(request.customData.utf8.count) bytes, at most \(limits.maxCustomDataBytes) allowed")
+        }
+        try text(request.rollbackReason, field: "rollback_reason", max: limits.maxReasonBytes)
+        try url(request.queryPrepared, field: "query_prepared", transProtocol: proto, limits: limits)
+        for (index, step) in request.steps.enumerated() {
+            for (key, value) in step where key == "action" || key == "compensate" {
+                if type == .msg && key == "action" && value.hasPrefix(msgTopicPrefix) { continue }
+                try url(value, field: "steps[\(index)].\(key)", transProtocol: proto, limits: limits)
+            }
+        }
         let payloads = request.payloads + request.steps.compactMap { step in
             step["data"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         }
@@ -183,16 +197,20 @@ enum Validation {
         return CheckedRequest(request: request, transType: type, transProtocol: proto, payloads: payloads)
     }
 
-    static func options(_ options: TransOptions) throws(DtmError) {
-        let values: [(String, Int64)] = [
-            ("timeout_to_fail", options.timeoutToFail), ("retry_interval", options.retryInterval),
-            ("request_timeout", options.requestTimeout), ("retry_limit", options.retryLimit),
+    static func options(_ options: TransOptions, limits: RequestLimits) throws(DtmError) {
+        let values: [(String, Int64, Int64)] = [
+            ("timeout_to_fail", options.timeoutToFail, maxOptionSeconds),
+            ("retry_interval", options.retryInterval, maxOptionSeconds),
+            ("request_timeout", options.requestTimeout, limits.maxRequestTimeout),
+            ("retry_limit", options.retryLimit, limits.maxRetryLimit),
         ]
-        for (name, value) in values where value < 0 {
+        for (name, value, _) in values where value < 0 {
             throw DtmError.invalidArgument("\(name): must not be negative (got \(value))")
         }
-        for (name, value) in values.dropLast() where value > maxOptionSeconds {
-            throw DtmError.invalidArgument("\(name): must be at most \(maxOptionSeconds) seconds (got \(value))")
+        for (name, value, bound) in values where value > bound {
+            let unit = name == "retry_limit" ? "" : " seconds"
+            throw DtmError.invalidArgument("\(name): must be at most \(bound)\(unit) (got \(value))")
         }
+        try branchHeaders(options.branchHeaders, limits: limits)
     }
 }

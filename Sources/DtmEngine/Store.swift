@@ -18,15 +18,23 @@ public struct GlobalUpdate: Sendable, Equatable {
     public var rollbackTime: Date?
     public var nextCronInterval: Int64?
     public var nextCronTime: Date?
+    /// New lease owner (a request that leases the transaction for its own pass).
+    public var owner: String?
+    /// Fencing: the change happens only while the row's owner is this one (a pass whose lease
+    /// was taken over by another coordinator stops at its next write).
+    public var expectedOwner: String?
 
     public init(rollbackReason: String? = nil, result: String? = nil, finishTime: Date? = nil,
-                rollbackTime: Date? = nil, nextCronInterval: Int64? = nil, nextCronTime: Date? = nil) {
+                rollbackTime: Date? = nil, nextCronInterval: Int64? = nil, nextCronTime: Date? = nil,
+                owner: String? = nil, expectedOwner: String? = nil) {
         self.rollbackReason = rollbackReason
         self.result = result
         self.finishTime = finishTime
         self.rollbackTime = rollbackTime
         self.nextCronInterval = nextCronInterval
         self.nextCronTime = nextCronTime
+        self.owner = owner
+        self.expectedOwner = expectedOwner
     }
 }
 
@@ -114,14 +122,15 @@ public protocol TransactionStore: Sendable {
     func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
                         now: Date) async throws(StoreError)
 
-    /// Records branch results while the global row is in `expecting`. `.notFound` if it is not.
-    func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
+    /// Records branch results while the global row is in `expecting` (and, when `owner` is
+    /// given, leased by it). `.notFound` if it is not.
+    func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
                         now: Date) async throws(StoreError)
 
     /// Moves next_cron_time / next_cron_interval and records `branchUpdates` while the status is
-    /// still `status`; does nothing (no error) when it is not: a pass that lost its race has
-    /// nothing worth keeping.
-    func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
+    /// still `status` (and, when `owner` is given, the row is leased by it); does nothing (no
+    /// error) otherwise: a pass that lost its race has nothing worth keeping.
+    func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
                    nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError)
 
     /// Leases up to `limit` due transactions: unfinished with next_cron_time <= now. Each
@@ -131,9 +140,14 @@ public protocol TransactionStore: Sendable {
         -> [GlobalTransaction]
 
     /// Keeps the lease of transactions this coordinator is still driving: for each unfinished
-    /// gid whose next_cron_time is earlier than `until`, sets it to `until`. Unknown or finished
-    /// gids are skipped without error.
-    func extendLeases(gids: [String], until: Date, now: Date) async throws(StoreError)
+    /// gid whose next_cron_time is earlier than `until` (and, when `owner` is given, that it
+    /// still leases), sets it to `until`. Unknown, finished or lost gids are skipped without error.
+    func extendLeases(gids: [String], owner: String?, until: Date, now: Date) async throws(StoreError)
+
+    /// Operator tool for a row that cannot be driven: sets status `failed`, finish_time and
+    /// `reason` as rollback reason, whatever the stored (possibly unreadable) status is, unless
+    /// it is already final. `.notFound` for an unknown or finished gid.
+    func forceFail(gid: String, reason: String, now: Date) async throws(StoreError)
 
     /// Operator tool: for up to `limit` unfinished rows whose next_cron_time is later than
     /// `after`, set next_cron_time = now. Returns how many rows changed.
@@ -169,10 +183,28 @@ extension TransactionStore {
         try await changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: [], now: now)
     }
 
-    /// A schedule change with no branch results.
+    /// A schedule change with no branch results and no owner check.
     public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
                           nextCronTime: Date, now: Date) async throws(StoreError) {
-        try await touchCron(gid: gid, status: status, nextCronInterval: nextCronInterval,
+        try await touchCron(gid: gid, status: status, owner: nil, nextCronInterval: nextCronInterval,
                             nextCronTime: nextCronTime, branchUpdates: [], now: now)
+    }
+
+    /// A schedule change without owner check.
+    public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
+                          nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+        try await touchCron(gid: gid, status: status, owner: nil, nextCronInterval: nextCronInterval,
+                            nextCronTime: nextCronTime, branchUpdates: branchUpdates, now: now)
+    }
+
+    /// Branch results without owner check.
+    public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
+                               now: Date) async throws(StoreError) {
+        try await updateBranches(gid: gid, expecting: expecting, owner: nil, updates: updates, now: now)
+    }
+
+    /// Lease extension without owner check.
+    public func extendLeases(gids: [String], until: Date, now: Date) async throws(StoreError) {
+        try await extendLeases(gids: gids, owner: nil, until: until, now: now)
     }
 }

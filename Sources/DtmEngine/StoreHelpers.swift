@@ -24,6 +24,7 @@ extension GlobalTransaction {
         if let value = update.rollbackTime { rollbackTime = value }
         if let value = update.nextCronInterval { nextCronInterval = value }
         if let value = update.nextCronTime { nextCronTime = value }
+        if let value = update.owner { owner = value }
     }
 }
 

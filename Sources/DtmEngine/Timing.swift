@@ -9,7 +9,8 @@ public enum CronEffect: Sendable, Equatable {
     case reset
     /// Same interval, counted from now (ONGOING).
     case keep
-    /// Interval doubles (errors). Unbounded, as in DTM.
+    /// Interval doubles (errors), at most once per pass and never beyond the server's
+    /// `maxRetryInterval` (DTM doubles once per failed result, without a bound).
     case backoff
 }
 
@@ -58,6 +59,9 @@ public struct CronSchedule: Sendable, Equatable {
     public private(set) var lastTouched: Date
     /// Set once any effect moved the schedule: the driver must write it.
     public private(set) var nextTime: Date?
+    /// Whether this pass already doubled the interval: a pass whose 70 concurrent branches all
+    /// fail backs off once, not 2^70 times.
+    public private(set) var backedOff = false
 
     public init(interval: Int64, passStart: Date) {
         self.interval = interval
@@ -81,7 +85,10 @@ public struct CronSchedule: Sendable, Equatable {
         case .keep:
             break
         case .backoff:
-            interval *= 2
+            if !backedOff {
+                backedOff = true
+                interval = Self.doubled(interval, cap: max(config.maxRetryInterval, reset))
+            }
         }
         touch(at: now.addingTimeInterval(Double(interval)), now: now)
     }
@@ -89,6 +96,12 @@ public struct CronSchedule: Sendable, Equatable {
     /// msg delay: keep the interval, look again at `time`.
     public mutating func postpone(until time: Date, now: Date) {
         touch(at: time, now: now)
+    }
+
+    /// Twice `interval` (at least 1 s), saturating at `cap`.
+    static func doubled(_ interval: Int64, cap: Int64) -> Int64 {
+        let (twice, overflow) = max(1, interval).multipliedReportingOverflow(by: 2)
+        return overflow ? cap : min(twice, cap)
     }
 
     private mutating func touch(at time: Date, now: Date) {

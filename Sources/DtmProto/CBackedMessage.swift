@@ -10,6 +10,12 @@ struct CCodec<C>: Sendable {
     let freeUnpacked: @Sendable (UnsafeMutablePointer<C>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void
     /// The full protobuf name, read from the generated descriptor.
     let name: String
+    /// A copy of the generated descriptor (its pointers lead to static data).
+    let descriptor: Descriptor
+
+    struct Descriptor: @unchecked Sendable {
+        let c: ProtobufCMessageDescriptor
+    }
 
     init(
         _ descriptor: ProtobufCMessageDescriptor,
@@ -26,6 +32,7 @@ struct CCodec<C>: Sendable {
         self.unpack = unpack
         self.freeUnpacked = freeUnpacked
         self.name = descriptor.name.map { String(cString: $0) } ?? "\(C.self)"
+        self.descriptor = Descriptor(c: descriptor)
     }
 }
 
@@ -49,6 +56,12 @@ extension CBackedMessage {
             throw .malformed(message: Self.protoName, byteCount: bytes.count)
         }
         defer { Self.codec.freeUnpacked(message, nil) }
+        let invalid = withUnsafePointer(to: Self.codec.descriptor.c) { descriptor in
+            StringFieldCheck.firstInvalid(in: bytes, descriptor: descriptor)
+        }
+        if let invalid {
+            throw .invalidString(message: Self.protoName, field: invalid.field, reason: invalid.reason)
+        }
         self.init(copying: message.pointee)
     }
 

@@ -38,12 +38,17 @@ public enum ProtoError: Error, Hashable, CustomStringConvertible {
     /// e.g. `"dtmgimp.DtmRequest"`): truncated, a length beyond the end, a bad wire type for a
     /// known field, or an invalid tag.
     case malformed(message: String, byteCount: Int)
+    /// A `string` field of `message` holds bytes that are not valid UTF-8 or contain NUL
+    /// (proto3 requires UTF-8; a NUL would cut the C string). `field` is a dotted path.
+    case invalidString(message: String, field: String, reason: String)
 
     public var description: String {
         switch self {
         case let .malformed(message, byteCount):
             "malformed protobuf: \(byteCount) bytes are not a valid \(message) "
                 + "(truncated, wrong field type or not protobuf at all)"
+        case let .invalidString(message, field, reason):
+            "invalid \(message): string field \(field) \(reason)"
         }
     }
 }

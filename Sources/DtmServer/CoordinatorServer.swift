@@ -18,13 +18,16 @@ public struct CoordinatorConfig: Sendable {
     public var owner: String
     /// Transactions driven at once by the background loop.
     public var maxConcurrentPasses: Int
+    /// Transactions held in memory at once (requests being served plus passes waiting to
+    /// run); beyond it new work is refused with RESOURCE_EXHAUSTED / 503.
+    public var maxPendingTransactions: Int
 
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
     public init(host: String = "0.0.0.0", grpcPort: Int = 36790, httpPort: Int? = nil,
                 grpc: GRPCServerConfig = GRPCServerConfig(),
                 engine: EngineConfig = EngineConfig(), owner: String = UUID().uuidString,
-                maxConcurrentPasses: Int = 64) {
+                maxConcurrentPasses: Int = 64, maxPendingTransactions: Int = 10_000) {
         self.host = host
         self.grpcPort = grpcPort
         self.httpPort = httpPort ?? (grpcPort == 0 ? 0 : 36789)
@@ -32,6 +35,7 @@ public struct CoordinatorConfig: Sendable {
         self.engine = engine
         self.owner = owner
         self.maxConcurrentPasses = maxConcurrentPasses
+        self.maxPendingTransactions = maxPendingTransactions
     }
 }
 
@@ -78,11 +82,13 @@ public final class CoordinatorServer: Sendable {
         let grpcClient = GRPCClient(logger: logger)
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton)
         let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
-        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine)
-        let cron = CronLoop(driver: driver, owner: config.owner, maxConcurrent: config.maxConcurrentPasses,
+        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine,
+                                       owner: config.owner)
+        let cron = CronLoop(driver: driver, maxConcurrent: config.maxConcurrentPasses,
                             onEvent: { event in log(event, logger) })
         let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) },
-                                 runNow: { await cron.runNow($0) })
+                                 runNow: { await cron.runNow($0) },
+                                 admission: AdmissionGate(limit: config.maxPendingTransactions))
         let cronTask = Task { await cron.run() }
 
         let topics = TopicRegistry(store: store, clock: driver.clock)
@@ -141,6 +147,10 @@ private func log(_ event: CronEvent, _ logger: Logger) {
         var metadata: Logger.Metadata = ["gid": "\(global.gid)", "trans_type": "\(global.transType.rawValue)",
                                          "status": "\(global.status.rawValue)"]
         if let storeError = report.storeError { metadata["store_error"] = "\(storeError)" }
+        if report.deadlineExceeded {
+            logger.warning("pass deadline reached; calls still running were abandoned and will be retried",
+                           metadata: metadata)
+        }
         if global.status.isFinished {
             if !global.rollbackReason.isEmpty { metadata["reason"] = "\(global.rollbackReason)" }
             logger.info("transaction finished", metadata: metadata)

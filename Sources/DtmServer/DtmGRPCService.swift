@@ -106,6 +106,7 @@ extension RPCError {
         case .notFound(let message): self.init(.notFound, message)
         case .internal(let message): self.init(.unknown, message)
         case .storage: self.init(.internal, "storage: \(error.message)")
+        case .overloaded(let message): self.init(.resourceExhausted, message)
         }
     }
 }

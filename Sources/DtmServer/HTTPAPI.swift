@@ -219,12 +219,12 @@ struct HTTPAnswer {
             self.init(status: .badRequest, body: Self.message(message))
         case .notFound(let message):
             self.init(status: .notFound, body: Self.message(message))
-        case .storage(.notFound(let message)), .storage(.uniqueConflict(let message)):
-            // The row is not in the state the request needs (or already exists): a conflict,
-            // as DTM reports registerBranch on a transaction that is not prepared.
-            self.init(status: .conflict, body: Self.message(message, result: "FAILURE"))
-        case .storage(.database), .internal:
+        case .storage, .internal:
+            // As DTM: a storage conflict (duplicate branch, a status changed concurrently) is a
+            // 500, which SDKs retry; a 409 would tell them the transaction failed for good.
             self.init(status: .internalServerError, body: Self.message(error.message))
+        case .overloaded(let message):
+            self.init(status: .serviceUnavailable, body: Self.message(message), headers: [.retryAfter: "1"])
         }
     }
 

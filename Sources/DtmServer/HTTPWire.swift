@@ -168,6 +168,8 @@ extension JSONText {
         object.omitEmpty("next_cron_time", global.nextCronTime)
         object.omitEmpty("owner", global.owner)
         object.omitEmpty("ext_data", global.extData)
+        // swift-dtm's own: why the stored row cannot be driven (see "Limits and failure behaviour").
+        object.omitEmpty("quarantine", global.quarantine)
         for (key, value) in JSONText.optionMembers(global.options) { object.add(key, value) }
         self = object.json
     }

@@ -28,7 +28,7 @@ public struct TopicRegistry: Sendable {
         try await update(topic) { (subscribers: [TopicSubscriber]?) throws(DtmError) in
             var list = subscribers ?? []
             // DTM's texts, word for word: SDK tests match them.
-            if list.contains(where: { $0.url == url }) { throw DtmError.storage(.uniqueConflict("this url exists")) }
+            if list.contains(where: { $0.url == url }) { throw DtmError.failure("this url exists") }
             list.append(TopicSubscriber(url: url, remark: remark))
             return list
         }

@@ -57,27 +57,39 @@ enum GlobalColumns {
         ]
     }
 
-    static func decode(_ row: borrowing Row) throws(StoreError) -> GlobalTransaction {
-        GlobalTransaction(
+    /// Never fails: a column that cannot be read as written gets a neutral value and the row
+    /// comes back quarantined with the reason, so one bad row cannot stop listings, queries or
+    /// the claim of every other transaction.
+    static func decode(_ row: borrowing Row) -> GlobalTransaction {
+        var problems: [String] = []
+        func value<T: RawRepresentable>(_ column: Int32, _ name: String, fallback: T) -> T where T.RawValue == String {
+            let raw = row.text(column)
+            if let value = T(rawValue: raw) { return value }
+            problems.append("unknown \(name) '\(raw)'")
+            return fallback
+        }
+        let optionsText = row.text(10)
+        var options = TransOptions()
+        if !optionsText.isEmpty {
+            if let decoded = TransOptions(jsonText: optionsText) {
+                options = decoded
+            } else {
+                problems.append("cannot decode options '\(optionsText)'")
+            }
+        }
+        var global = GlobalTransaction(
             id: row.int(0), gid: row.text(1),
-            transType: try row.value(2, as: TransType.self, "trans_type"),
-            status: try row.value(3, as: GlobalStatus.self, "status"),
+            transType: value(2, "trans_type", fallback: TransType.saga),
+            status: value(3, "status", fallback: GlobalStatus.prepared),
             queryPrepared: row.text(4),
-            transProtocol: try row.value(5, as: TransProtocol.self, "protocol"),
+            transProtocol: value(5, "protocol", fallback: TransProtocol.http),
             createTime: row.time(6), updateTime: row.time(7), finishTime: row.optionalTime(8),
-            rollbackTime: row.optionalTime(9), options: try decodeOptions(row.text(10)),
+            rollbackTime: row.optionalTime(9), options: options,
             customData: row.text(11), nextCronInterval: row.int(12), nextCronTime: row.time(13),
             owner: row.text(14), extData: row.text(15), result: row.text(16), rollbackReason: row.text(17))
+        global.quarantine = problems.joined(separator: "; ")
+        return global
     }
-
-    private static func decodeOptions(_ text: String) throws(StoreError) -> TransOptions {
-        if text.isEmpty { return TransOptions() }
-        guard let options = TransOptions(jsonText: text) else {
-            throw .database("cannot decode options '\(text)'")
-        }
-        return options
-    }
-
 }
 
 enum BranchColumns {

@@ -103,12 +103,14 @@ public final class SQLiteStore: TransactionStore {
         let bindings: [SQLValue] = [
             .text(to.rawValue), .time(now), .text(update.rollbackReason), .text(update.result),
             .time(update.finishTime), .time(update.rollbackTime), .int(update.nextCronInterval),
-            .time(update.nextCronTime), .text(gid), .text(from.rawValue),
+            .time(update.nextCronTime), .text(update.owner), .text(gid), .text(from.rawValue),
+            .text(update.expectedOwner),
         ]
         let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.changeStatus, bindings) == 1 else {
-                throw .notFound("no global transaction \(gid) in status \(from.rawValue)")
+                throw .notFound("no global transaction \(gid) in status \(from.rawValue)"
+                                + (update.expectedOwner.map { " leased by \($0)" } ?? ""))
             }
             try Self.updateBranchRows(db, rows, branchUpdates, gid: gid)
         }
@@ -118,16 +120,16 @@ public final class SQLiteStore: TransactionStore {
                                now: Date) async throws(StoreError) {
         let rows = branches.map { BranchColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
-            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
+            try Self.lockGlobal(db, gid: gid, expecting: expecting, owner: nil, now: now)
             for row in rows { try db.run(.insertBranch, row) }
         }
     }
 
-    public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
+    public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
                                now: Date) async throws(StoreError) {
         let rows = Self.branchRows(updates, gid: gid, now: now)
         try await writer.perform { db throws(StoreError) in
-            try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
+            try Self.lockGlobal(db, gid: gid, expecting: expecting, owner: owner, now: now)
             try Self.updateBranchRows(db, rows, updates, gid: gid)
         }
     }
@@ -149,17 +151,18 @@ public final class SQLiteStore: TransactionStore {
     }
 
     /// The check of `appendBranches` / `updateBranches`: the global row must be in `expecting`.
-    private static func lockGlobal(_ db: SQLiteConnection, gid: String, expecting: GlobalStatus,
+    private static func lockGlobal(_ db: SQLiteConnection, gid: String, expecting: GlobalStatus, owner: String?,
                                    now: Date) throws(StoreError) {
-        guard try db.run(.lockGlobal, [.time(now), .text(gid), .text(expecting.rawValue)]) == 1 else {
-            throw .notFound("no global transaction \(gid) in status \(expecting.rawValue)")
+        guard try db.run(.lockGlobal, [.time(now), .text(gid), .text(expecting.rawValue), .text(owner)]) == 1 else {
+            throw .notFound("no global transaction \(gid) in status \(expecting.rawValue)"
+                            + (owner.map { " leased by \($0)" } ?? ""))
         }
     }
 
-    public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
-                          branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+    public func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
+                          nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
         let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
-                                    .text(status.rawValue)]
+                                    .text(status.rawValue), .text(owner)]
         let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
         try await writer.perform { db throws(StoreError) in
             // Status moved on: this pass lost its race and its results are not kept.
@@ -173,15 +176,35 @@ public final class SQLiteStore: TransactionStore {
         guard limit > 0 else { return [] }
         let bindings: [SQLValue] = [.text(owner), .time(leaseUntil), .time(now), .time(now), .int(Int64(limit))]
         let claimed = try await writer.perform { db throws(StoreError) in
-            try db.query(.claimDue, bindings, GlobalColumns.decode)
+            let rows = try db.query(.claimDue, bindings, GlobalColumns.decode)
+            // A row that cannot be read as written would otherwise come back every lease.
+            for row in rows where row.isQuarantined {
+                _ = try db.run(.parkGlobal, [.time(Self.parked), .int(row.id)])
+            }
+            return rows
+        }
+        for row in claimed where row.isQuarantined {
+            logger.error("transaction quarantined: its stored row cannot be read; not driven until force-stopped",
+                         metadata: ["gid": "\(row.gid)", "reason": "\(row.quarantine)"])
         }
         // RETURNING has no defined order.
-        return claimed.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+        return claimed.filter { !$0.isQuarantined }.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
     }
 
-    public func extendLeases(gids: [String], until: Date, now: Date) async throws(StoreError) {
+    /// next_cron_time of a quarantined row: never due.
+    static let parked = Date(timeIntervalSince1970: 253_402_300_799)  // 9999-12-31T23:59:59Z
+
+    public func forceFail(gid: String, reason: String, now: Date) async throws(StoreError) {
+        try await writer.perform { db throws(StoreError) in
+            guard try db.run(.forceFail, [.time(now), .text(reason), .text(gid)]) == 1 else {
+                throw .notFound("no unfinished global transaction \(gid)")
+            }
+        }
+    }
+
+    public func extendLeases(gids: [String], owner: String?, until: Date, now: Date) async throws(StoreError) {
         guard !gids.isEmpty else { return }
-        let rows: [[SQLValue]] = gids.map { [.time(until), .time(now), .text($0), .time(until)] }
+        let rows: [[SQLValue]] = gids.map { [.time(until), .time(now), .text($0), .text(owner)] }
         try await writer.perform { db throws(StoreError) in
             for row in rows { _ = try db.run(.extendLease, row) }
         }

@@ -4,7 +4,7 @@ enum SQL: Int, CaseIterable {
     case begin, commit, rollback, savepoint, releaseSavepoint, rollbackToSavepoint
     case journalModeWAL, userVersion
     case insertGlobal, insertBranch, findGlobal, findBranches, changeStatus, lockGlobal, updateBranch
-    case touchCron, claimDue, extendLease, resetCronTime, resetNextCronTime, scanGlobals
+    case touchCron, claimDue, parkGlobal, extendLease, forceFail, resetCronTime, resetNextCronTime, scanGlobals
     case findKV, scanKV, createKV, updateKV, deleteKV
 
     /// Statuses the cron still has work for.
@@ -37,19 +37,22 @@ enum SQL: Int, CaseIterable {
             UPDATE trans_global SET status = ?, update_time = ?, \
             rollback_reason = COALESCE(?, rollback_reason), result = COALESCE(?, result), \
             finish_time = COALESCE(?, finish_time), rollback_time = COALESCE(?, rollback_time), \
-            next_cron_interval = COALESCE(?, next_cron_interval), next_cron_time = COALESCE(?, next_cron_time) \
-            WHERE gid = ? AND status = ?
+            next_cron_interval = COALESCE(?, next_cron_interval), next_cron_time = COALESCE(?, next_cron_time), \
+            owner = COALESCE(?, owner) \
+            WHERE gid = ? AND status = ? AND (?12 IS NULL OR owner = ?12)
             """
         // DTM's SELECT … FOR UPDATE: inside the writer's transaction the row cannot change until
         // the commit; touching update_time makes the check a single statement.
-        case .lockGlobal: "UPDATE trans_global SET update_time = ? WHERE gid = ? AND status = ?"
+        case .lockGlobal: """
+            UPDATE trans_global SET update_time = ?1 WHERE gid = ?2 AND status = ?3 AND (?4 IS NULL OR owner = ?4)
+            """
         case .updateBranch: """
             UPDATE trans_branch_op SET status = ?, finish_time = ?, update_time = ? \
             WHERE gid = ? AND branch_id = ? AND op = ?
             """
         case .touchCron: """
-            UPDATE trans_global SET next_cron_interval = ?, next_cron_time = ?, update_time = ? \
-            WHERE gid = ? AND status = ?
+            UPDATE trans_global SET next_cron_interval = ?1, next_cron_time = ?2, update_time = ?3 \
+            WHERE gid = ?4 AND status = ?5 AND (?6 IS NULL OR owner = ?6)
             """
         case .claimDue: """
             UPDATE trans_global SET owner = ?, next_cron_time = ?, update_time = ? \
@@ -57,9 +60,15 @@ enum SQL: Int, CaseIterable {
             ORDER BY next_cron_time LIMIT ?) \
             RETURNING \(GlobalColumns.select)
             """
+        // A row that cannot be read back is set aside: never due again until an operator acts.
+        case .parkGlobal: "UPDATE trans_global SET next_cron_time = ? WHERE id = ?"
         case .extendLease: """
-            UPDATE trans_global SET next_cron_time = ?, update_time = ? \
-            WHERE gid = ? AND \(Self.unfinished) AND next_cron_time < ?
+            UPDATE trans_global SET next_cron_time = ?1, update_time = ?2 \
+            WHERE gid = ?3 AND \(Self.unfinished) AND next_cron_time < ?1 AND (?4 IS NULL OR owner = ?4)
+            """
+        case .forceFail: """
+            UPDATE trans_global SET status = 'failed', update_time = ?1, rollback_time = ?1, rollback_reason = ?2 \
+            WHERE gid = ?3 AND status NOT IN ('succeed', 'failed')
             """
         case .resetCronTime: """
             UPDATE trans_global SET next_cron_time = ? \

@@ -42,12 +42,30 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "Transactions the retry loop drives at once.")
     var maxConcurrentPasses = 64
 
+    @Option(help: "Longest retry interval back-off may reach, in seconds (DTM doubles without bound).")
+    var maxRetryInterval: Int64 = 3600
+
+    @Option(help: "Transactions held in memory at once (requests in progress plus passes waiting to run); beyond it new work is refused with RESOURCE_EXHAUSTED / HTTP 503.")
+    var maxPendingTransactions = 10_000
+
+    @Option(help: "Seconds one pass over a transaction may run (at least its request timeout + 2); then its running branch calls are abandoned and retried later.")
+    var maxPassDuration: Int64 = 60
+
+    @Option(help: "Steps a saga or msg may have.")
+    var maxSteps = 1000
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
     func validate() throws {
         guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be 0...65535") }
         guard maxConcurrentPasses >= 1 else { throw ValidationError("--max-concurrent-passes must be at least 1") }
+        guard maxPendingTransactions >= 1 else { throw ValidationError("--max-pending-transactions must be at least 1") }
+        guard maxRetryInterval >= retryInterval else {
+            throw ValidationError("--max-retry-interval must be at least --retry-interval (\(retryInterval))")
+        }
+        guard maxPassDuration >= 1 else { throw ValidationError("--max-pass-duration must be at least 1") }
+        guard maxSteps >= 1 else { throw ValidationError("--max-steps must be at least 1") }
         guard (0...65535).contains(httpPort) else { throw ValidationError("--http-port must be 0...65535") }
         guard retryInterval >= 1, timeoutToFail >= retryInterval, requestTimeout >= 1, cronInterval >= 1 else {
             throw ValidationError("need --retry-interval >= 1, --timeout-to-fail >= --retry-interval, --request-timeout >= 1, --cron-interval >= 1")
@@ -65,15 +83,19 @@ struct Dtm: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "dtm")
+        var limits = RequestLimits()
+        limits.maxSteps = maxSteps
         let engine = EngineConfig(retryInterval: retryInterval, timeoutToFail: timeoutToFail,
-                                  requestTimeout: requestTimeout, transCronInterval: cronInterval)
+                                  requestTimeout: requestTimeout, transCronInterval: cronInterval,
+                                  maxRetryInterval: maxRetryInterval, limits: limits, maxPassDuration: maxPassDuration)
         if let problem = engine.validationError() {
             logger.warning("configuration outside DTM's limits: \(problem)")
         }
         let sqlite = try SQLiteStore(path: store, logger: logger)
         let coordinator = try await CoordinatorServer.start(
             CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, engine: engine,
-                              maxConcurrentPasses: maxConcurrentPasses),
+                              maxConcurrentPasses: maxConcurrentPasses,
+                              maxPendingTransactions: maxPendingTransactions),
             store: sqlite, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
             "grpc": "\(host):\(coordinator.grpcPort)", "http": "\(host):\(coordinator.httpPort)",

@@ -227,7 +227,7 @@ struct CoordinatorTests {
         let h = Harness()
         try await h.seed("sub", .tcc, .submitted)
         let registration = { (gid: String) in
-            BranchRegistration(gid: gid, transType: "tcc", branchID: "01", data: ["confirm": "c", "cancel": "x"])
+            BranchRegistration(gid: gid, transType: "tcc", branchID: "01", data: ["confirm": "http://busi/c", "cancel": "http://busi/x"])
         }
         await expectError(.failure("no trans with gid: sub status: prepared found FAILURE")) {
             try await h.coordinator.registerBranch(registration("sub"))
@@ -302,7 +302,7 @@ struct ValidationTests {
             cases.append(Bad(request: request, message: message))
         }
         add("gid: must not be empty") { $0.gid = "" }
-        add("gid: longer than 128 characters") { $0.gid = String(repeating: "g", count: 129) }
+        add("gid: 129 bytes, at most 128 allowed") { $0.gid = String(repeating: "g", count: 129) }
         add("trans_type: must not be empty (one of saga, tcc, msg, xa, workflow)") { $0.transType = "" }
         add("trans_type: unknown 'sagas' (one of saga, tcc, msg, xa, workflow)") { $0.transType = "sagas" }
         add("protocol: unknown 'tcp' (http, grpc or json-rpc)") { $0.transProtocol = "tcp" }

@@ -14,8 +14,8 @@ struct CronAndInvariantTests {
         let caller = ScriptedCaller()
         await caller.attach(store)
         await caller.yieldInsideCalls()
-        let drivers = (0..<2).map { _ in TransactionDriver(store: store, caller: caller, clock: clock) }
-        let loops = ["A", "B"].enumerated().map { CronLoop(driver: drivers[$0.offset], owner: $0.element, maxConcurrent: 8) }
+        let drivers = ["A", "B"].map { TransactionDriver(store: store, caller: caller, clock: clock, owner: $0) }
+        let loops = drivers.map { CronLoop(driver: $0, maxConcurrent: 8) }
         // Stored but never processed (as after a crash): every one is due once its time passes.
         let coordinator = Coordinator(driver: drivers[0], schedule: { _ in })
         let gids = (0..<24).map { "lease-\($0)" }
@@ -156,10 +156,10 @@ struct CronAndInvariantTests {
         let store = InMemoryStore()
         let clock = FakeClock()
         let caller = ScriptedCaller()
-        let driver = TransactionDriver(store: store, caller: caller, clock: clock)
+        let driver = TransactionDriver(store: store, caller: caller, clock: clock, owner: "runner")
         let (events, sink) = AsyncStream.makeStream(of: PassReport.self)
         let sleeps = Recorder<Double>()
-        let cron = CronLoop(driver: driver, owner: "runner", sleep: { seconds in
+        let cron = CronLoop(driver: driver, sleep: { seconds in
             await sleeps.append(seconds)
             // A sleep that only ends when the loop is cancelled or woken.
             try? await Task.sleep(nanoseconds: 3_600_000_000_000)
@@ -192,7 +192,7 @@ struct CronAndInvariantTests {
     func runOnceLimit() async throws {
         let h = Harness()
         await h.start()
-        let small = CronLoop(driver: h.driver, owner: "small", maxConcurrent: 2)
+        let small = CronLoop(driver: h.driver, maxConcurrent: 2)
         let coordinator = Coordinator(driver: h.driver, schedule: { await small.enqueue($0) })
         for index in 0..<5 { try await coordinator.submit(sagaRequest("limit-\(index)")) }
         let reports = await small.runOnce()
@@ -340,8 +340,8 @@ struct InMemoryStoreTests {
             // Only A's pass waits; if B took over, its calls go through and the test fails.
             if call.branchID == "01" && global.owner == "A" { for await _ in release.stream { break } }
         }
-        let mine = CronLoop(driver: h.driver, owner: "A")
-        let other = CronLoop(driver: h.driver, owner: "B")
+        let mine = h.coordinator(named: "A")
+        let other = h.coordinator(named: "B")
         h.clock.advance(10)
         let pass = Task { await mine.runOnce() }
         // Wait until A is inside the first branch call.

@@ -193,6 +193,24 @@ struct MsgTests {
         #expect(await h.global("delay").status == .succeed)
     }
 
+    /// DTM's SDK sets the delay only on Submit (DoAndSubmit + SetDelay): DTM's first pass uses
+    /// the Submit's custom data and postpones delivery; the delay was ignored here (issue 8).
+    @Test("a delay given at Submit after Prepare postpones the first delivery")
+    func delayAtSubmitAfterPrepare() async throws {
+        let h = Harness()
+        await h.start()
+        try await h.coordinator.prepare(msgRequest("late-delay"))
+        h.clock.advance(5)
+        try await h.coordinator.submit(msgRequest("late-delay", customData: #"{"delay":10}"#))
+        #expect(launched(await h.process()) == [])
+        #expect(await h.global("late-delay").status == .submitted)
+        #expect(await h.global("late-delay").customData == "")
+        #expect(await h.nextCronOffset("late-delay") == 10)
+        #expect(await h.cron(after: 9).isEmpty)
+        #expect(launched(await h.cron(after: 1)) == ["01/action", "02/action"])
+        #expect(await h.global("late-delay").status == .succeed)
+    }
+
     @Test("abort of a prepared msg fails it without calls (DoAndSubmit busi failure)")
     func abortPrepared() async throws {
         let h = Harness()

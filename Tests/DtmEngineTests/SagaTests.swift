@@ -129,7 +129,7 @@ struct SagaTests {
         let h = Harness()
         await h.start()
         await h.script(c.answers)
-        let gid = "saga-\(c.name)"
+        let gid = "saga-" + c.name.replacingOccurrences(of: " ", with: "_")
         try await h.coordinator.submit(sagaRequest(gid, steps: c.steps, customData: c.customData, options: c.options))
         let reports = await h.process()
         #expect(launched(reports) == c.calls)

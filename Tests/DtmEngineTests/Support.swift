@@ -109,6 +109,7 @@ actor ScriptedCaller: BranchCaller {
 actor Recorder<Value: Sendable> {
     private(set) var values: [Value] = []
     func append(_ value: Value) { values.append(value) }
+    func clear() { values.removeAll() }
 }
 
 /// Store + clock + fake transport + coordinator + cron, wired as the server will.
@@ -123,8 +124,8 @@ struct Harness {
 
     init(config: EngineConfig = EngineConfig(), owner: String = "test-owner") {
         self.config = config
-        driver = TransactionDriver(store: store, caller: caller, clock: clock, config: config)
-        let cron = CronLoop(driver: driver, owner: owner)
+        driver = TransactionDriver(store: store, caller: caller, clock: clock, config: config, owner: owner)
+        let cron = CronLoop(driver: driver)
         self.cron = cron
         coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
     }
@@ -158,6 +159,12 @@ struct Harness {
     }
 
     func log() async -> [String] { await caller.log }
+
+    /// Another coordinator over the same store, clock and caller.
+    func coordinator(named owner: String, maxConcurrent: Int = 16) -> CronLoop {
+        CronLoop(driver: TransactionDriver(store: store, caller: caller, clock: clock, config: config, owner: owner),
+                 maxConcurrent: maxConcurrent)
+    }
 
     func violations() async -> [String] { await caller.violations }
 

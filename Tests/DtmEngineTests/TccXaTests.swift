@@ -43,7 +43,7 @@ struct TccXaTests {
         #expect(xa.map(\.url) == ["http://busi/xa1", "http://busi/xa1"])
         // gRPC: BusiPayload wins over data["data"].
         try await h.coordinator.registerBranch(BranchRegistration(
-            gid: "rows-xa", transType: "xa", branchID: "02", data: ["url": "u", "data": "ignored"], payload: [7]))
+            gid: "rows-xa", transType: "xa", branchID: "02", data: ["url": "http://busi/u", "data": "ignored"], payload: [7]))
         #expect(await h.store.findBranches(gid: "rows-xa").last?.binData == [7])
     }
 
@@ -89,7 +89,7 @@ struct TccXaTests {
         #expect(await h.statuses("tcc-to") == [s, p])
         await expectError(.failure("no trans with gid: tcc-to status: prepared found FAILURE")) {
             try await h.coordinator.registerBranch(BranchRegistration(
-                gid: "tcc-to", transType: "tcc", branchID: "02", data: ["confirm": "c", "cancel": "x"]))
+                gid: "tcc-to", transType: "tcc", branchID: "02", data: ["confirm": "http://busi/c", "cancel": "http://busi/x"]))
         }
     }
 

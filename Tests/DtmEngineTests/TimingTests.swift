@@ -55,8 +55,14 @@ struct TimingTests {
 
     @Test("schedule effects applied in arrival order", arguments: [
         ScheduleCase(name: "error doubles", effects: [(.backoff, 0)], expected: (20, 20)),
-        ScheduleCase(name: "two errors", effects: [(.backoff, 0), (.backoff, 1)], expected: (40, 41)),
-        ScheduleCase(name: "unbounded", start: 640, effects: [(.backoff, 0)], expected: (1280, 1280)),
+        ScheduleCase(name: "two errors double once per pass", effects: [(.backoff, 0), (.backoff, 1)],
+                     expected: (20, 21)),
+        ScheduleCase(name: "seventy errors double once", effects: Array(repeating: (.backoff, 0), count: 70),
+                     expected: (20, 20)),
+        ScheduleCase(name: "grows below the cap", start: 640, effects: [(.backoff, 0)], expected: (1280, 1280)),
+        ScheduleCase(name: "capped at MaxRetryInterval", start: 3000, effects: [(.backoff, 0)], expected: (3600, 3600)),
+        ScheduleCase(name: "saturates instead of trapping", start: .max / 2 + 1, effects: [(.backoff, 0)],
+                     expected: (3600, 3600)),
         ScheduleCase(name: "ongoing keeps", start: 40, effects: [(.keep, 0)], expected: (40, 40)),
         ScheduleCase(name: "fresh success leaves it", effects: [(.resetIfStale, 1)], expected: nil),
         ScheduleCase(name: "success after 1.5 s resets", effects: [(.resetIfStale, 1.5)], expected: (10, 11.5)),

@@ -19,7 +19,7 @@ import Testing
                 + #"\{"id":\d+,"create_time":"[^"]+","update_time":"[^"]+","gid":"q1","url":"http://b/a","bin_data":"eyJhbW91bnQiOjMwfQ==","branch_id":"01","op":"action","status":"succeed","finish_time":"[^"]+"\}\],"#
                 + #""transaction":\{"id":1,"create_time":"[^"]+","update_time":"[^"]+","gid":"q1","trans_type":"saga","status":"succeed","protocol":"http","finish_time":"[^"]+","#
                 + #""options":"\{\\"wait_result\\":true,\\"retry_interval\\":5,\\"branch_headers\\":\{\\"x\\":\\"1\\"\},\\"concurrent\\":false\}","#
-                + #""next_cron_interval":5,"next_cron_time":"[^"]+","wait_result":true,"retry_interval":5,"branch_headers":\{"x":"1"\},"concurrent":false\}\}$"#
+                + #""next_cron_interval":5,"next_cron_time":"[^"]+","owner":"[^"]+","wait_result":true,"retry_interval":5,"branch_headers":\{"x":"1"\},"concurrent":false\}\}$"#
             #expect(text.wholeMatch(of: try Regex(pattern)) != nil, "\(text)")
             let time = try #require(try await api.query("q1").transaction["create_time"] as? String)
             #expect(time.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z/) != nil, "\(time)")
@@ -180,7 +180,8 @@ import Testing
                 }
             }
             #expect(await call("Subscribe", "g", "http://b/1") == nil)
-            #expect(await call("Subscribe", "g", "http://b/1")?.message == "storage: this url exists")
+            let duplicate = await call("Subscribe", "g", "http://b/1")
+            #expect(duplicate?.code == .aborted && duplicate?.message == "this url exists", "\(String(describing: duplicate))")
             #expect(await call("Subscribe", "", "http://b/1")?.code == .invalidArgument)
             let kv = try await api.get("/api/dtmsvr/queryKV?cat=topics&key=g").json["kv"] as? [[String: Any]]
             #expect(kv?.first?["v"] as? String == #"[{"url":"http://b/1","remark":"g"}]"#)

@@ -60,7 +60,7 @@ let routeCases: [RouteCase] = [
     RouteCase(name: "submit: as the Python SDK sends it (nulls, extra keys)",
               call: .post("submit", #"{"gid":"g2","trans_type":"saga","custom_data":null,"steps":[{"action":"http://b/a","compensate":"http://b/c"}],"payloads":["{\"amount\":30}"],"query_prepared":null,"protocol":null,"wait_result":false,"timeout_to_fail":0,"request_timeout":8,"retry_interval":0,"passthrough_headers":[],"branch_headers":{},"concurrent":false}"#),
               status: 200, body: ok),
-    RouteCase(name: "submit: payloads missing", call: .post("submit", #"{"gid":"g1","trans_type":"saga","steps":[{"action":"a"}]}"#),
+    RouteCase(name: "submit: payloads missing", call: .post("submit", #"{"gid":"g1","trans_type":"saga","steps":[{"action":"http://b/a"}]}"#),
               status: 400, body: #"{"message":"payloads: 0 payloads for 1 steps (need one per step)"}"#),
     RouteCase(name: "submit: step value not a string", call: .post("submit", #"{"gid":"g1","trans_type":"saga","steps":[{"action":1}],"payloads":["x"]}"#),
               status: 400, body: #"{"message":"steps[0].action: expected a string"}"#),
@@ -110,8 +110,10 @@ let routeCases: [RouteCase] = [
     RouteCase(name: "registerTccBranch", setup: [tccPrepare], call: .post("registerTccBranch", tccBranch), status: 200, body: ok),
     RouteCase(name: "registerTccBranch: not an object", call: .post("registerTccBranch", #""x""#), status: 400,
               body: #"{"message":"request body: expected a JSON object whose values are strings"}"#),
+    // As DTM: a storage conflict is a 500 (SDKs retry it), not a final FAILURE.
     RouteCase(name: "registerBranch: duplicate", setup: [tccPrepare, .post("registerBranch", tccBranch)],
-              call: .post("registerBranch", tccBranch), status: 409, check: { $0["dtm_result"] as? String == "FAILURE" }),
+              call: .post("registerBranch", tccBranch), status: 500,
+              check: { $0["dtm_result"] == nil && ($0["message"] as? String)?.contains("duplicate") == true }),
     RouteCase(name: "registerBranch: not prepared", call: .post("registerBranch", tccBranch), status: 409,
               body: #"{"dtm_result":"FAILURE","message":"no trans with gid: g1 status: prepared found FAILURE"}"#),
     RouteCase(name: "registerBranch: value not a string", setup: [tccPrepare],
@@ -157,6 +159,7 @@ let routeCases: [RouteCase] = [
               body: #"{"message":"limit: must be at least 1 (got 0)"}"#),
 
     RouteCase(name: "subscribe", call: subscribe, status: 200, body: ok),
+    // DTM answers 500; a duplicate subscription is the client's mistake, refused for good.
     RouteCase(name: "subscribe: url exists", setup: [subscribe], call: subscribe, status: 409,
               body: #"{"dtm_result":"FAILURE","message":"this url exists"}"#),
     RouteCase(name: "subscribe: empty topic", call: .get("/api/dtmsvr/subscribe?url=http://b/u1"), status: 400,

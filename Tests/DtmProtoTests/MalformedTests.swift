@@ -16,7 +16,7 @@ struct MalformedCase: Sendable, CustomTestStringConvertible {
 }
 
 extension ProtoMessage {
-    /// Expects `bytes` to decode as this type or fail with `.malformed` naming this type, and
+    /// Expects `bytes` to decode as this type or fail with `.malformed` (or `.invalidString`) naming this type, and
     /// returns whether it decoded.
     @discardableResult
     static func expectDecodesOrMalformed(
@@ -25,6 +25,9 @@ extension ProtoMessage {
         switch decodeResult(Self.self, bytes) {
         case .success:
             return true
+        case .failure(.invalidString(let message, _, _)):
+            #expect(message == protoName, sourceLocation: sourceLocation)
+            return false
         case .failure(let error):
             #expect(
                 error == .malformed(message: protoName, byteCount: bytes.count),

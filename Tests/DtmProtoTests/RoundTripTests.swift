@@ -54,14 +54,20 @@ struct RoundTripTests {
         #expect(try DtmRequest(decoding: request.encode()).binPayloads == [[], nonUTF8, [], [0]])
     }
 
-    /// protobuf-c strings are C strings: documented, so callers know not to put NUL in an id.
+    /// protobuf-c strings are C strings: encoding cuts at the first NUL (documented, so callers
+    /// know not to put NUL in an id); decoding refuses a NUL instead of cutting silently.
     @Test func stringsEndAtTheirFirstNUL() throws {
         #expect(DtmGidReply(gid: "a\u{0}b").encode() == [0x0a, 0x01, 0x61])
-        #expect(try DtmGidReply(decoding: [0x0a, 0x03, 0x61, 0x00, 0x62]).gid == "a")
+        #expect(throws: ProtoError.invalidString(message: "dtmgimp.DtmGidReply", field: "Gid", reason: "contains NUL")) {
+            try DtmGidReply(decoding: [0x0a, 0x03, 0x61, 0x00, 0x62])
+        }
     }
 
-    @Test func invalidUTF8InAStringIsRepaired() throws {
-        #expect(try DtmGidReply(decoding: [0x0a, 0x02, 0x61, 0xff]).gid == "a\u{FFFD}")
+    @Test func invalidUTF8InAStringIsRefused() throws {
+        #expect(throws: ProtoError.invalidString(message: "dtmgimp.DtmGidReply", field: "Gid",
+                                                 reason: "is not valid UTF-8")) {
+            try DtmGidReply(decoding: [0x0a, 0x02, 0x61, 0xff])
+        }
     }
 
     @Test func protoNamesComeFromTheDescriptors() {

@@ -304,6 +304,62 @@ struct StoreConformanceTests {
         }
     }
 
+    /// Fencing (issue 8): every write that drives a transaction names the lease owner it
+    /// expects; after another coordinator took the row, those writes change nothing.
+    @Test(arguments: storeFactories)
+    func drivingWritesCheckTheLeaseOwner(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            _ = try await store.saveNew(sampleGlobal("g1", status: .submitted, nextCron: at(0)),
+                                        branches: sampleBranches("g1"))
+            _ = try await store.claimDue(now: at(0), leaseUntil: at(10), owner: "A", limit: 10)
+            let result = BranchUpdate(branchID: "01", op: .action, status: .succeed, finishTime: at(1))
+
+            let staleBranches = await outcome { () async throws(StoreError) in
+                try await store.updateBranches(gid: "g1", expecting: .submitted, owner: "B", updates: [result], now: at(1))
+            }
+            #expect(staleBranches.error?.isNotFound == true)
+            try await store.touchCron(gid: "g1", status: .submitted, owner: "B", nextCronInterval: 99,
+                                      nextCronTime: at(99), branchUpdates: [result], now: at(1))
+            var stale = GlobalUpdate(finishTime: at(1))
+            stale.expectedOwner = "B"
+            let staleStatus = await outcome { () async throws(StoreError) in
+                try await store.changeStatus(gid: "g1", from: .submitted, to: .succeed, update: stale, now: at(1))
+            }
+            #expect(staleStatus.error?.isNotFound == true)
+            try await store.extendLeases(gids: ["g1"], owner: "B", until: at(50), now: at(1))
+            var stored = try #require(try await store.findGlobal(gid: "g1"))
+            #expect(stored.status == .submitted && stored.nextCronTime == at(10) && stored.nextCronInterval == 10)
+            #expect(try await store.findBranches(gid: "g1").map(\.status) == [.prepared, .prepared])
+
+            // The owner's own writes go through, and a lease handed over by a request names its new owner.
+            try await store.updateBranches(gid: "g1", expecting: .submitted, owner: "A", updates: [result], now: at(2))
+            try await store.extendLeases(gids: ["g1"], owner: "A", until: at(50), now: at(2))
+            var handover = GlobalUpdate(nextCronTime: at(60), owner: "C")
+            handover.expectedOwner = "A"
+            try await store.changeStatus(gid: "g1", from: .submitted, to: .aborting, update: handover, now: at(3))
+            stored = try #require(try await store.findGlobal(gid: "g1"))
+            #expect(stored.status == .aborting && stored.owner == "C" && stored.nextCronTime == at(60))
+            #expect(try await store.findBranches(gid: "g1").first?.status == .succeed)
+        }
+    }
+
+    @Test(arguments: storeFactories)
+    func forceFailEndsAnyUnfinishedRow(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            _ = try await store.saveNew(sampleGlobal("g1", status: .aborting), branches: [])
+            _ = try await store.saveNew(sampleGlobal("done", status: .succeed), branches: [])
+            try await store.forceFail(gid: "g1", reason: "stop", now: at(5))
+            let stored = try #require(try await store.findGlobal(gid: "g1"))
+            #expect(stored.status == .failed && stored.rollbackReason == "stop" && stored.rollbackTime == at(5))
+            for gid in ["g1", "done", "unknown"] {
+                let again = await outcome { () async throws(StoreError) in
+                    try await store.forceFail(gid: gid, reason: "x", now: at(6))
+                }
+                #expect(again.error?.isNotFound == true)
+            }
+        }
+    }
+
     @Test(arguments: storeFactories)
     func claimDueLeasesDueUnfinishedRows(_ factory: StoreFactory) async throws {
         try await withStore(factory) { store throws in

@@ -1,0 +1,158 @@
+import Foundation
+
+/// Bounds on what one request may ask of the coordinator. A request beyond one is refused
+/// with INVALID_ARGUMENT / HTTP 400 naming the field, and nothing is stored, so every stored
+/// row stays small enough to read back and drive.
+public struct RequestLimits: Sendable, Equatable {
+    /// Steps of a saga or msg (each saga step is two branch rows).
+    public var maxSteps: Int
+    /// Bytes of `custom_data`.
+    public var maxCustomDataBytes: Int
+    /// Entries of `branch_headers`.
+    public var maxBranchHeaders: Int
+    /// Bytes of all `branch_headers` names and values together.
+    public var maxBranchHeaderBytes: Int
+    /// `retry_limit` (immediate retries of a saga action).
+    public var maxRetryLimit: Int64
+    /// `request_timeout` in seconds: a branch call holds a pass slot at most this long.
+    public var maxRequestTimeout: Int64
+    /// Bytes of a branch URL or query_prepared URL.
+    public var maxURLBytes: Int
+    /// Bytes of `rollback_reason` given by a client (Abort, workflow submit).
+    public var maxReasonBytes: Int
+
+    public init(maxSteps: Int = 1000, maxCustomDataBytes: Int = 64 << 10, maxBranchHeaders: Int = 64,
+                maxBranchHeaderBytes: Int = 16 << 10, maxRetryLimit: Int64 = 1_000_000,
+                maxRequestTimeout: Int64 = 3600, maxURLBytes: Int = 2048, maxReasonBytes: Int = 4096) {
+        self.maxSteps = maxSteps
+        self.maxCustomDataBytes = maxCustomDataBytes
+        self.maxBranchHeaders = maxBranchHeaders
+        self.maxBranchHeaderBytes = maxBranchHeaderBytes
+        self.maxRetryLimit = maxRetryLimit
+        self.maxRequestTimeout = maxRequestTimeout
+        self.maxURLBytes = maxURLBytes
+        self.maxReasonBytes = maxReasonBytes
+    }
+}
+
+/// Where a branch URL sends its calls (spec 4.1).
+public enum BranchTarget: Sendable, Equatable {
+    /// An `http://` or `https://` URL.
+    case http
+    /// `host:port/package.Service/Method`: `authority` is `host:port`, `path` `/package.Service/Method`.
+    case grpc(authority: String, path: String)
+
+    /// Classifies `url`; nil when it is neither form (other schemes, unix sockets, spaces,
+    /// control characters, a gRPC target without port or method).
+    public static func of(_ url: String) -> BranchTarget? {
+        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+        let lower = url.lowercased()
+        if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
+            guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty,
+                  components.user == nil, components.password == nil else { return nil }
+            return .http
+        }
+        guard !url.contains("://"), let slash = url.firstIndex(of: "/") else { return nil }
+        let authority = String(url[..<slash])
+        let path = String(url[slash...])
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[1].isEmpty, !parts[2].isEmpty,
+              let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        let host = authority[..<colon]
+        let bracketed = host.hasPrefix("[") && host.hasSuffix("]") && host.count > 2
+        guard bracketed || (!host.isEmpty && host.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" }))
+        else { return nil }
+        return .grpc(authority: authority, path: path)
+    }
+}
+
+extension Validation {
+    /// gid, branch_id and other keys: 1…`max` bytes of printable text. NUL, control and
+    /// format characters, whitespace and U+FFFD (the mark of bytes that were not UTF-8) are
+    /// refused rather than cut or repaired, so two clients' ids can never collide in storage.
+    static func identifier(_ value: String, field: String, max: Int) throws(DtmError) {
+        if value.isEmpty { throw DtmError.invalidArgument("\(field): must not be empty") }
+        let count = value.utf8.count
+        if count > max { throw DtmError.invalidArgument("\(field): \(count) bytes, at most \(max) allowed") }
+        var offset = 0
+        for scalar in value.unicodeScalars {
+            if let problem = Self.unprintable(scalar) {
+                throw DtmError.invalidArgument(
+                    "\(field): \(problem) (U+\(String(scalar.value, radix: 16, uppercase: true))) at byte \(offset); "
+                    + "ids must be printable text without spaces")
+            }
+            offset += String(scalar).utf8.count
+        }
+    }
+
+    private static func unprintable(_ scalar: Unicode.Scalar) -> String? {
+        if scalar == "\0" { return "NUL" }
+        if scalar == "\u{FFFD}" { return "replacement character (the input was not UTF-8)" }
+        if scalar.properties.isWhitespace { return "whitespace" }
+        switch scalar.properties.generalCategory {
+        case .control: return "control character"
+        case .format, .surrogate, .privateUse, .unassigned: return "invisible or unassigned character"
+        default: return nil
+        }
+    }
+
+    /// A branch or back-check URL: empty (no call), `http(s)://host...`, or for gRPC
+    /// transactions also `host:port/package.Service/Method`.
+    static func url(_ url: String, field: String, transProtocol: TransProtocol,
+                    limits: RequestLimits) throws(DtmError) {
+        if url.isEmpty { return }
+        if url.utf8.count > limits.maxURLBytes {
+            throw DtmError.invalidArgument("\(field): \(url.utf8.count) bytes, at most \(limits.maxURLBytes) allowed")
+        }
+        switch BranchTarget.of(url) {
+        case .http?: return
+        case .grpc? where transProtocol == .grpc: return
+        case .grpc?:
+            throw DtmError.invalidArgument(
+                "\(field): '\(url)' is a gRPC target but the transaction's protocol is \(transProtocol.rawValue); "
+                + "use an http(s):// URL or protocol grpc")
+        case nil:
+            let shown = url.count > 80 ? String(url.prefix(80)) + "…" : url
+            throw DtmError.invalidArgument(
+                "\(field): '\(shown.debugDescription.dropFirst().dropLast())' is not a branch URL: expected "
+                + "http://host/path or https://host/path"
+                + (transProtocol == .grpc ? " or host:port/package.Service/Method" : ""))
+        }
+    }
+
+    /// Text a client gives for storage (rollback reasons): bounded and without NUL.
+    static func text(_ value: String, field: String, max: Int) throws(DtmError) {
+        if value.utf8.count > max {
+            throw DtmError.invalidArgument("\(field): \(value.utf8.count) bytes, at most \(max) allowed")
+        }
+        if value.utf8.contains(0) { throw DtmError.invalidArgument("\(field): must not contain NUL") }
+    }
+
+    /// branch_headers: bounded in number and size; names are HTTP tokens, values carry no
+    /// line breaks or NUL (they become HTTP headers and gRPC metadata).
+    static func branchHeaders(_ headers: [String: String], limits: RequestLimits) throws(DtmError) {
+        if headers.count > limits.maxBranchHeaders {
+            throw DtmError.invalidArgument(
+                "branch_headers: \(headers.count) headers, at most \(limits.maxBranchHeaders) allowed")
+        }
+        var total = 0
+        for (name, value) in headers.sorted(by: { $0.key < $1.key }) {
+            total += name.utf8.count + value.utf8.count
+            let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
+            guard !name.isEmpty, name.utf8.allSatisfy({ byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                    || tokenPunctuation.contains(byte)
+            }) else {
+                throw DtmError.invalidArgument("branch_headers: '\(name)' is not a valid header name")
+            }
+            if value.utf8.contains(where: { $0 == 0 || $0 == 0x0A || $0 == 0x0D }) {
+                throw DtmError.invalidArgument("branch_headers.\(name): value must not contain CR, LF or NUL")
+            }
+        }
+        if total > limits.maxBranchHeaderBytes {
+            throw DtmError.invalidArgument(
+                "branch_headers: \(total) bytes, at most \(limits.maxBranchHeaderBytes) allowed")
+        }
+    }
+}
