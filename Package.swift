@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
         .testTarget(name: "DtmServerTests", dependencies: ["DtmServer"]),
         .testTarget(name: "DtmHTTPTests", dependencies: [
-            "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto",
+            "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),

@@ -17,11 +17,13 @@ public enum DtmError: Error, Equatable, Sendable {
     case storage(StoreError)
     /// The coordinator is over a configured limit; retry later. gRPC RESOURCE_EXHAUSTED, HTTP 503 with Retry-After.
     case overloaded(String)
+    /// The coordinator cannot serve (its store is unhealthy). gRPC UNAVAILABLE, HTTP 503.
+    case unavailable(String)
 
     public var message: String {
         switch self {
         case .failure(let text), .ongoing(let text), .invalidArgument(let text), .notFound(let text),
-             .internal(let text), .overloaded(let text):
+             .internal(let text), .overloaded(let text), .unavailable(let text):
             return text
         case .storage(let error):
             switch error {

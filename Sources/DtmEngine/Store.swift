@@ -10,6 +10,13 @@ public enum StoreError: Error, Equatable, Sendable {
     case database(String)
 }
 
+/// Whether a store can take writes now.
+public enum StoreHealth: Sendable, Equatable {
+    case healthy
+    /// Writes fail or would fail (read-only, full, locked, I/O errors); the reason says which.
+    case unhealthy(String)
+}
+
 /// Fields a status change may also set, in the same statement.
 public struct GlobalUpdate: Sendable, Equatable {
     public var rollbackReason: String?
@@ -174,9 +181,15 @@ public protocol TransactionStore: Sendable {
 
     /// `.notFound` when (cat, key) does not exist.
     func deleteKV(cat: String, key: String) async throws(StoreError)
+
+    /// Whether writes can succeed now: checked cheaply, for health probes.
+    func health() async -> StoreHealth
 }
 
 extension TransactionStore {
+    /// Stores with nothing that can fail (in memory) are always healthy.
+    public func health() async -> StoreHealth { .healthy }
+
     /// A status change with no branch results.
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                              now: Date) async throws(StoreError) {

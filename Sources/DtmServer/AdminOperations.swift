@@ -37,6 +37,11 @@ public struct CoordinatorAdmin: Sendable {
         }
     }
 
+    /// Whether the store can take writes now.
+    public func health() async -> StoreHealth {
+        await store.health()
+    }
+
     /// One transaction by gid (nil when unknown).
     public func find(gid: String) async throws(DtmError) -> GlobalTransaction? {
         try await storage { () async throws(StoreError) in try await store.findGlobal(gid: gid) }

@@ -95,6 +95,7 @@ public final class CoordinatorServer: Sendable {
         let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
         var router = GRPCRouter()
         DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger).register(on: &router)
+        HealthService(health: { await store.health() }).register(on: &router)
         let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
                                      wake: { await cron.wake() })
         let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)

@@ -107,6 +107,7 @@ extension RPCError {
         case .internal(let message): self.init(.unknown, message)
         case .storage: self.init(.internal, "storage: \(error.message)")
         case .overloaded(let message): self.init(.resourceExhausted, message)
+        case .unavailable(let message): self.init(.unavailable, message)
         }
     }
 }

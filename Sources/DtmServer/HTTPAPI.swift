@@ -128,8 +128,15 @@ public struct DtmHTTPAPI: Sendable {
                 return nil
             })
         }
+        // DTM's liveness route, which here also tells whether the store can take writes:
+        // 503 with the reason when it cannot (read-only, full, locked, failing).
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .head, .options] {
-            routes.append(APIRoute(method, "/api/ping") { _ throws(DtmError) in .object([("msg", .string("pong"))]) })
+            routes.append(APIRoute(method, "/api/ping") { _ throws(DtmError) in
+                if case .unhealthy(let reason) = await admin.health() {
+                    throw DtmError.unavailable("store unhealthy: \(reason)")
+                }
+                return .object([("msg", .string("pong"))])
+            })
         }
         return routes
     }
@@ -225,6 +232,8 @@ struct HTTPAnswer {
             self.init(status: .internalServerError, body: Self.message(error.message))
         case .overloaded(let message):
             self.init(status: .serviceUnavailable, body: Self.message(message), headers: [.retryAfter: "1"])
+        case .unavailable(let message):
+            self.init(status: .serviceUnavailable, body: Self.message(message))
         }
     }
 

@@ -83,6 +83,9 @@ final class SQLiteConnection {
     /// Frames in the WAL after this connection's last commit.
     var framesInWAL: Int { Int(walFrames.pointee) }
 
+    /// Rows changed by this connection since it opened (whether committed or not).
+    var totalChanges: Int64 { sqlite3_total_changes64(db) }
+
     /// Copies committed WAL frames into the database file, without blocking writers.
     func checkpoint() throws(StoreError) {
         guard let db else { throw .database("checkpoint: database is closed") }

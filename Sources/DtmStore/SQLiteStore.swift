@@ -74,6 +74,45 @@ public final class SQLiteStore: TransactionStore {
     /// Commit counters of the writer (group-commit effectiveness).
     public var statistics: WriterStatistics { writer.statistics }
 
+    /// Below this much free space on the database's filesystem the store reports unhealthy
+    /// (writes may soon fail with SQLITE_FULL).
+    public static let minimumFreeBytes: UInt64 = 16 << 20
+
+    /// Unhealthy when the latest write batch failed (until a write succeeds again), when the
+    /// filesystem is nearly full, or when the write lock cannot be taken (another process holds
+    /// it past the busy timeout, or the file is read-only).
+    public func health() async -> StoreHealth {
+        if let free = Self.freeBytes(near: path), free < Self.minimumFreeBytes {
+            return .unhealthy("\(free >> 20) MiB free on the filesystem of \(path)")
+        }
+        let failed = writer.lastFailure != nil
+        do {
+            // Healthy so far: an empty job, whose batch takes the write lock and commits nothing
+            // (no fsync). After a failure: a real one-row write, whose commit clears the failure.
+            let now = Date()
+            try await writer.perform { db throws(StoreError) in
+                if failed { _ = try db.run(.probeWrite, [.time(now)]) }
+            }
+        } catch {
+            return .unhealthy("a write failed: \(error)")
+        }
+        if let failure = writer.lastFailure { return .unhealthy("the last write failed: \(failure)") }
+        return .healthy
+    }
+
+    /// Runs SQL on the writer's connection inside its next batch (tests: `PRAGMA max_page_count`
+    /// to make the database "full").
+    func runOnWriter(_ sql: String) async throws(StoreError) {
+        try await writer.perform { db throws(StoreError) in try db.executeScript(sql, context: "test hook") }
+    }
+
+    private static func freeBytes(near path: String) -> UInt64? {
+        let directory = (path as NSString).deletingLastPathComponent
+        var stats = statvfs()
+        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else { return nil }
+        return UInt64(stats.f_bavail) * UInt64(stats.f_frsize)
+    }
+
     // MARK: Global transactions
 
     public func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {

@@ -12,6 +12,9 @@ struct Job: Sendable {
 /// What a job did, and how to answer its caller.
 struct Outcome: Sendable {
     let succeeded: Bool
+    /// The request failed because the database did (full, I/O, locked), not on its own terms
+    /// (a compare-and-set miss, a duplicate key): the store is unhealthy.
+    var databaseFailure: StoreError? = nil
     /// Resumes the caller: with its own result for nil, with the given error otherwise
     /// (a success whose commit failed).
     let reply: @Sendable (StoreError?) -> Void
@@ -65,11 +68,19 @@ final class SQLiteWorker: Sendable {
                 switch role {
                 case .writer:
                     let start = ContinuousClock.now
+                    let changesBefore = connection.totalChanges
                     var batch = GroupCommit(connection: connection)
                     for job in jobs { batch.execute(job) }
                     let answers = batch.finish()
                     checkpoints?.afterCommit(connection)
                     queue.record(commit: batch.committedWrites, busy: .now - start)
+                    // Health: a failed batch marks the store unhealthy until a batch that changed
+                    // rows commits (an empty probe commit succeeds even on a full disk).
+                    if let failure = batch.failure {
+                        queue.record(failure: failure)
+                    } else if batch.committedWrites != nil && connection.totalChanges != changesBefore {
+                        queue.record(failure: nil)
+                    }
                     Self.deliver(answers)
                 case .reader:
                     Self.deliver(jobs.map { job in
@@ -101,7 +112,9 @@ final class SQLiteWorker: Sendable {
                         result = .failure(error)
                     }
                     let succeeded = if case .success = result { true } else { false }
-                    return Outcome(succeeded: succeeded) { override in
+                    var databaseFailure: StoreError?
+                    if case .failure(let error) = result, case .database = error { databaseFailure = error }
+                    return Outcome(succeeded: succeeded, databaseFailure: databaseFailure) { override in
                         continuation.resume(returning: override.map { .failure($0) } ?? result)
                     }
                 },
@@ -120,6 +133,9 @@ final class SQLiteWorker: Sendable {
     }
 
     var statistics: WriterStatistics { queue.statistics }
+
+    /// Why the latest write batch failed, unless a later one that changed rows committed.
+    var lastFailure: StoreError? { queue.lastFailure }
 
     /// Resuming a continuation from this thread wakes a pool thread each time (a semaphore
     /// post), which cost the writer about a fifth of its time; so a batch's callers are
@@ -154,6 +170,7 @@ private final class JobQueue: @unchecked Sendable {
     private var jobs: [Job] = []
     private var closed = false
     private var counters = WriterStatistics()
+    private var failure: StoreError?
 
     func push(_ job: Job) {
         condition.lock()
@@ -208,6 +225,18 @@ private final class JobQueue: @unchecked Sendable {
         defer { condition.unlock() }
         return counters
     }
+
+    func record(failure: StoreError?) {
+        condition.lock()
+        defer { condition.unlock() }
+        self.failure = failure
+    }
+
+    var lastFailure: StoreError? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure
+    }
 }
 
 /// Keeps the WAL short without the writer copying pages: every `step` frames it has the
@@ -252,6 +281,8 @@ private struct GroupCommit {
     private var beginFailure: StoreError?
     /// Requests covered by the commit; nil when nothing was committed.
     private(set) var committedWrites: Int?
+    /// Why the transaction (or its BEGIN) failed, if it did.
+    private(set) var failure: StoreError?
 
     init(connection: SQLiteConnection) {
         self.connection = connection
@@ -268,6 +299,7 @@ private struct GroupCommit {
                     try connection.run(.begin)
                 } catch {
                     beginFailure = error
+                    failure = error
                     throw error
                 }
                 open = true
@@ -279,6 +311,7 @@ private struct GroupCommit {
             return
         }
         let outcome = job.run(connection)
+        if let databaseFailure = outcome.databaseFailure { failure = databaseFailure }
         do throws(StoreError) {
             guard connection.inTransaction else {
                 throw .database("SQLite rolled back the write transaction after a failed request")
@@ -310,6 +343,7 @@ private struct GroupCommit {
 
     /// Rolls back whatever is left of the transaction and fails the requests it held.
     private mutating func abandon(_ error: StoreError) {
+        failure = error
         if connection.inTransaction {
             _ = try? connection.run(.rollback)
         }

@@ -63,6 +63,15 @@ enum Schema {
         ) STRICT;
         CREATE UNIQUE INDEX uniq_k ON kv (cat, k);
         """,
+        // 2: one row the health probe rewrites to prove that writes succeed again after a failure
+        // (with a few pages of filler: a store that can only rewrite a page in place is still full).
+        """
+        CREATE TABLE health (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            checked_at INTEGER NOT NULL,
+            filler BLOB NOT NULL
+        ) STRICT;
+        """,
     ]
 
     static var currentVersion: Int { migrations.count }

@@ -6,6 +6,7 @@ enum SQL: Int, CaseIterable {
     case insertGlobal, insertBranch, findGlobal, findBranches, changeStatus, lockGlobal, updateBranch
     case touchCron, claimDue, parkGlobal, extendLease, forceFail, resetCronTime, resetNextCronTime, scanGlobals
     case findKV, scanKV, createKV, updateKV, deleteKV
+    case probeWrite
 
     /// Statuses the cron still has work for.
     private static let unfinished = "status IN ('prepared', 'submitted', 'aborting')"
@@ -91,6 +92,10 @@ enum SQL: Int, CaseIterable {
             UPDATE kv SET v = ?, version = version + 1, update_time = ? WHERE cat = ? AND k = ? AND version = ?
             """
         case .deleteKV: "DELETE FROM kv WHERE cat = ? AND k = ?"
+        case .probeWrite: """
+            INSERT INTO health (id, checked_at, filler) VALUES (1, ?1, zeroblob(16384)) \
+            ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at, filler = excluded.filler
+            """
         }
     }
 }
