@@ -72,6 +72,14 @@ let routeCases: [RouteCase] = [
               status: 400, body: #"{"message":"timeout_to_fail: expected a whole number"}"#),
     RouteCase(name: "submit: deeply nested unknown key", call: .post("submit", #"{"x":"# + String(repeating: "[", count: 100_000)),
               status: 400, check: { ($0["message"] as? String)?.hasPrefix("request body: not valid JSON") ?? false }),
+    // Issue 8, finding 1: accepted and stored, this row then failed every claim of every transaction.
+    RouteCase(name: "submit: retry_limit too large",
+              call: .post("submit", #"{"gid":"g1","trans_type":"saga","steps":[{"action":"http://b/a","compensate":""}],"payloads":[""],"retry_limit":10000000000000000}"#),
+              status: 400, body: #"{"message":"retry_limit: must be at most 1000000 (got 10000000000000000)"}"#),
+    // Finding 5: a file:// step was stored and retried forever.
+    RouteCase(name: "submit: file URL step",
+              call: .post("submit", #"{"gid":"g1","trans_type":"saga","steps":[{"action":"file:///etc/passwd","compensate":""}],"payloads":[""]}"#),
+              status: 400, body: #"{"message":"steps[0].action: 'file:///etc/passwd' is not a branch URL: expected http://host/path or https://host/path"}"#),
     RouteCase(name: "submit: retry_interval too large", call: .post("submit", #"{"gid":"g1","trans_type":"tcc","retry_interval":9223372036854775807}"#),
               status: 400, body: #"{"message":"retry_interval: must be at most 315360000 seconds (got 9223372036854775807)"}"#),
     RouteCase(name: "submit: msg delay too large", call: .post("submit", #"{"gid":"g1","trans_type":"msg","custom_data":"{\"delay\":1e15}"}"#),

@@ -120,6 +120,15 @@ import Testing
                 (Op.submit(["Gid": gid + "-7", "TransType": "saga", "Steps": step, "BinPayloads": [busiPayload(.grpc)],
                             "TransOptions": ["TimeoutToFail": -1]]), "timeout_to_fail"),
                 (Op.prepare(["Gid": gid + "-8", "TransType": "msg", "Steps": "{}", "QueryPrepared": "x"]), "steps"),
+                // Issue 8: a NUL cut the gid short (colliding with another client's), invalid UTF-8 was
+                // repaired, a file:// step and a retry_limit no store could read back were stored.
+                (Op.submit(["Gid": gid + "-9\u{0}tail", "TransType": "saga", "Steps": step, "BinPayloads": [busiPayload(.grpc)]]),
+                 "Gid contains NUL"),
+                (Op.raw("Submit", hex: "0a026aff120473616761"), "Gid is not valid UTF-8"),
+                (Op.submit(["Gid": gid + "-10", "TransType": "saga", "BinPayloads": [busiPayload(.grpc)],
+                            "Steps": [["action": "file:///etc/passwd", "compensate": ""]]]), "steps[0].action"),
+                (Op.submit(["Gid": gid + "-11", "TransType": "saga", "Steps": step, "BinPayloads": [busiPayload(.grpc)],
+                            "TransOptions": ["RetryLimit": 10_000_000_000_000_000]]), "retry_limit"),
             ]
             let results = try await runClient(dtm.target, cases.map(\.op) + [Op.newGid])
             for (index, (result, expected)) in zip(results, cases).enumerated() {
