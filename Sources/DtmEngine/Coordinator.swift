@@ -297,6 +297,9 @@ public struct Coordinator: Sendable {
         var final = report.global
         if report.lostRace {
             final = (try? await store.findGlobal(gid: final.gid)).flatMap { $0 } ?? final
+            // Another coordinator (or request) is driving it: its outcome is not known yet, and a
+            // FAILURE would tell the SDK the transaction failed for good.
+            if !final.status.isFinished { throw DtmError.ongoing(DtmText.ongoing) }
         } else if let error = report.storeError {
             throw DtmError.storage(error)
         }

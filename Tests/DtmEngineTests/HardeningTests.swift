@@ -285,6 +285,19 @@ import Testing
         #expect(await h.log().isEmpty)
     }
 
+    @Test func waitResultOnATransactionDrivenElsewhereAnswersOngoing() async throws {
+        let h = Harness()
+        await h.start()
+        let quiet = Coordinator(driver: h.driver, schedule: { _ in })
+        try await quiet.submit(sagaRequest("elsewhere"))
+        _ = await h.store.claimDue(now: h.clock.now().addingTimeInterval(3600),
+                                   leaseUntil: h.clock.now().addingTimeInterval(7200), owner: "B", limit: 10)
+        var again = sagaRequest("elsewhere")
+        again.options.waitResult = true
+        await expectError(.ongoing("ONGOING")) { try await h.coordinator.submit(again) }
+        #expect(await h.log().isEmpty)
+    }
+
     @Test func leasesAreRenewedWellBeforeTheyLapse() {
         #expect(CronLoop.renewalPeriod(lease: 10) == 1)
         #expect(CronLoop.renewalMargin(lease: 10) == 5)
