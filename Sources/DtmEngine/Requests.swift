@@ -15,11 +15,13 @@ public enum DtmError: Error, Equatable, Sendable {
     case `internal`(String)
     /// The store failed or a compare-and-set lost a race (DTM: 500).
     case storage(StoreError)
+    /// The coordinator is over a configured limit; retry later. gRPC RESOURCE_EXHAUSTED, HTTP 503 with Retry-After.
+    case overloaded(String)
 
     public var message: String {
         switch self {
         case .failure(let text), .ongoing(let text), .invalidArgument(let text), .notFound(let text),
-             .internal(let text):
+             .internal(let text), .overloaded(let text):
             return text
         case .storage(let error):
             switch error {

@@ -225,6 +225,8 @@ struct HTTPAnswer {
             self.init(status: .conflict, body: Self.message(message, result: "FAILURE"))
         case .storage(.database), .internal:
             self.init(status: .internalServerError, body: Self.message(error.message))
+        case .overloaded(let message):
+            self.init(status: .serviceUnavailable, body: Self.message(message), headers: [.retryAfter: "1"])
         }
     }
 
