@@ -47,11 +47,14 @@ def main():
     sock = socket.create_connection((host, int(port)))
     sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(4, 1, 0, b""))
     sent = 0
-    for n in range(frames):
-        block = request + (entry if n == 0 else b"") + references
-        data = frame(1, 4, 2 * n + 1, block)  # END_HEADERS, no END_STREAM
-        sent += len(data)
-        sock.sendall(data)
+    try:
+        for n in range(frames):
+            block = request + (entry if n == 0 else b"") + references
+            data = frame(1, 4, 2 * n + 1, block)  # END_HEADERS, no END_STREAM
+            sock.sendall(data)
+            sent += len(data)
+    except (BrokenPipeError, ConnectionResetError):
+        print(f"server closed the connection after {sent} bytes")
     sock.settimeout(2)
     received = b""
     try:
@@ -60,7 +63,7 @@ def main():
             if not chunk:
                 break
             received += chunk
-    except socket.timeout:
+    except (socket.timeout, ConnectionResetError):
         pass
     kinds = {}
     offset = 0
