@@ -90,16 +90,21 @@ public struct GRPCServerConfig: Sendable {
     public var maxConcurrentCalls: Int
     /// A connection with no open stream for this long is closed gracefully (GOAWAY); nil never.
     public var idleTimeout: Duration?
+    /// A request must arrive completely (headers to END_STREAM) within this; a slower one is
+    /// answered RESOURCE_EXHAUSTED and its buffer freed.
+    public var requestReceiveTimeout: Duration
 
     public init(maxReceiveMessageSize: Int = 4 << 20, maxBufferedBytesPerConnection: Int = 64 << 20,
                 http2: HTTP2Settings = HTTP2Settings(), maxConnections: Int = 1024,
-                maxConcurrentCalls: Int = 4096, idleTimeout: Duration? = .seconds(300)) {
+                maxConcurrentCalls: Int = 4096, idleTimeout: Duration? = .seconds(300),
+                requestReceiveTimeout: Duration = .seconds(30)) {
         self.maxReceiveMessageSize = maxReceiveMessageSize
         self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
         self.http2 = http2
         self.maxConnections = maxConnections
         self.maxConcurrentCalls = maxConcurrentCalls
         self.idleTimeout = idleTimeout
+        self.requestReceiveTimeout = requestReceiveTimeout
     }
 }
 
@@ -119,7 +124,9 @@ public enum GRPCServerAction: Sendable {
 public final class GRPCServerConnection {
     private enum StreamState {
         /// Receiving headers and DATA.
-        case receiving(headers: [HeaderField], buffer: [UInt8], deadline: ContinuousClock.Instant?)
+        /// `since`: when its headers arrived.
+        case receiving(headers: [HeaderField], buffer: [UInt8], deadline: ContinuousClock.Instant?,
+                       since: ContinuousClock.Instant)
         /// Answered early with an error; further DATA is dropped.
         case rejected
         /// Handler running; waiting for `complete` or `expire`.
@@ -200,6 +207,31 @@ public final class GRPCServerConnection {
         return true
     }
 
+    /// Streams whose request has not fully arrived `limit` after its headers (a peer that
+    /// trickles or stalls) are answered RESOURCE_EXHAUSTED and their buffers freed, so a slow
+    /// peer cannot hold memory or streams. Returns how many were cut off.
+    @discardableResult
+    public func cutOffSlowRequests(limit: Duration) -> Int {
+        let cutoff = now() - limit
+        var slow: [Int32] = []
+        for (id, state) in streams {
+            if case .receiving(_, let buffer, _, let since) = state, since <= cutoff {
+                bufferedBytes -= buffer.count
+                slow.append(id)
+            }
+        }
+        for id in slow.sorted() {
+            streams[id] = .rejected
+            sendError(streamID: id, RPCError(.resourceExhausted, "request did not arrive completely within \(limit)"))
+        }
+        return slow.count
+    }
+
+    /// True while some request is still arriving (the transport then checks `cutOffSlowRequests`).
+    public var hasIncompleteRequests: Bool {
+        streams.values.contains { if case .receiving = $0 { true } else { false } }
+    }
+
     /// Everything to write to the socket now.
     public func drainOutput(_ sink: (UnsafeRawBufferPointer) -> Void) throws(HTTP2Error) {
         try session.drainOutput(sink)
@@ -244,8 +276,9 @@ public final class GRPCServerConnection {
                 return
             }
             guard let rejection = validate(fields) else {
-                let deadline = fields["grpc-timeout"].flatMap(Wire.parseTimeout).map { now() + $0 }
-                streams[id] = .receiving(headers: fields, buffer: [], deadline: deadline)
+                let arrival = now()
+                let deadline = fields["grpc-timeout"].flatMap(Wire.parseTimeout).map { arrival + $0 }
+                streams[id] = .receiving(headers: fields, buffer: [], deadline: deadline, since: arrival)
                 if endStream { finishRequest(id, into: &actions) }
                 return
             }
@@ -253,7 +286,7 @@ public final class GRPCServerConnection {
             sendError(streamID: id, rejection.error, httpStatus: rejection.httpStatus)
         case .headersTooLarge(let id, let listSize, let limit, _):
             switch streams[id] {
-            case .receiving(_, let buffer, _)?: bufferedBytes -= buffer.count
+            case .receiving(_, let buffer, _, _)?: bufferedBytes -= buffer.count
             case .dispatched?, .rejected?: return
             case nil: break
             }
@@ -266,7 +299,7 @@ public final class GRPCServerConnection {
             finishRequest(id, into: &actions)
         case .streamClosed(let id, _):
             switch streams.removeValue(forKey: id) {
-            case .receiving(_, let buffer, _)?: bufferedBytes -= buffer.count
+            case .receiving(_, let buffer, _, _)?: bufferedBytes -= buffer.count
             case .dispatched?: actions.append(.cancel(streamID: id))
             case .rejected?, nil: break
             }
@@ -296,7 +329,7 @@ public final class GRPCServerConnection {
     }
 
     private func receiveData(_ id: Int32, _ bytes: [UInt8]) {
-        guard case .receiving(let headers, var buffer, let deadline) = streams[id] else { return }
+        guard case .receiving(let headers, var buffer, let deadline, let since) = streams[id] else { return }
         // The 5-byte prefix tells the size up front: refuse before buffering a huge message.
         let declared = buffer.count < 5 ? Wire.declaredLength(buffer + bytes.prefix(5 - buffer.count)) : nil
         let limit = config.maxReceiveMessageSize
@@ -319,11 +352,11 @@ public final class GRPCServerConnection {
         streams[id] = .rejected  // drop our reference so the append below does not copy the buffer
         buffer.append(contentsOf: bytes)
         bufferedBytes += bytes.count
-        streams[id] = .receiving(headers: headers, buffer: buffer, deadline: deadline)
+        streams[id] = .receiving(headers: headers, buffer: buffer, deadline: deadline, since: since)
     }
 
     private func finishRequest(_ id: Int32, into actions: inout [GRPCServerAction]) {
-        guard case .receiving(let headers, let buffer, let deadline) = streams[id] else { return }
+        guard case .receiving(let headers, let buffer, let deadline, _) = streams[id] else { return }
         bufferedBytes -= buffer.count
         if let deadline, now() >= deadline {
             // Nothing was started, so nothing happens: the client is told so plainly.

@@ -106,6 +106,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
     private var running: [Int32: Running] = [:]
     private var context: ChannelHandlerContext?
     private var idleTimer: Scheduled<Void>?
+    private let requestReceiveTimeout: Duration
+    private var slowRequestTimer: Scheduled<Void>?
 
     init(router: GRPCRouter, config: GRPCServerConfig, calls: CallAdmission, logger: Logger,
          refusal: String? = nil) throws {
@@ -113,6 +115,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
         self.calls = calls
         self.logger = logger
         self.idleTimeout = config.idleTimeout
+        self.requestReceiveTimeout = config.requestReceiveTimeout
         self.refusal = refusal
     }
 
@@ -139,6 +142,22 @@ final class GRPCServerHandler: ChannelInboundHandler {
         // Our SETTINGS go first.
         flush(context)
         updateIdleTimer(context)
+    }
+
+    /// While a request is still arriving, checks every half receive timeout for requests that
+    /// took too long.
+    private func updateSlowRequestTimer(_ context: ChannelHandlerContext) {
+        guard slowRequestTimer == nil, connection.hasIncompleteRequests else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        slowRequestTimer = context.eventLoop.scheduleTask(in: .nanoseconds(requestReceiveTimeout.nanoseconds / 2)) {
+            let handler = bound.value
+            handler.slowRequestTimer = nil
+            guard let context = handler.context else { return }
+            if handler.connection.cutOffSlowRequests(limit: handler.requestReceiveTimeout) > 0 {
+                handler.flush(context)
+            }
+            handler.updateSlowRequestTimer(context)
+        }
     }
 
     /// Arms the idle timer while the connection has no stream, disarms it when one opens.
@@ -182,6 +201,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
             return
         }
         updateIdleTimer(context)
+        updateSlowRequestTimer(context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -209,6 +229,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         idleTimer = nil
+        slowRequestTimer?.cancel()
+        slowRequestTimer = nil
         for (_, call) in running {
             call.task?.cancel()
             call.timer?.cancel()

@@ -64,6 +64,9 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "Seconds a gRPC or HTTP connection may stay without a request before it is closed (gRPC with GOAWAY); 0 never closes.")
     var idleTimeout: Int64 = 300
 
+    @Option(help: "Seconds a gRPC request may take to arrive completely after its headers; a slower one gets RESOURCE_EXHAUSTED and its buffer is freed.")
+    var requestReceiveTimeout: Int64 = 30
+
     @Option(help: "Seconds to wait for a TCP connection to a branch (each call is also bounded by its request timeout).")
     var branchConnectTimeout: Int64 = 3
 
@@ -89,8 +92,8 @@ struct Dtm: AsyncParsableCommand {
         }
         let day: Int64 = 86_400
         guard (0...day).contains(idleTimeout), (1...day).contains(branchConnectTimeout),
-              (1...day).contains(branchIdleTimeout) else {
-            throw ValidationError("need --idle-timeout 0...86400, --branch-connect-timeout and --branch-idle-timeout 1...86400")
+              (1...day).contains(branchIdleTimeout), (1...day).contains(requestReceiveTimeout) else {
+            throw ValidationError("need --idle-timeout 0...86400; --request-receive-timeout, --branch-connect-timeout and --branch-idle-timeout 1...86400")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -116,7 +119,8 @@ struct Dtm: AsyncParsableCommand {
             maxReceiveMessageSize: maxMessageSize,
             http2: HTTP2Settings(maxConcurrentStreams: UInt32(maxConcurrentStreams),
                                  maxHeaderListSize: UInt32(maxHeaderListSize)),
-            maxConnections: maxGrpcConnections, maxConcurrentCalls: maxConcurrentCalls, idleTimeout: idle)
+            maxConnections: maxGrpcConnections, maxConcurrentCalls: maxConcurrentCalls, idleTimeout: idle,
+            requestReceiveTimeout: .seconds(requestReceiveTimeout))
         let coordinator = try await CoordinatorServer.start(
             CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
                               http: HTTPServerLimits(maxConcurrentRequests: maxConcurrentHttpRequests, idleTimeout: idle),

@@ -15,15 +15,16 @@ import Testing
         var resets: [Int32: UInt32] = [:]
         var goAwayCode: UInt32?
 
-        init(config: GRPCServerConfig = GRPCServerConfig()) throws {
-            server = try GRPCServerConnection(router: testRouter(), config: config)
+        init(config: GRPCServerConfig = GRPCServerConfig(),
+             now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) throws {
+            server = try GRPCServerConnection(router: testRouter(), config: config, now: now)
             decoder = try HPACKDecoder()
             try send(RawFrames.preface + RawFrames.emptySettings)
             try send(RawFrames.settingsAck)
         }
 
         func send(_ bytes: [UInt8]) throws {
-            actions += try server.receive(bytes)
+            if !bytes.isEmpty { actions += try server.receive(bytes) }
             for frame in RawFrames.parse(try server.pendingOutput()) {
                 switch frame.type {
                 case 1:
@@ -107,6 +108,32 @@ import Testing
         #expect(peer.resets[5] != nil || peer.goAwayCode != nil, "stream 5 refused")
         #expect(peer.blocks[5] == nil)
         #expect(peer.server.openStreams <= 2)
+    }
+
+    /// A clock the test moves by hand.
+    private final class ManualClock: @unchecked Sendable {
+        var now = ContinuousClock.now
+    }
+
+    /// A peer that sends headers and part of a message, then stalls, loses the stream after the
+    /// receive timeout: answered RESOURCE_EXHAUSTED, buffer freed. A complete request is untouched.
+    @Test func stalledRequestIsCutOffAndItsBufferFreed() throws {
+        let clock = ManualClock()
+        let peer = try RawPeer(now: { clock.now })
+        try peer.send(RawFrames.headers(stream: 1, block: RawFrames.grpcRequest(path: "/test.Echo/Slow")))
+        let partial = [0, 0, 0, 0, 100] + [UInt8](repeating: 7, count: 10)  // declares 100 bytes, sends 10
+        try peer.send(RawFrames.frame(type: 0, flags: 0, stream: 1, payload: partial))
+        #expect(peer.server.bufferedRequestBytes == 15)
+        #expect(peer.server.hasIncompleteRequests)
+        clock.now += .seconds(10)
+        #expect(peer.server.cutOffSlowRequests(limit: .seconds(30)) == 0)
+        clock.now += .seconds(21)
+        #expect(peer.server.cutOffSlowRequests(limit: .seconds(30)) == 1)
+        try peer.send([])
+        #expect(peer.server.bufferedRequestBytes == 0)
+        #expect(!peer.server.hasIncompleteRequests)
+        #expect(peer.endedStreams.contains(1))
+        #expect(peer.blocks[1]?.last?["grpc-status"] == String(GRPCStatusCode.resourceExhausted.rawValue))
     }
 
     /// Finding: a call whose grpc-timeout has already expired when its request is complete is
