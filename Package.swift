@@ -65,9 +65,11 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], resources: [.embedInCode("openapi.json")]),
         .executableTarget(name: "dtm", dependencies: [
-            "DtmServer", "DtmEngine", "DtmStore",
+            "DtmServer", "DtmEngine", "DtmStore", "DtmGRPC",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -79,10 +81,17 @@ let package = Package(
         ]),
 
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
-        .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2"]),
+        .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
-        .testTarget(name: "DtmServerTests", dependencies: ["DtmServer"]),
+        .testTarget(name: "DtmServerTests", dependencies: [
+            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
         .testTarget(name: "DtmHTTPTests", dependencies: [
             "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -110,6 +110,11 @@ public final class GRPCClientConnection {
             } else {
                 finish(id, result(call: call, trailers: fields), into: &completions)
             }
+        case .headersTooLarge(let id, let listSize, let limit, _):
+            guard calls[id] != nil else { return }
+            finish(id, .failure(RPCError(.resourceExhausted,
+                "response header list of \(listSize) bytes exceeds the limit of \(limit) bytes")), into: &completions)
+            try? session.resetStream(id, code: .cancel)
         case .data(let id, let bytes):
             guard var call = calls[id] else { return }
             calls[id] = nil  // drop our reference so the append does not copy the buffer

@@ -9,12 +9,25 @@ public struct GRPCRequest: Sendable {
     public var message: [UInt8]
     /// From `grpc-timeout`; the server answers DEADLINE_EXCEEDED when it passes.
     public var timeout: Duration?
+    /// When the call expires: `timeout` counted from the arrival of the request headers.
+    public var deadline: ContinuousClock.Instant?
 
-    public init(path: String, metadata: Metadata = Metadata(), message: [UInt8], timeout: Duration? = nil) {
+    /// `deadline` defaults to `timeout` from now.
+    public init(path: String, metadata: Metadata = Metadata(), message: [UInt8], timeout: Duration? = nil,
+                deadline: ContinuousClock.Instant? = nil) {
         self.path = path
         self.metadata = metadata
         self.message = message
         self.timeout = timeout
+        self.deadline = deadline ?? timeout.map { ContinuousClock.now + $0 }
+    }
+
+    /// Throws DEADLINE_EXCEEDED once the deadline has passed: a handler calls this before it
+    /// starts work the client can no longer be told about (e.g. a durable write).
+    public func checkDeadline(now: ContinuousClock.Instant = .now) throws(RPCError) {
+        if let deadline, now >= deadline {
+            throw RPCError(.deadlineExceeded, "the call's deadline (grpc-timeout) passed before it was handled")
+        }
     }
 }
 
@@ -60,19 +73,38 @@ public struct GRPCRouter: Sendable {
     public var paths: [String] { routes.keys.sorted() }
 }
 
-/// Limits of a server connection.
+/// Limits of the gRPC server and of each of its connections.
 public struct GRPCServerConfig: Sendable {
     /// Larger request messages get RESOURCE_EXHAUSTED (gRPC's default is 4 MiB).
     public var maxReceiveMessageSize: Int
     /// Bytes of unfinished requests one connection may buffer before new data is refused.
     public var maxBufferedBytesPerConnection: Int
+    /// Concurrent streams per connection and the header list limit are advertised and
+    /// enforced from here.
     public var http2: HTTP2Settings
+    /// Open connections the server accepts; one more is answered GOAWAY(ENHANCE_YOUR_CALM)
+    /// and closed (clients see UNAVAILABLE).
+    public var maxConnections: Int
+    /// Handlers running at once over all connections; a call beyond it is answered
+    /// RESOURCE_EXHAUSTED with a `grpc-retry-pushback-ms` hint.
+    public var maxConcurrentCalls: Int
+    /// A connection with no open stream for this long is closed gracefully (GOAWAY); nil never.
+    public var idleTimeout: Duration?
+    /// A request must arrive completely (headers to END_STREAM) within this; a slower one is
+    /// answered RESOURCE_EXHAUSTED and its buffer freed.
+    public var requestReceiveTimeout: Duration
 
     public init(maxReceiveMessageSize: Int = 4 << 20, maxBufferedBytesPerConnection: Int = 64 << 20,
-                http2: HTTP2Settings = HTTP2Settings()) {
+                http2: HTTP2Settings = HTTP2Settings(), maxConnections: Int = 1024,
+                maxConcurrentCalls: Int = 4096, idleTimeout: Duration? = .seconds(300),
+                requestReceiveTimeout: Duration = .seconds(30)) {
         self.maxReceiveMessageSize = maxReceiveMessageSize
         self.maxBufferedBytesPerConnection = maxBufferedBytesPerConnection
         self.http2 = http2
+        self.maxConnections = maxConnections
+        self.maxConcurrentCalls = maxConcurrentCalls
+        self.idleTimeout = idleTimeout
+        self.requestReceiveTimeout = requestReceiveTimeout
     }
 }
 
@@ -92,7 +124,9 @@ public enum GRPCServerAction: Sendable {
 public final class GRPCServerConnection {
     private enum StreamState {
         /// Receiving headers and DATA.
-        case receiving(headers: [HeaderField], buffer: [UInt8])
+        /// `since`: when its headers arrived.
+        case receiving(headers: [HeaderField], buffer: [UInt8], deadline: ContinuousClock.Instant?,
+                       since: ContinuousClock.Instant)
         /// Answered early with an error; further DATA is dropped.
         case rejected
         /// Handler running; waiting for `complete` or `expire`.
@@ -104,13 +138,24 @@ public final class GRPCServerConnection {
     private let session: HTTP2Session
     private var streams: [Int32: StreamState] = [:]
     private var bufferedBytes = 0
+    private let now: @Sendable () -> ContinuousClock.Instant
     public private(set) var isShuttingDown = false
 
-    public init(router: GRPCRouter, config: GRPCServerConfig = GRPCServerConfig()) throws(HTTP2Error) {
+    /// `now` is the clock deadlines are read from (tests move it by hand).
+    public init(router: GRPCRouter, config: GRPCServerConfig = GRPCServerConfig(),
+                now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) throws(HTTP2Error) {
         self.router = router
         self.config = config
+        self.now = now
         self.session = try HTTP2Session(role: .server, settings: config.http2)
     }
+
+    /// Streams the connection is tracking (receiving, answered early, or running a handler).
+    /// Zero means the connection is idle.
+    public var openStreams: Int { streams.count }
+
+    /// Bytes of request messages buffered for streams still receiving.
+    public var bufferedRequestBytes: Int { bufferedBytes }
 
     /// Streams whose handler has not answered yet.
     public var inFlight: Int {
@@ -162,6 +207,31 @@ public final class GRPCServerConnection {
         return true
     }
 
+    /// Streams whose request has not fully arrived `limit` after its headers (a peer that
+    /// trickles or stalls) are answered RESOURCE_EXHAUSTED and their buffers freed, so a slow
+    /// peer cannot hold memory or streams. Returns how many were cut off.
+    @discardableResult
+    public func cutOffSlowRequests(limit: Duration) -> Int {
+        let cutoff = now() - limit
+        var slow: [Int32] = []
+        for (id, state) in streams {
+            if case .receiving(_, let buffer, _, let since) = state, since <= cutoff {
+                bufferedBytes -= buffer.count
+                slow.append(id)
+            }
+        }
+        for id in slow.sorted() {
+            streams[id] = .rejected
+            sendError(streamID: id, RPCError(.resourceExhausted, "request did not arrive completely within \(limit)"))
+        }
+        return slow.count
+    }
+
+    /// True while some request is still arriving (the transport then checks `cutOffSlowRequests`).
+    public var hasIncompleteRequests: Bool {
+        streams.values.contains { if case .receiving = $0 { true } else { false } }
+    }
+
     /// Everything to write to the socket now.
     public func drainOutput(_ sink: (UnsafeRawBufferPointer) -> Void) throws(HTTP2Error) {
         try session.drainOutput(sink)
@@ -176,6 +246,13 @@ public final class GRPCServerConnection {
         guard !isShuttingDown else { return }
         isShuttingDown = true
         try? session.shutdownNotice()
+    }
+
+    /// Refuses the whole connection before any stream: GOAWAY naming no processed stream,
+    /// ENHANCE_YOUR_CALM and `reason` as debug data. Close once `drainOutput` is written.
+    public func refuse(reason: String) {
+        isShuttingDown = true
+        try? session.goAway(code: .enhanceYourCalm, debugData: Array(reason.utf8))
     }
 
     /// Graceful shutdown, step 2 (about one round trip later): the final GOAWAY. Calls in
@@ -199,19 +276,30 @@ public final class GRPCServerConnection {
                 return
             }
             guard let rejection = validate(fields) else {
-                streams[id] = .receiving(headers: fields, buffer: [])
+                let arrival = now()
+                let deadline = fields["grpc-timeout"].flatMap(Wire.parseTimeout).map { arrival + $0 }
+                streams[id] = .receiving(headers: fields, buffer: [], deadline: deadline, since: arrival)
                 if endStream { finishRequest(id, into: &actions) }
                 return
             }
             streams[id] = .rejected
             sendError(streamID: id, rejection.error, httpStatus: rejection.httpStatus)
+        case .headersTooLarge(let id, let listSize, let limit, _):
+            switch streams[id] {
+            case .receiving(_, let buffer, _, _)?: bufferedBytes -= buffer.count
+            case .dispatched?, .rejected?: return
+            case nil: break
+            }
+            streams[id] = .rejected
+            sendError(streamID: id, RPCError(.resourceExhausted,
+                "header list of \(listSize == .max ? "unbounded" : String(listSize)) bytes exceeds the limit of \(limit) bytes (SETTINGS_MAX_HEADER_LIST_SIZE)"))
         case .data(let id, let bytes):
             receiveData(id, bytes)
         case .endStream(let id):
             finishRequest(id, into: &actions)
         case .streamClosed(let id, _):
             switch streams.removeValue(forKey: id) {
-            case .receiving(_, let buffer)?: bufferedBytes -= buffer.count
+            case .receiving(_, let buffer, _, _)?: bufferedBytes -= buffer.count
             case .dispatched?: actions.append(.cancel(streamID: id))
             case .rejected?, nil: break
             }
@@ -241,7 +329,7 @@ public final class GRPCServerConnection {
     }
 
     private func receiveData(_ id: Int32, _ bytes: [UInt8]) {
-        guard case .receiving(let headers, var buffer) = streams[id] else { return }
+        guard case .receiving(let headers, var buffer, let deadline, let since) = streams[id] else { return }
         // The 5-byte prefix tells the size up front: refuse before buffering a huge message.
         let declared = buffer.count < 5 ? Wire.declaredLength(buffer + bytes.prefix(5 - buffer.count)) : nil
         let limit = config.maxReceiveMessageSize
@@ -264,12 +352,18 @@ public final class GRPCServerConnection {
         streams[id] = .rejected  // drop our reference so the append below does not copy the buffer
         buffer.append(contentsOf: bytes)
         bufferedBytes += bytes.count
-        streams[id] = .receiving(headers: headers, buffer: buffer)
+        streams[id] = .receiving(headers: headers, buffer: buffer, deadline: deadline, since: since)
     }
 
     private func finishRequest(_ id: Int32, into actions: inout [GRPCServerAction]) {
-        guard case .receiving(let headers, let buffer) = streams[id] else { return }
+        guard case .receiving(let headers, let buffer, let deadline, _) = streams[id] else { return }
         bufferedBytes -= buffer.count
+        if let deadline, now() >= deadline {
+            // Nothing was started, so nothing happens: the client is told so plainly.
+            streams[id] = .rejected
+            sendError(streamID: id, RPCError(.deadlineExceeded, "the call's deadline (grpc-timeout) passed before its request arrived"))
+            return
+        }
         let path = headers[":path"] ?? ""
         guard let handler = router.handler(for: path) else { return }
         let message: [UInt8]
@@ -285,7 +379,8 @@ public final class GRPCServerConnection {
         streams[id] = .dispatched
         let timeout = headers["grpc-timeout"].flatMap(Wire.parseTimeout)
         actions.append(.start(streamID: id,
-                              request: GRPCRequest(path: path, metadata: metadata, message: message, timeout: timeout),
+                              request: GRPCRequest(path: path, metadata: metadata, message: message, timeout: timeout,
+                                                   deadline: deadline),
                               handler: handler))
     }
 

@@ -19,7 +19,7 @@ public final class HTTP2Session {
     /// first frame after the connection preface, which nghttp2 adds itself).
     public init(role: Role, settings: HTTP2Settings = HTTP2Settings()) throws(HTTP2Error) {
         self.role = role
-        self.state = SessionState()
+        self.state = SessionState(maxHeaderListSize: Int(settings.maxHeaderListSize))
 
         var callbacks: OpaquePointer?
         try check(nghttp2_session_callbacks_new(&callbacks))
@@ -155,9 +155,13 @@ public final class HTTP2Session {
 
     /// Final GOAWAY naming the last stream we processed; the connection may close once
     /// `wantsRead` and `wantsWrite` are both false.
-    public func goAway(code: HTTP2ErrorCode = .noError) throws(HTTP2Error) {
+    /// `debugData` is opaque diagnostic text for the peer (RFC 9113 §6.8).
+    public func goAway(code: HTTP2ErrorCode = .noError, debugData: [UInt8] = []) throws(HTTP2Error) {
         let last = nghttp2_session_get_last_proc_stream_id(session)
-        let rv = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code.rawValue, nil, 0)
+        let rv = debugData.withUnsafeBufferPointer {
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code.rawValue,
+                                  $0.baseAddress, $0.count)
+        }
         if rv != 0 { throw HTTP2Session.error(rv) }
     }
 
@@ -195,8 +199,14 @@ private struct OutgoingBody {
 /// What the C callbacks write to; read by the owning session after each nghttp2 call.
 private final class SessionState {
     var events: [HTTP2Event] = []
-    var headerBlocks: [Int32: [HeaderField]] = [:]
+    var headerBlocks: [Int32: HeaderBlock] = [:]
     var outgoing: [Int32: OutgoingBody] = [:]
+    /// Our advertised SETTINGS_MAX_HEADER_LIST_SIZE, enforced per header block as it is decoded.
+    let maxHeaderListSize: Int
+
+    init(maxHeaderListSize: Int) {
+        self.maxHeaderListSize = maxHeaderListSize
+    }
 
     func takeEvents() -> [HTTP2Event] {
         defer { events = [] }
@@ -206,6 +216,28 @@ private final class SessionState {
     static func from(_ userData: UnsafeMutableRawPointer?) -> SessionState? {
         guard let userData else { return nil }
         return Unmanaged<SessionState>.fromOpaque(userData).takeUnretainedValue()
+    }
+}
+
+/// A header block being decoded. HPACK lets a few wire bytes name a large table entry again
+/// and again, so the decoded size is counted as it grows (RFC 9113 §6.5.2: name + value + 32
+/// per field) and the fields are dropped once it passes the limit: an oversized block costs
+/// nothing more than its count.
+private struct HeaderBlock {
+    var fields: [HeaderField] = []
+    var listSize = 0
+    var tooLarge = false
+
+    mutating func add(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>, limit: Int) {
+        let (size, overflow) = listSize.addingReportingOverflow(name.count &+ value.count &+ 32)
+        listSize = overflow ? .max : size
+        guard listSize <= limit else {
+            // Keep decoding (the HPACK table must stay in step with the peer) but keep nothing.
+            tooLarge = true
+            fields = []
+            return
+        }
+        fields.append(HeaderField(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
     }
 }
 
@@ -239,16 +271,15 @@ private func withNV<R>(_ fields: [HeaderField], _ body: (UnsafePointer<nghttp2_n
 
 private let onBeginHeaders: nghttp2_on_begin_headers_callback = { _, frame, userData in
     guard let frame, let state = SessionState.from(userData) else { return 0 }
-    state.headerBlocks[frame.pointee.hd.stream_id] = []
+    state.headerBlocks[frame.pointee.hd.stream_id] = HeaderBlock()
     return 0
 }
 
 private let onHeader: nghttp2_on_header_callback = { _, frame, name, nameLength, value, valueLength, _, userData in
     guard let frame, let state = SessionState.from(userData) else { return 0 }
-    let field = HeaderField(
-        String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self),
-        String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self))
-    state.headerBlocks[frame.pointee.hd.stream_id, default: []].append(field)
+    state.headerBlocks[frame.pointee.hd.stream_id, default: HeaderBlock()].add(
+        name: UnsafeBufferPointer(start: name, count: nameLength),
+        value: UnsafeBufferPointer(start: value, count: valueLength), limit: state.maxHeaderListSize)
     return 0
 }
 
@@ -258,8 +289,13 @@ private let onFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, userData i
     let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
     switch Int(header.type) {
     case Int(NGHTTP2_HEADERS.rawValue):
-        let fields = state.headerBlocks.removeValue(forKey: header.stream_id) ?? []
-        state.events.append(.headers(streamID: header.stream_id, fields: fields, endStream: endStream))
+        let block = state.headerBlocks.removeValue(forKey: header.stream_id) ?? HeaderBlock()
+        if block.tooLarge {
+            state.events.append(.headersTooLarge(streamID: header.stream_id, listSize: block.listSize,
+                                                 limit: state.maxHeaderListSize, endStream: endStream))
+        } else {
+            state.events.append(.headers(streamID: header.stream_id, fields: block.fields, endStream: endStream))
+        }
     case Int(NGHTTP2_DATA.rawValue):
         if endStream { state.events.append(.endStream(streamID: header.stream_id)) }
     case Int(NGHTTP2_GOAWAY.rawValue):

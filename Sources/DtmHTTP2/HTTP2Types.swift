@@ -20,6 +20,10 @@ extension Array where Element == HeaderField {
 public enum HTTP2Event: Sendable, Equatable {
     /// A complete header block: request headers (server), response headers or trailers (client).
     case headers(streamID: Int32, fields: [HeaderField], endStream: Bool)
+    /// A header block whose decoded size (name + value + 32 per field, RFC 9113 §6.5.2) passed
+    /// our SETTINGS_MAX_HEADER_LIST_SIZE; its fields were dropped as they were decoded. The
+    /// stream is still open: answer it with an error (431 / RESOURCE_EXHAUSTED) or reset it.
+    case headersTooLarge(streamID: Int32, listSize: Int, limit: Int, endStream: Bool)
     /// A chunk of a DATA frame's payload.
     case data(streamID: Int32, bytes: [UInt8])
     /// The peer ended its side of the stream with a DATA frame.
@@ -60,14 +64,18 @@ public enum HTTP2Error: Error, Equatable, Sendable, CustomStringConvertible {
 
 /// What we advertise to the peer in our SETTINGS frame.
 public struct HTTP2Settings: Sendable, Equatable {
+    /// Streams the peer may open at once; nghttp2 refuses more (REFUSED_STREAM, or a connection
+    /// error once the peer has acknowledged the setting).
     public var maxConcurrentStreams: UInt32
     /// Per-stream receive window.
     public var initialWindowSize: UInt32
     /// Connection-level receive window.
     public var connectionWindowSize: Int32
+    /// Largest decoded header block accepted (RFC 9113 counting); larger ones are reported as
+    /// `HTTP2Event.headersTooLarge` without keeping their fields.
     public var maxHeaderListSize: UInt32
 
-    public init(maxConcurrentStreams: UInt32 = 1000, initialWindowSize: UInt32 = 1 << 20,
+    public init(maxConcurrentStreams: UInt32 = 100, initialWindowSize: UInt32 = 1 << 20,
                 connectionWindowSize: Int32 = 16 << 20, maxHeaderListSize: UInt32 = 16 << 10) {
         self.maxConcurrentStreams = maxConcurrentStreams
         self.initialWindowSize = initialWindowSize

@@ -6,17 +6,22 @@ import NIOPosix
 
 /// Settings of the outbound gRPC client.
 public struct GRPCClientConfig: Sendable {
+    /// Longest wait for a TCP connection; a call's own deadline cuts it shorter.
     public var connectTimeout: Duration
     public var maxReceiveMessageSize: Int
+    /// A pooled connection with no call for this long is closed and leaves the pool.
+    public var idleTimeout: Duration
 
-    public init(connectTimeout: Duration = .seconds(3), maxReceiveMessageSize: Int = 4 << 20) {
+    public init(connectTimeout: Duration = .seconds(3), maxReceiveMessageSize: Int = 4 << 20,
+                idleTimeout: Duration = .seconds(120)) {
         self.connectTimeout = connectTimeout
         self.maxReceiveMessageSize = maxReceiveMessageSize
+        self.idleTimeout = idleTimeout
     }
 }
 
 /// Unary gRPC calls to any `host:port`, multiplexed over one pooled HTTP/2 connection per
-/// authority. A connection that fails or receives GOAWAY is replaced on the next call.
+/// authority. A connection that fails, receives GOAWAY or stays idle is replaced on the next call.
 public final class GRPCClient: Sendable {
     private let group: EventLoopGroup
     private let config: GRPCClientConfig
@@ -33,21 +38,46 @@ public final class GRPCClient: Sendable {
     }
 
     /// Calls `path` (`/package.Service/Method`) on `target` (`host:port`) with a serialised
-    /// request message and returns the serialised response. Connection failures surface as
+    /// request message and returns the serialised response. One deadline, `timeout` from now,
+    /// covers connecting, sending and the whole response. Connection failures surface as
     /// UNAVAILABLE, an expired `timeout` as DEADLINE_EXCEEDED, task cancellation as CANCELLED.
     public func unary(target: String, path: String, message: [UInt8], metadata: Metadata = Metadata(),
                       timeout: Duration? = nil) async throws(RPCError) -> GRPCResponse {
-        let connection: ClientConnection
-        do {
-            connection = try await self.connection(to: target).get()
-        } catch let error as RPCError {
-            throw error
-        } catch {
-            throw RPCError(.unavailable, "cannot connect to \(target): \(error)")
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        // A pooled connection may retire (idle, GOAWAY) between the pool handing it out and the
+        // call reaching it; the call was not sent, so it goes once more on a fresh connection.
+        var attempts = 0
+        while true {
+            attempts += 1
+            let connection = try await self.connection(to: target, deadline: deadline)
+            do throws(CallFailure) {
+                return try await call(on: connection, target: target, path: path, message: message,
+                                      metadata: metadata, deadline: deadline)
+            } catch {
+                switch error {
+                case .retired where attempts < 2:
+                    continue
+                case .retired:
+                    throw RPCError(.unavailable, "connection to \(target) closed before the call started")
+                case .failed(let error):
+                    throw error
+                }
+            }
         }
+    }
+
+    private enum CallFailure: Error {
+        /// The connection was closing when the call reached it; nothing was sent.
+        case retired
+        case failed(RPCError)
+    }
+
+    private func call(on connection: ClientConnection, target: String, path: String, message: [UInt8],
+                      metadata: Metadata, deadline: ContinuousClock.Instant?) async throws(CallFailure) -> GRPCResponse {
         let promise = connection.eventLoop.makePromise(of: GRPCResponse.self)
         let callID = NIOLockedValueBox<Int32?>(nil)
         connection.eventLoop.execute {
+            let timeout = deadline.map { max($0 - ContinuousClock.now, .zero) }
             callID.withLockedValue { $0 = connection.handler.value.start(
                 path: path, message: message, metadata: metadata, timeout: timeout, promise: promise) }
         }
@@ -58,13 +88,43 @@ public final class GRPCClient: Sendable {
                 connection.eventLoop.execute {
                     if let id = callID.withLockedValue({ $0 }) {
                         connection.handler.value.cancel(id, RPCError(.cancelled, "call cancelled by the caller"))
+                    } else {
+                        promise.fail(RPCError(.cancelled, "call cancelled by the caller"))
                     }
                 }
+            }
+        } catch is ConnectionRetired {
+            throw CallFailure.retired
+        } catch let error as RPCError {
+            throw CallFailure.failed(error)
+        } catch {
+            throw CallFailure.failed(RPCError(.unavailable, "call to \(target)\(path) failed: \(error)"))
+        }
+    }
+
+    /// The pooled connection for `target`, waiting at most until `deadline` (and not past
+    /// task cancellation) for it to connect.
+    private func connection(to target: String, deadline: ContinuousClock.Instant?) async throws(RPCError)
+        -> ClientConnection {
+        let future = connection(to: target)
+        let promise = future.eventLoop.makePromise(of: ClientConnection.self)
+        future.cascade(to: promise)
+        let timer = deadline.map { deadline in
+            future.eventLoop.scheduleTask(in: .nanoseconds(max(deadline - ContinuousClock.now, .zero).nanoseconds)) {
+                promise.fail(RPCError(.deadlineExceeded, "deadline exceeded while connecting to \(target)"))
+            }
+        }
+        defer { timer?.cancel() }
+        do {
+            return try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                promise.fail(RPCError(.cancelled, "call cancelled by the caller while connecting to \(target)"))
             }
         } catch let error as RPCError {
             throw error
         } catch {
-            throw RPCError(.unavailable, "call to \(target)\(path) failed: \(error)")
+            throw RPCError(.unavailable, "cannot connect to \(target): \(error)")
         }
     }
 

@@ -4,6 +4,9 @@ import NIOCore
 
 /// Glue between one outbound TCP connection and its `GRPCClientConnection`; lives on the
 /// channel's event loop, where every call starts, finishes and times out.
+/// A call reached a connection that is closing; nothing was sent, so it may go elsewhere.
+struct ConnectionRetired: Error {}
+
 final class GRPCClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -19,6 +22,8 @@ final class GRPCClientHandler: ChannelInboundHandler {
     private var pending: [Int32: Pending] = [:]
     private var context: ChannelHandlerContext?
     private var reportedUnusable = false
+    private let idleTimeout: Duration
+    private var idleTimer: Scheduled<Void>?
 
     init(authority: String, config: GRPCClientConfig, logger: Logger,
          onUnusable: @escaping @Sendable () -> Void) throws {
@@ -26,26 +31,34 @@ final class GRPCClientHandler: ChannelInboundHandler {
                                                    maxReceiveMessageSize: config.maxReceiveMessageSize)
         self.logger = logger
         self.onUnusable = onUnusable
+        self.idleTimeout = config.idleTimeout
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { flush() }
+        if context.channel.isActive {
+            flush()
+            armIdleTimer()
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
         // The connection preface and our SETTINGS go first.
         flush()
+        armIdleTimer()
         context.fireChannelActive()
     }
 
-    /// Starts a call; its result completes `promise`. Returns the stream id, nil if it failed to start.
+    /// Starts a call; its result completes `promise`. Returns the stream id, nil if it failed to
+    /// start. A connection that is closing fails the promise with `ConnectionRetired`.
     func start(path: String, message: [UInt8], metadata: Metadata, timeout: Duration?,
                promise: EventLoopPromise<GRPCResponse>) -> Int32? {
-        guard let context, context.channel.isActive, !connection.isGoingAway else {
-            promise.fail(RPCError(.unavailable, "connection to \(connection.authority) is closed"))
+        guard let context, context.channel.isActive, !connection.isGoingAway, !reportedUnusable else {
+            promise.fail(ConnectionRetired())
             return nil
         }
+        idleTimer?.cancel()
+        idleTimer = nil
         let id: Int32
         do {
             id = try connection.startCall(path: path, message: message, metadata: metadata, timeout: timeout)
@@ -96,6 +109,8 @@ final class GRPCClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
         failAll(RPCError(.unavailable, "connection to \(connection.authority) closed"))
         self.context = nil
         context.fireChannelInactive()
@@ -111,6 +126,22 @@ final class GRPCClientHandler: ChannelInboundHandler {
         call.timer?.cancel()
         call.promise.completeWith(completion.result.mapError { $0 as Error })
         if connection.isGoingAway && pending.isEmpty { context?.close(promise: nil) }
+        armIdleTimer()
+    }
+
+    /// With no call in flight, the connection retires after `idleTimeout`: it leaves the pool
+    /// first, so no new call is handed to it, then closes.
+    private func armIdleTimer() {
+        guard pending.isEmpty, idleTimer == nil, let context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(idleTimeout.nanoseconds)) {
+            let handler = bound.value
+            handler.idleTimer = nil
+            guard handler.pending.isEmpty else { return }
+            handler.logger.debug("closing idle client connection", metadata: ["target": "\(handler.connection.authority)"])
+            handler.markUnusable()
+            handler.context?.close(promise: nil)
+        }
     }
 
     private func failAll(_ error: RPCError) {

@@ -30,18 +30,30 @@ public final class GRPCServer: Sendable {
                              group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "dtm.grpc.server")) async throws -> GRPCServer {
         let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
+        let calls = CallAdmission(limit: config.maxConcurrentCalls)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                connections.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
-                channel.closeFuture.whenComplete { _ in
-                    _ = connections.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                let admitted = connections.withLockedValue { open in
+                    guard open.count < config.maxConnections else { return false }
+                    open[ObjectIdentifier(channel)] = channel
+                    return true
+                }
+                if admitted {
+                    channel.closeFuture.whenComplete { _ in
+                        _ = connections.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                    }
+                } else {
+                    logger.warning("refusing connection: at the limit of open connections",
+                                   metadata: ["limit": "\(config.maxConnections)"])
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let handler = try GRPCServerHandler(router: router, config: config, logger: logger)
+                    let handler = try GRPCServerHandler(
+                        router: router, config: config, calls: calls, logger: logger,
+                        refusal: admitted ? nil : "server is at its limit of \(config.maxConnections) connections")
                     try channel.pipeline.syncOperations.addHandlers([BackPressureHandler(), handler])
                 }
             }
@@ -87,23 +99,87 @@ final class GRPCServerHandler: ChannelInboundHandler {
 
     private let connection: GRPCServerConnection
     private let logger: Logger
+    private let calls: CallAdmission
+    private let idleTimeout: Duration?
+    /// Set for a connection over the server's limit: it is told why and closed.
+    private let refusal: String?
     private var running: [Int32: Running] = [:]
     private var context: ChannelHandlerContext?
+    private var idleTimer: Scheduled<Void>?
+    private let requestReceiveTimeout: Duration
+    private var slowRequestTimer: Scheduled<Void>?
 
-    init(router: GRPCRouter, config: GRPCServerConfig, logger: Logger) throws {
+    init(router: GRPCRouter, config: GRPCServerConfig, calls: CallAdmission, logger: Logger,
+         refusal: String? = nil) throws {
         self.connection = try GRPCServerConnection(router: router, config: config)
+        self.calls = calls
         self.logger = logger
+        self.idleTimeout = config.idleTimeout
+        self.requestReceiveTimeout = config.requestReceiveTimeout
+        self.refusal = refusal
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { flush(context) }
+        if context.channel.isActive { activate(context) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        activate(context)
+        context.fireChannelActive()
+    }
+
+    private func activate(_ context: ChannelHandlerContext) {
+        if let refusal {
+            // SETTINGS then GOAWAY(ENHANCE_YOUR_CALM), then close once they are written.
+            connection.refuse(reason: refusal)
+            var buffer = context.channel.allocator.buffer(capacity: 128)
+            try? connection.drainOutput { buffer.writeBytes($0) }
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(buffer)).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
         // Our SETTINGS go first.
         flush(context)
-        context.fireChannelActive()
+        updateIdleTimer(context)
+    }
+
+    /// While a request is still arriving, checks every half receive timeout for requests that
+    /// took too long.
+    private func updateSlowRequestTimer(_ context: ChannelHandlerContext) {
+        guard slowRequestTimer == nil, connection.hasIncompleteRequests else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        slowRequestTimer = context.eventLoop.scheduleTask(in: .nanoseconds(requestReceiveTimeout.nanoseconds / 2)) {
+            let handler = bound.value
+            handler.slowRequestTimer = nil
+            guard let context = handler.context else { return }
+            if handler.connection.cutOffSlowRequests(limit: handler.requestReceiveTimeout) > 0 {
+                handler.flush(context)
+            }
+            handler.updateSlowRequestTimer(context)
+        }
+    }
+
+    /// Arms the idle timer while the connection has no stream, disarms it when one opens.
+    private func updateIdleTimer(_ context: ChannelHandlerContext) {
+        guard let idleTimeout, !connection.isShuttingDown else { return }
+        let idle = connection.openStreams == 0 && running.isEmpty
+        if !idle {
+            idleTimer?.cancel()
+            idleTimer = nil
+            return
+        }
+        guard idleTimer == nil else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(idleTimeout.nanoseconds)) {
+            let handler = bound.value
+            handler.idleTimer = nil
+            guard let context = handler.context, handler.connection.openStreams == 0, handler.running.isEmpty else {
+                return
+            }
+            handler.logger.debug("closing idle connection")
+            handler.shutDownGracefully(context)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -122,7 +198,10 @@ final class GRPCServerHandler: ChannelInboundHandler {
         if connection.canClose {
             // nghttp2 ended the session (GOAWAY exchanged, no stream left): close the socket.
             context.close(promise: nil)
+            return
         }
+        updateIdleTimer(context)
+        updateSlowRequestTimer(context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -130,6 +209,13 @@ final class GRPCServerHandler: ChannelInboundHandler {
             context.fireUserInboundEventTriggered(event)
             return
         }
+        shutDownGracefully(context)
+    }
+
+    private func shutDownGracefully(_ context: ChannelHandlerContext) {
+        guard !connection.isShuttingDown else { return }
+        idleTimer?.cancel()
+        idleTimer = nil
         connection.beginShutdown()
         flush(context)
         // One round trip for requests already on the wire, then the final GOAWAY.
@@ -141,9 +227,14 @@ final class GRPCServerHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        slowRequestTimer?.cancel()
+        slowRequestTimer = nil
         for (_, call) in running {
             call.task?.cancel()
             call.timer?.cancel()
+            if call.task != nil { calls.leave() }
         }
         running = [:]
         self.context = nil
@@ -160,6 +251,13 @@ final class GRPCServerHandler: ChannelInboundHandler {
         case .start(let id, let request, .sync(let handler)):
             connection.complete(streamID: id, result: Result { () throws(RPCError) in try handler(request) })
         case .start(let id, let request, .async(let handler)):
+            guard calls.tryEnter() else {
+                var pushback = Metadata()
+                pushback.add("grpc-retry-pushback-ms", "1000")
+                connection.complete(streamID: id, result: .failure(RPCError(.resourceExhausted,
+                    "server is at its limit of \(calls.limit) calls in flight; retry later", metadata: pushback)))
+                return
+            }
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
             var call = Running()
@@ -172,8 +270,9 @@ final class GRPCServerHandler: ChannelInboundHandler {
                 }
                 loop.execute { bound.value.finish(id, result) }
             }
-            if let timeout = request.timeout {
-                call.timer = loop.scheduleTask(in: .nanoseconds(Int64(clamping: timeout.nanoseconds))) {
+            if let deadline = request.deadline {
+                let remaining = max(deadline - ContinuousClock.now, .zero)
+                call.timer = loop.scheduleTask(in: .nanoseconds(remaining.nanoseconds)) {
                     bound.value.expire(id)
                 }
             }
@@ -182,6 +281,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
             if let call = running.removeValue(forKey: id) {
                 call.task?.cancel()
                 call.timer?.cancel()
+                calls.leave()
             }
         }
     }
@@ -189,14 +289,22 @@ final class GRPCServerHandler: ChannelInboundHandler {
     private func finish(_ id: Int32, _ result: Result<GRPCResponse, RPCError>) {
         guard let call = running.removeValue(forKey: id) else { return }
         call.timer?.cancel()
+        calls.leave()
         connection.complete(streamID: id, result: result)
-        if let context { flush(context) }
+        if let context {
+            flush(context)
+            updateIdleTimer(context)
+        }
     }
 
     private func expire(_ id: Int32) {
         guard let call = running.removeValue(forKey: id) else { return }
         if connection.expire(streamID: id) { call.task?.cancel() }
-        if let context { flush(context) }
+        calls.leave()
+        if let context {
+            flush(context)
+            updateIdleTimer(context)
+        }
     }
 
     private func flush(_ context: ChannelHandlerContext) {
@@ -210,6 +318,28 @@ final class GRPCServerHandler: ChannelInboundHandler {
         if connection.isShuttingDown && running.isEmpty && connection.canClose {
             context.close(promise: nil)
         }
+    }
+}
+
+/// Handlers running at once across every connection of one server.
+final class CallAdmission: Sendable {
+    let limit: Int
+    private let running = NIOLockedValueBox(0)
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func tryEnter() -> Bool {
+        running.withLockedValue { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() {
+        running.withLockedValue { $0 -= 1 }
     }
 }
 

@@ -93,6 +93,17 @@ struct HTTPBranchCaller: BranchCaller {
     let logger: Logger
     static let maxResponseBody = 1 << 20
 
+    /// The HTTP client branch calls need: redirects are answers, not instructions (a branch
+    /// must not be able to send the coordinator elsewhere), connecting is bounded, and pooled
+    /// connections left idle are closed.
+    static func clientConfiguration(connectTimeout: Duration = .seconds(3),
+                                    idleTimeout: Duration = .seconds(120)) -> HTTPClient.Configuration {
+        HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .nanoseconds(connectTimeout.saturatingNanoseconds)),
+            connectionPool: .init(idleTimeout: .nanoseconds(idleTimeout.saturatingNanoseconds)))
+    }
+
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
         guard var components = URLComponents(string: call.url), components.scheme != nil, components.host != nil else {
             return .error(message: "branch URL '\(call.url)' is not a valid http(s) URL")
@@ -113,10 +124,18 @@ struct HTTPBranchCaller: BranchCaller {
             request.headers.add(name: key, value: value)
         }
         if request.method == .POST { request.body = .bytes(ByteBuffer(bytes: call.payload)) }
+        let timeout = Duration.seconds(max(call.requestTimeout, 1))
+        let client = self.client
+        let prepared = request
         do {
-            let response = try await client.execute(request, timeout: .seconds(max(call.requestTimeout, 1)))
-            let body = try await response.body.collect(upTo: Self.maxResponseBody)
-            return Self.result(status: Int(response.status.code), body: String(buffer: body))
+            // async-http-client's own deadline ends with the response head; this one also
+            // covers the body, so a branch that stalls halfway cannot hold the pass.
+            let (status, body) = try await withDeadline(timeout) {
+                let response = try await client.execute(prepared, timeout: .nanoseconds(timeout.saturatingNanoseconds))
+                let body = try await response.body.collect(upTo: Self.maxResponseBody)
+                return (Int(response.status.code), String(buffer: body))
+            }
+            return Self.result(status: status, body: body)
         } catch {
             return .error(message: "\(request.method) \(url): \(error)")
         }
@@ -128,5 +147,41 @@ struct HTTPBranchCaller: BranchCaller {
         if status == 409 || body.contains("FAILURE") { return .failure(message: body) }
         if status != 200 { return .error(message: "HTTP \(status): \(body)") }
         return .success
+    }
+}
+
+/// A branch call ran past its request timeout.
+struct BranchDeadlineExceeded: Error, CustomStringConvertible {
+    let timeout: Duration
+    var description: String { "no complete answer within the request timeout of \(timeout)" }
+}
+
+/// Runs `operation` under one deadline: when `timeout` passes first, the operation is cancelled
+/// and `BranchDeadlineExceeded` is thrown. The operation must honour cancellation (the HTTP
+/// client does, for the request and for the body stream).
+func withDeadline<T: Sendable>(_ timeout: Duration,
+                               _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw BranchDeadlineExceeded(timeout: timeout)
+        }
+        return value
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating at `Int64.max` (NIO's `TimeAmount` traps past it).
+    var saturatingNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        let (total, overflow2) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflow2 ? (seconds < 0 ? .min : .max) : total
     }
 }

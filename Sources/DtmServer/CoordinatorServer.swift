@@ -12,7 +12,13 @@ public struct CoordinatorConfig: Sendable {
     public var grpcPort: Int
     /// DTM's default HTTP JSON API port; 0 picks a free port (tests).
     public var httpPort: Int
+    /// gRPC server limits: message size, streams and header list per connection, connections,
+    /// calls in flight, idle timeout.
     public var grpc: GRPCServerConfig
+    /// HTTP JSON API limits: requests in flight, idle timeout.
+    public var http: HTTPServerLimits
+    /// Outbound branch calls: connect timeout and idle eviction of pooled connections.
+    public var branchClients: BranchClientConfig
     public var engine: EngineConfig
     /// Identifies this process in the `owner` column of the transactions it leases.
     public var owner: String
@@ -25,17 +31,38 @@ public struct CoordinatorConfig: Sendable {
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
     public init(host: String = "0.0.0.0", grpcPort: Int = 36790, httpPort: Int? = nil,
-                grpc: GRPCServerConfig = GRPCServerConfig(),
+                grpc: GRPCServerConfig = GRPCServerConfig(), http: HTTPServerLimits = HTTPServerLimits(),
+                branchClients: BranchClientConfig = BranchClientConfig(),
                 engine: EngineConfig = EngineConfig(), owner: String = UUID().uuidString,
                 maxConcurrentPasses: Int = 64, maxPendingTransactions: Int = 10_000) {
         self.host = host
         self.grpcPort = grpcPort
         self.httpPort = httpPort ?? (grpcPort == 0 ? 0 : 36789)
         self.grpc = grpc
+        self.http = http
+        self.branchClients = branchClients
         self.engine = engine
         self.owner = owner
         self.maxConcurrentPasses = maxConcurrentPasses
         self.maxPendingTransactions = maxPendingTransactions
+    }
+}
+
+/// Outbound branch connections (gRPC and HTTP). Each call's own deadline is its transaction's
+/// request timeout; these bound what is shared between calls.
+public struct BranchClientConfig: Sendable {
+    /// Longest wait for a TCP connection to a branch (a call's deadline may cut it shorter).
+    public var connectTimeout: Duration
+    /// A pooled branch connection with no call for this long is closed.
+    public var idleTimeout: Duration
+    /// Largest gRPC branch response accepted.
+    public var maxReceiveMessageSize: Int
+
+    public init(connectTimeout: Duration = .seconds(3), idleTimeout: Duration = .seconds(120),
+                maxReceiveMessageSize: Int = 4 << 20) {
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.maxReceiveMessageSize = maxReceiveMessageSize
     }
 }
 
@@ -79,8 +106,14 @@ public final class CoordinatorServer: Sendable {
     public static func start(_ config: CoordinatorConfig = CoordinatorConfig(), store: any TransactionStore,
                              branchCaller: (any BranchCaller)? = nil,
                              logger: Logger = Logger(label: "dtm")) async throws -> CoordinatorServer {
-        let grpcClient = GRPCClient(logger: logger)
-        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton)
+        let clients = config.branchClients
+        let grpcClient = GRPCClient(config: GRPCClientConfig(connectTimeout: clients.connectTimeout,
+                                                             maxReceiveMessageSize: clients.maxReceiveMessageSize,
+                                                             idleTimeout: clients.idleTimeout),
+                                    logger: logger)
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton,
+                                    configuration: HTTPBranchCaller.clientConfiguration(
+                                        connectTimeout: clients.connectTimeout, idleTimeout: clients.idleTimeout))
         let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
         let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine,
                                        owner: config.owner)
@@ -116,7 +149,7 @@ public final class CoordinatorServer: Sendable {
         let httpServer: HTTPAPIServer
         do {
             httpServer = try await HTTPAPIServer.start(host: config.host, port: config.httpPort,
-                                                       router: api.makeRouter(), logger: logger)
+                                                       router: api.makeRouter(), limits: config.http, logger: logger)
         } catch {
             await grpcServer.shutdown(gracePeriod: .zero)
             await abandon()

@@ -76,6 +76,8 @@ public struct DtmGRPCService: Sendable {
         let logger = self.logger
         router.register(service: Self.serviceName, method: method, .async { call throws(RPCError) in
             let request = try decode(Request.self, call)
+            // A call whose client has given up must not start a durable write it cannot report.
+            try call.checkDeadline()
             do throws(DtmError) {
                 return GRPCResponse(message: try await body(request).encode())
             } catch {
@@ -106,7 +108,10 @@ extension RPCError {
         case .notFound(let message): self.init(.notFound, message)
         case .internal(let message): self.init(.unknown, message)
         case .storage: self.init(.internal, "storage: \(error.message)")
-        case .overloaded(let message): self.init(.resourceExhausted, message)
+        case .overloaded(let message):
+            var pushback = Metadata()
+            pushback.add("grpc-retry-pushback-ms", "1000")
+            self.init(.resourceExhausted, message, metadata: pushback)
         case .unavailable(let message): self.init(.unavailable, message)
         }
     }

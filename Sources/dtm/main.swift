@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import DtmEngine
+import DtmGRPC
 import DtmServer
 import DtmStore
 import Logging
@@ -54,6 +55,36 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "Steps a saga or msg may have.")
     var maxSteps = 1000
 
+    @Option(help: "Largest gRPC request message in bytes; larger ones get RESOURCE_EXHAUSTED.")
+    var maxMessageSize = 4 << 20
+
+    @Option(help: "Largest decoded request header list in bytes (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE); a larger one gets RESOURCE_EXHAUSTED.")
+    var maxHeaderListSize = 16 << 10
+
+    @Option(help: "Concurrent gRPC streams per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).")
+    var maxConcurrentStreams = 100
+
+    @Option(help: "Open gRPC connections; one more is answered GOAWAY(ENHANCE_YOUR_CALM) and closed.")
+    var maxGrpcConnections = 1024
+
+    @Option(help: "gRPC calls handled at once over all connections; one more gets RESOURCE_EXHAUSTED with grpc-retry-pushback-ms.")
+    var maxConcurrentCalls = 4096
+
+    @Option(help: "HTTP API requests handled at once; one more gets 503 with Retry-After.")
+    var maxConcurrentHttpRequests = 4096
+
+    @Option(help: "Seconds a gRPC or HTTP connection may stay without a request before it is closed (gRPC with GOAWAY); 0 never closes.")
+    var idleTimeout: Int64 = 300
+
+    @Option(help: "Seconds a gRPC request may take to arrive completely after its headers; a slower one gets RESOURCE_EXHAUSTED and its buffer is freed.")
+    var requestReceiveTimeout: Int64 = 30
+
+    @Option(help: "Seconds to wait for a TCP connection to a branch (each call is also bounded by its request timeout).")
+    var branchConnectTimeout: Int64 = 3
+
+    @Option(help: "Seconds a pooled connection to a branch may stay unused before it is closed.")
+    var branchIdleTimeout: Int64 = 120
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -69,6 +100,18 @@ struct Dtm: AsyncParsableCommand {
         guard (0...65535).contains(httpPort) else { throw ValidationError("--http-port must be 0...65535") }
         guard retryInterval >= 1, timeoutToFail >= retryInterval, requestTimeout >= 1, cronInterval >= 1 else {
             throw ValidationError("need --retry-interval >= 1, --timeout-to-fail >= --retry-interval, --request-timeout >= 1, --cron-interval >= 1")
+        }
+        guard maxMessageSize >= 1024, maxHeaderListSize >= 1024, maxConcurrentStreams >= 1, maxGrpcConnections >= 1,
+              maxConcurrentCalls >= 1, maxConcurrentHttpRequests >= 1 else {
+            throw ValidationError("need --max-message-size and --max-header-list-size >= 1024, and --max-concurrent-streams, --max-grpc-connections, --max-concurrent-calls, --max-concurrent-http-requests >= 1")
+        }
+        guard maxHeaderListSize <= Int(UInt32.max), maxConcurrentStreams <= Int(UInt32.max) else {
+            throw ValidationError("--max-header-list-size and --max-concurrent-streams must fit in 32 bits")
+        }
+        let day: Int64 = 86_400
+        guard (0...day).contains(idleTimeout), (1...day).contains(branchConnectTimeout),
+              (1...day).contains(branchIdleTimeout), (1...day).contains(requestReceiveTimeout) else {
+            throw ValidationError("need --idle-timeout 0...86400; --request-receive-timeout, --branch-connect-timeout and --branch-idle-timeout 1...86400")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -92,9 +135,20 @@ struct Dtm: AsyncParsableCommand {
             logger.warning("configuration outside DTM's limits: \(problem)")
         }
         let sqlite = try SQLiteStore(path: store, logger: logger)
+        let idle: Duration? = idleTimeout == 0 ? nil : .seconds(idleTimeout)
+        let grpc = GRPCServerConfig(
+            maxReceiveMessageSize: maxMessageSize,
+            http2: HTTP2Settings(maxConcurrentStreams: UInt32(maxConcurrentStreams),
+                                 maxHeaderListSize: UInt32(maxHeaderListSize)),
+            maxConnections: maxGrpcConnections, maxConcurrentCalls: maxConcurrentCalls, idleTimeout: idle,
+            requestReceiveTimeout: .seconds(requestReceiveTimeout))
         let coordinator = try await CoordinatorServer.start(
-            CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, engine: engine,
-                              maxConcurrentPasses: maxConcurrentPasses,
+            CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
+                              http: HTTPServerLimits(maxConcurrentRequests: maxConcurrentHttpRequests, idleTimeout: idle),
+                              branchClients: BranchClientConfig(connectTimeout: .seconds(branchConnectTimeout),
+                                                                idleTimeout: .seconds(branchIdleTimeout),
+                                                                maxReceiveMessageSize: maxMessageSize),
+                              engine: engine, maxConcurrentPasses: maxConcurrentPasses,
                               maxPendingTransactions: maxPendingTransactions),
             store: sqlite, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
