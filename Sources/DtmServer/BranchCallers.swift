@@ -36,13 +36,11 @@ struct GRPCBranchCaller: BranchCaller {
     let client: GRPCClient
     let logger: Logger
 
-    /// `host:port/package.Service/Method` → (`host:port`, `/package.Service/Method`).
+    /// `host:port/package.Service/Method` → (`host:port`, `/package.Service/Method`), by the
+    /// engine's rule (the one Submit and RegisterBranch check URLs with).
     static func split(_ url: String) -> (target: String, path: String)? {
-        guard !url.contains("://"), let slash = url.firstIndex(of: "/") else { return nil }
-        let target = String(url[..<slash])
-        let path = String(url[slash...])
-        guard !target.isEmpty, path.split(separator: "/").count == 2 else { return nil }
-        return (target, path)
+        guard case .grpc(let authority, let path)? = BranchTarget.of(url) else { return nil }
+        return (authority, path)
     }
 
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
@@ -105,24 +103,12 @@ struct HTTPBranchCaller: BranchCaller {
     }
 
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
-        guard var components = URLComponents(string: call.url), components.scheme != nil, components.host != nil else {
+        guard let url = Self.url(for: call, of: global) else {
             return .error(message: "branch URL '\(call.url)' is not a valid http(s) URL")
-        }
-        components.queryItems = (components.queryItems ?? []) + [
-            URLQueryItem(name: "gid", value: global.gid),
-            URLQueryItem(name: "trans_type", value: global.transType.rawValue),
-            URLQueryItem(name: "branch_id", value: call.branchID),
-            URLQueryItem(name: "op", value: call.op.rawValue),
-        ]
-        guard let url = components.string else {
-            return .error(message: "branch URL '\(call.url)' could not take DTM's query parameters")
         }
         var request = HTTPClientRequest(url: url)
         request.method = !call.payload.isEmpty || global.transType == .xa ? .POST : .GET
-        request.headers.add(name: "Content-Type", value: "application/json")
-        for (key, value) in global.options.branchHeaders.sorted(by: { $0.key < $1.key }) {
-            request.headers.add(name: key, value: value)
-        }
+        request.headers = Self.headers(global.options.branchHeaders)
         if request.method == .POST { request.body = .bytes(ByteBuffer(bytes: call.payload)) }
         let timeout = Duration.seconds(max(call.requestTimeout, 1))
         let client = self.client
@@ -139,6 +125,52 @@ struct HTTPBranchCaller: BranchCaller {
         } catch {
             return .error(message: "\(request.method) \(url): \(error)")
         }
+    }
+
+    /// The branch URL with DTM's query parameters appended as Go's url.Values encodes them
+    /// (keys sorted; `+`, `&`, `=` and spaces escaped), after any query the URL already has.
+    static func url(for call: BranchCall, of global: GlobalTransaction) -> String? {
+        guard let components = URLComponents(string: call.url), components.scheme != nil, components.host != nil
+        else { return nil }
+        let parameters = [("branch_id", call.branchID), ("gid", global.gid), ("op", call.op.rawValue),
+                          ("trans_type", global.transType.rawValue)]
+        let query = parameters.map { "\($0)=\(goQueryEscape($1))" }.joined(separator: "&")
+        let fragment = call.url.firstIndex(of: "#").map { String(call.url[$0...]) } ?? ""
+        let base = fragment.isEmpty ? call.url : String(call.url.dropLast(fragment.count))
+        let existing = components.percentEncodedQuery ?? ""
+        if existing.isEmpty {
+            return (base.hasSuffix("?") ? base : base + "?") + query + fragment
+        }
+        return base + "&" + query + fragment
+    }
+
+    /// Content-Type JSON, then the transaction's branch headers, each replacing a header of the
+    /// same name (as DTM's HTTP client sets them), Content-Type included.
+    static func headers(_ branchHeaders: [String: String]) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        for (key, value) in branchHeaders.sorted(by: { $0.key < $1.key }) {
+            headers.replaceOrAdd(name: key, value: value)
+        }
+        return headers
+    }
+
+    /// Go's url.QueryEscape: unreserved bytes as they are, space as `+`, the rest `%XX`.
+    static func goQueryEscape(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
+                 UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            case UInt8(ascii: " "):
+                out += "+"
+            default:
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
     }
 
     /// DTM's reading of an HTTP answer (spec 4.2), in its order: ONGOING, then FAILURE, then status.

@@ -45,3 +45,24 @@ import Testing
         #expect(HTTPBranchCaller.result(status: status, body: body) == expected)
     }
 }
+
+/// Issue 8, item 10: HTTP branch calls as DTM's client (resty) makes them.
+@Suite struct HTTPBranchRequestTests {
+    static let global = GlobalTransaction(gid: "a+b c&d=é", transType: .saga, status: .submitted, createTime: .now)
+
+    @Test func queryParametersAreEscapedAsGoEscapesThem() throws {
+        let call = BranchCall(branchID: "01", op: .action, url: "http://busi:8081/api/TransIn", requestTimeout: 3)
+        #expect(HTTPBranchCaller.url(for: call, of: Self.global)
+                == "http://busi:8081/api/TransIn?branch_id=01&gid=a%2Bb+c%26d%3D%C3%A9&op=action&trans_type=saga")
+        let withQuery = BranchCall(branchID: "01", op: .compensate, url: "https://busi/x?y=1%2B1#frag", requestTimeout: 3)
+        #expect(HTTPBranchCaller.url(for: withQuery, of: Self.global)
+                == "https://busi/x?y=1%2B1&branch_id=01&gid=a%2Bb+c%26d%3D%C3%A9&op=compensate&trans_type=saga#frag")
+    }
+
+    @Test func branchHeadersReplaceOursCaseInsensitively() {
+        let headers = HTTPBranchCaller.headers(["content-type": "application/x-protobuf", "X-Trace": "t1"])
+        #expect(headers["Content-Type"] == ["application/x-protobuf"])
+        #expect(headers["x-trace"] == ["t1"])
+        #expect(HTTPBranchCaller.headers([:])["Content-Type"] == ["application/json"])
+    }
+}
