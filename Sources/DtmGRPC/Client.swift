@@ -2,6 +2,9 @@
 public struct GRPCCallCompletion: Sendable {
     public var streamID: Int32
     public var result: Result<GRPCResponse, RPCError>
+    /// The server says it never processed the stream (GOAWAY past it, or REFUSED_STREAM): the
+    /// call may safely be sent again on another connection.
+    public var unprocessed = false
 }
 
 /// The gRPC client side of one HTTP/2 connection, in memory: start calls, feed received
@@ -132,26 +135,29 @@ public final class GRPCClientConnection {
             finish(id, .failure(RPCError(.internal, "stream ended without grpc-status trailers")), into: &completions)
         case .streamClosed(let id, let code):
             guard calls[id] != nil else { return }
+            let refused = HTTP2ErrorCode(rawValue: code) == .refusedStream
             let error: RPCError = switch HTTP2ErrorCode(rawValue: code) {
             case .cancel?: RPCError(.cancelled, "stream reset by the server (CANCEL)")
             case .refusedStream?: RPCError(.unavailable, "stream refused by the server")
             case .enhanceYourCalm?: RPCError(.resourceExhausted, "server asked to slow down (ENHANCE_YOUR_CALM)")
             default: RPCError(.internal, "stream closed by the server with HTTP/2 error \(code)")
             }
-            finish(id, .failure(error), into: &completions)
+            finish(id, .failure(error), into: &completions, unprocessed: refused)
         case .goAway(let lastStreamID, _):
             isGoingAway = true
             // Streams the server never processed can safely be retried elsewhere.
             for id in calls.keys.sorted() where id > lastStreamID {
-                finish(id, .failure(RPCError(.unavailable, "server is going away (GOAWAY)")), into: &completions)
+                finish(id, .failure(RPCError(.unavailable, "server is going away (GOAWAY)")), into: &completions,
+                       unprocessed: true)
             }
         }
     }
 
     private func finish(_ id: Int32, _ result: Result<GRPCResponse, RPCError>,
-                        into completions: inout [GRPCCallCompletion], alreadyRemoved: Bool = false) {
+                        into completions: inout [GRPCCallCompletion], alreadyRemoved: Bool = false,
+                        unprocessed: Bool = false) {
         guard alreadyRemoved || calls.removeValue(forKey: id) != nil else { return }
-        completions.append(GRPCCallCompletion(streamID: id, result: result))
+        completions.append(GRPCCallCompletion(streamID: id, result: result, unprocessed: unprocessed))
     }
 
     private static func checkResponseHeaders(_ fields: [HeaderField]) -> RPCError? {

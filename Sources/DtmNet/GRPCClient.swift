@@ -58,7 +58,7 @@ public final class GRPCClient: Sendable {
                 case .retired where attempts < 2:
                     continue
                 case .retired:
-                    throw RPCError(.unavailable, "connection to \(target) closed before the call started")
+                    throw RPCError(.unavailable, "connection to \(target) closed or refused the call twice before processing it")
                 case .failed(let error):
                     throw error
                 }

@@ -4,7 +4,8 @@ import NIOCore
 
 /// Glue between one outbound TCP connection and its `GRPCClientConnection`; lives on the
 /// channel's event loop, where every call starts, finishes and times out.
-/// A call reached a connection that is closing; nothing was sent, so it may go elsewhere.
+/// A call reached a connection that is closing, or the server said it never processed it
+/// (GOAWAY, REFUSED_STREAM): it may go once more on another connection.
 struct ConnectionRetired: Error {}
 
 final class GRPCClientHandler: ChannelInboundHandler {
@@ -124,7 +125,12 @@ final class GRPCClientHandler: ChannelInboundHandler {
     private func complete(_ completion: GRPCCallCompletion) {
         guard let call = pending.removeValue(forKey: completion.streamID) else { return }
         call.timer?.cancel()
-        call.promise.completeWith(completion.result.mapError { $0 as Error })
+        if completion.unprocessed {
+            // Never processed by the server: the caller may send it again elsewhere.
+            call.promise.fail(ConnectionRetired())
+        } else {
+            call.promise.completeWith(completion.result.mapError { $0 as Error })
+        }
         if connection.isGoingAway && pending.isEmpty { context?.close(promise: nil) }
         armIdleTimer()
     }

@@ -136,6 +136,19 @@ import Testing
         #expect(peer.blocks[1]?.last?["grpc-status"] == String(GRPCStatusCode.resourceExhausted.rawValue))
     }
 
+    /// A call the server never processed (GOAWAY names an earlier last stream) is marked so the
+    /// transport may send it again on another connection.
+    @Test func callCutOffByGoAwayIsMarkedUnprocessed() throws {
+        let pair = try InMemoryPair(router: testRouter())
+        try pair.pump()
+        pair.server.finishShutdown()
+        let id = try pair.call("/test.Echo/Echo", [1])
+        let completions = try pair.client.receive(try pair.server.pendingOutput())
+        let completion = try #require(completions.first { $0.streamID == id })
+        #expect(completion.unprocessed)
+        #expect(completion.result.error?.code == .unavailable)
+    }
+
     /// Finding: a call whose grpc-timeout has already expired when its request is complete is
     /// answered DEADLINE_EXCEEDED and its handler never starts.
     @Test func expiredCallIsNotDispatched() throws {
