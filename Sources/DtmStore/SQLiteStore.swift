@@ -1,4 +1,5 @@
 import DtmEngine
+import DtmFailpoints
 import Foundation
 import Logging
 
@@ -77,6 +78,7 @@ public final class SQLiteStore: TransactionStore {
     // MARK: Global transactions
 
     public func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {
+        Failpoint.hit("store.saveNew.before"); defer { Failpoint.hit("store.saveNew.after") }
         let globalRow = try GlobalColumns.bindings(global)
         let branchRows = branches.map { BranchColumns.bindings($0, gid: global.gid) }
         return try await writer.perform { db throws(StoreError) in
@@ -100,6 +102,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                              branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+        Failpoint.hit("store.changeStatus.before"); defer { Failpoint.hit("store.changeStatus.after") }
         let bindings: [SQLValue] = [
             .text(to.rawValue), .time(now), .text(update.rollbackReason), .text(update.result),
             .time(update.finishTime), .time(update.rollbackTime), .int(update.nextCronInterval),
@@ -116,6 +119,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
                                now: Date) async throws(StoreError) {
+        Failpoint.hit("store.appendBranches.before"); defer { Failpoint.hit("store.appendBranches.after") }
         let rows = branches.map { BranchColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
             try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
@@ -125,6 +129,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
                                now: Date) async throws(StoreError) {
+        Failpoint.hit("store.updateBranches.before"); defer { Failpoint.hit("store.updateBranches.after") }
         let rows = Self.branchRows(updates, gid: gid, now: now)
         try await writer.perform { db throws(StoreError) in
             try Self.lockGlobal(db, gid: gid, expecting: expecting, now: now)
@@ -158,6 +163,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64, nextCronTime: Date,
                           branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+        Failpoint.hit("store.touchCron.before"); defer { Failpoint.hit("store.touchCron.after") }
         let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
                                     .text(status.rawValue)]
         let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
@@ -170,6 +176,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
         -> [GlobalTransaction] {
+        Failpoint.hit("store.claimDue.before"); defer { Failpoint.hit("store.claimDue.after") }
         guard limit > 0 else { return [] }
         let bindings: [SQLValue] = [.text(owner), .time(leaseUntil), .time(now), .time(now), .int(Int64(limit))]
         let claimed = try await writer.perform { db throws(StoreError) in
@@ -180,6 +187,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func extendLeases(gids: [String], until: Date, now: Date) async throws(StoreError) {
+        Failpoint.hit("store.extendLeases.before"); defer { Failpoint.hit("store.extendLeases.after") }
         guard !gids.isEmpty else { return }
         let rows: [[SQLValue]] = gids.map { [.time(until), .time(now), .text($0), .time(until)] }
         try await writer.perform { db throws(StoreError) in
@@ -188,6 +196,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func resetCronTime(after: Date, limit: Int, now: Date) async throws(StoreError) -> Int {
+        Failpoint.hit("store.resetCronTime.before"); defer { Failpoint.hit("store.resetCronTime.after") }
         guard limit > 0 else { return 0 }
         let bindings: [SQLValue] = [.time(now), .time(after), .int(Int64(limit))]
         return try await writer.perform { db throws(StoreError) in
@@ -196,6 +205,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func resetNextCronTime(gid: String, now: Date) async throws(StoreError) {
+        Failpoint.hit("store.resetNextCronTime.before"); defer { Failpoint.hit("store.resetNextCronTime.after") }
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.resetNextCronTime, [.time(now), .time(now), .text(gid)]) == 1 else {
                 throw .notFound("no global transaction \(gid)")
@@ -230,6 +240,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func createKV(cat: String, key: String, value: String, now: Date) async throws(StoreError) {
+        Failpoint.hit("store.createKV.before"); defer { Failpoint.hit("store.createKV.after") }
         try await writer.perform { db throws(StoreError) in
             _ = try db.run(.createKV, [.text(cat), .text(key), .text(value), .time(now), .time(now)])
         }
@@ -237,6 +248,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func updateKV(cat: String, key: String, value: String, expectedVersion: Int64,
                          now: Date) async throws(StoreError) {
+        Failpoint.hit("store.updateKV.before"); defer { Failpoint.hit("store.updateKV.after") }
         let bindings: [SQLValue] = [.text(value), .time(now), .text(cat), .text(key), .int(expectedVersion)]
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.updateKV, bindings) == 1 else {
@@ -246,6 +258,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func deleteKV(cat: String, key: String) async throws(StoreError) {
+        Failpoint.hit("store.deleteKV.before"); defer { Failpoint.hit("store.deleteKV.after") }
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.deleteKV, [.text(cat), .text(key)]) == 1 else { throw .notFound("no kv \(cat)/\(key)") }
         }
