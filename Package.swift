@@ -83,6 +83,7 @@ let package = Package(
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
+        .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
         .testTarget(name: "DtmServerTests", dependencies: ["DtmServer"]),
         .testTarget(name: "DtmHTTPTests", dependencies: [

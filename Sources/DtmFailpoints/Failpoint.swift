@@ -69,14 +69,30 @@ final class FailpointPlan: @unchecked Sendable {
         }
         let parts = randomSpec.split(separator: ":")
         if parts.count == 2, let seed = UInt64(parts[0]), let probability = Double(parts[1]), probability > 0 {
-            let threshold = probability >= 1 ? UInt64.max : UInt64(probability * Double(UInt64.max))
+            let threshold = probability >= 0.999 ? UInt64.max : UInt64(probability * Double(UInt64.max))
             random = (seed | 1, threshold)
         }
         logFD = logPath.isEmpty ? -1 : open(logPath, O_WRONLY | O_APPEND | O_CREAT, 0o644)
     }
 
+    deinit { if logFD >= 0 { close(logFD) } }
+
     func hit(_ name: String) {
         lock.lock()
+        guard let count = count(name) else {
+            lock.unlock()
+            return
+        }
+        // Still holding the lock: no other thread gets past a failpoint while the process dies.
+        if logFD >= 0 { emit("fired \(name) \(count)\n", to: logFD) }
+        emit("failpoint \(name) fired: killing the process\n", to: 2)
+        kill(getpid(), SIGKILL)
+        while true { pause() }
+    }
+
+    /// Counts a hit (the caller holds the lock); returns the trigger's count when the process
+    /// must die now (0 for a random kill), nil otherwise.
+    func count(_ name: String) -> Int? {
         if logFD >= 0 && seen.insert(name).inserted { emit("seen \(name)\n", to: logFD) }
         var fire: Int?
         for index in triggers.indices where triggers[index].matches(name) {
@@ -91,15 +107,7 @@ final class FailpointPlan: @unchecked Sendable {
             random = generator
             if generator.state &* 2_685_821_657_736_338_717 <= generator.threshold { fire = 0 }
         }
-        guard let fire else {
-            lock.unlock()
-            return
-        }
-        // Still holding the lock: no other thread gets past a failpoint while the process dies.
-        if logFD >= 0 { emit("fired \(name) \(fire)\n", to: logFD) }
-        emit("failpoint \(name) fired: killing the process\n", to: 2)
-        kill(getpid(), SIGKILL)
-        while true { pause() }
+        return fire
     }
 
     /// One write(2), so the line is in the file (the page cache) before the kill.
