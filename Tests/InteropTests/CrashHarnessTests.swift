@@ -42,6 +42,10 @@ struct CrashHarnessTotals: CustomStringConvertible {
     var transactions = 0
     var checked = 0
     var byKind: [String: Int] = [:]
+    /// Checked transactions that were flaky (a branch first answered ERROR or ONGOING), and
+    /// abandoned workflows the coordinator's callback got finished.
+    var flaky = 0
+    var resumedWorkflows = 0
     var violations: [String] = []
 
     var description: String {
@@ -49,7 +53,8 @@ struct CrashHarnessTotals: CustomStringConvertible {
         return """
             crash harness: \(rounds) round(s), \(failpointCrashes) failpoint crashes + \(driverKills) driver kills, \
             \(fired.count) distinct failpoints fired of \(seen.count) seen; \(transactions) transactions started, \
-            \(checked) stored and checked \(byKind.sorted { $0.key < $1.key }); \(violations.count) violation(s)
+            \(checked) stored and checked (\(byKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); \
+            \(flaky) flaky, \(resumedWorkflows) workflows resumed by callback); \(violations.count) violation(s)
             fired: \(names)
             seen, never fired: \(seen.subtracting(fired.keys).sorted().joined(separator: " "))
             """
@@ -124,6 +129,8 @@ struct HarnessTransaction: Decodable {
     var flaky: Bool
     var steps: [Step]
     var finish: String?
+    /// Times the coordinator called an abandoned workflow back and the client resumed it.
+    var resumes: Int?
 
     func acked(_ name: String) -> Bool { steps.contains { $0.name == name && ($0.code == "OK" || $0.code == "HTTP_200") } }
     /// The step that creates the transaction in the store.
@@ -141,6 +148,9 @@ struct HarnessTransaction: Decodable {
 struct FailpointChooser {
     var generator: SeededGenerator
 
+    /// Named points chosen that did not fire in time: rare under this load, chosen less.
+    var missed: [String: Int] = [:]
+
     mutating func next(seen: Set<String>, fired: [String: Int]) -> [String: String] {
         if seen.isEmpty || Double.random(in: 0..<1, using: &generator) < 0.3 {
             let probability = [0.002, 0.01, 0.03].randomElement(using: &generator) ?? 0.01
@@ -148,7 +158,7 @@ struct FailpointChooser {
         }
         // The less a name has fired, the likelier it is chosen.
         let names = seen.sorted()
-        let weights = names.map { 1.0 / Double(1 + (fired[$0] ?? 0)) }
+        let weights = names.map { 1.0 / Double(1 + (fired[$0] ?? 0) + 3 * (missed[$0] ?? 0)) }
         var pick = Double.random(in: 0..<weights.reduce(0, +), using: &generator)
         var name = names[names.count - 1]
         for (candidate, weight) in zip(names, weights) {
@@ -156,8 +166,8 @@ struct FailpointChooser {
             pick -= weight
         }
         // Mostly early hits; sometimes a later one, deeper into the load.
-        let hit = Double.random(in: 0..<1, using: &generator) < 0.7
-            ? Int.random(in: 1...6, using: &generator) : Int.random(in: 7...40, using: &generator)
+        let hit = Double.random(in: 0..<1, using: &generator) < 0.8
+            ? Int.random(in: 1...4, using: &generator) : Int.random(in: 5...20, using: &generator)
         return ["DTM_FAILPOINT": "\(name):\(hit)"]
     }
 }
@@ -193,8 +203,10 @@ struct SeededGenerator: RandomNumberGenerator {
             let crashes = min(plan.perRound, plan.crashPoints - totals.failpointCrashes)
             try await Self.round(crashes, seed: plan.seed &+ UInt64(totals.rounds), binary: binary, python: python,
                                  busi: busi, chooser: &chooser, totals: &totals)
-            print(totals)
+            // Progress of a long run, unbuffered.
+            FileHandle.standardError.write(Data("\(totals)\n".utf8))
         }
+        print(totals)
         for violation in totals.violations.prefix(40) { Issue.record("\(violation)") }
         #expect(totals.violations.isEmpty, "\(totals)")
         #expect(totals.checked > 0)
@@ -246,12 +258,16 @@ struct SeededGenerator: RandomNumberGenerator {
                 .merging(["DTM_FAILPOINT_LOG": failpointLog.path]) { $1 }
             let dtm = try await HarnessCoordinator.start(
                 binary: binary, store: db, logURL: dir.appendingPathComponent("dtm-\(started).log"), environment: environment)
+            defer { if dtm.process.isRunning { kill(dtm.process.processIdentifier, SIGKILL) } }
             if dtm.serving { try announce(dtm) }
-            let exited = try await dtm.waitForExit(timeout: .seconds(8))
+            let exited = try await dtm.waitForExit(timeout: .seconds(5))
             _ = unlink(addr.path)
             if !exited {
                 try await dtm.stop(SIGKILL)
                 totals.driverKills += 1
+                if let named = environment["DTM_FAILPOINT"]?.split(separator: ":").first {
+                    chooser.missed[String(named), default: 0] += 1
+                }
                 continue
             }
             let log = dtm.log
@@ -305,12 +321,14 @@ struct SeededGenerator: RandomNumberGenerator {
         dump = try await dumpDatabase(db)
         if dump.orphanBranches != 0 { totals.violations.append("round \(totals.rounds): \(dump.orphanBranches) orphan branch rows") }
 
-        let calls = busi.calls(prefix: prefix)
+        let calls = Self.calls(busi, prefix: prefix)
         for transaction in transactions {
             let problems = Self.check(transaction, stored: dump.globals[transaction.gid], calls: calls[transaction.gid] ?? [])
             if dump.globals[transaction.gid] != nil {
                 totals.checked += 1
                 totals.byKind[transaction.kind, default: 0] += 1
+                if transaction.flaky { totals.flaky += 1 }
+                if (transaction.resumes ?? 0) > 0 { totals.resumedWorkflows += 1 }
             }
             for problem in problems {
                 totals.violations.append("\(transaction.gid) (\(transaction.kind) \(transaction.transport) plan "
@@ -321,6 +339,20 @@ struct SeededGenerator: RandomNumberGenerator {
         }
         let unknown = Set(dump.globals.keys).subtracting(transactions.map(\.gid))
         if !unknown.isEmpty { totals.violations.append("round \(totals.rounds): stored gids no client started: \(unknown.sorted().prefix(5))") }
+    }
+
+    /// The busi calls of this round's gids. The shared busi log holds every round's calls (and
+    /// other tests'), so lines are matched as bytes before any is decoded.
+    static func calls(_ busi: BusiPeer, prefix: String) -> [String: [BusiCall]] {
+        guard let data = try? Data(contentsOf: busi.logURL) else { return [:] }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let needle = Data("\"\(prefix)-".utf8)
+        let calls = data.split(separator: UInt8(ascii: "\n")).compactMap { line -> BusiCall? in
+            guard line.range(of: needle) != nil else { return nil }
+            return try? decoder.decode(BusiCall.self, from: Data(line))
+        }
+        return Dictionary(grouping: calls.filter { $0.gid.hasPrefix(prefix) }, by: \.gid)
     }
 
     static func seenNames(_ log: URL) -> Set<String> {

@@ -24,7 +24,9 @@ Kinds (gids are PREFIX-<index>-<kind>):
             try answers FAILURE and the client aborts
   xa        Prepare, RegisterBranch + action for two branches, Submit (plan "ok") or Abort
   workflow  (HTTP) prepareWorkflow, register step 01, step 02 (succeed, or failed then a
-            rollback of 01), submit with the final status
+            rollback of 01), submit with the final status. A "flaky" one stops after step 01 and
+            is finished when the coordinator calls it back (query_prepared is this client's
+            callback server), as the workflow SDK resumes one.
 Results are injected through payloads and the busi's control files (see e2e_busi.py). About a
 third of the transactions are "flaky": one of their branches first answers ERROR or ONGOING.
 """
@@ -38,7 +40,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import http.client
+import sys
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 from google.protobuf import json_format
@@ -122,6 +126,11 @@ class Client:
         self.coordinator = Coordinator(args.addr)
         self.busi_channel = grpc.insecure_channel(args.busi_grpc)
         self.busi = busi_pb2_grpc.BusiStub(self.busi_channel)
+        self.lock = threading.Lock()
+        self.workflows = {}
+        self.abandoned = set()
+        self.resuming = set()
+        self.callbacks = self.serve_callbacks()
 
     # Branch URLs and payloads -------------------------------------------------------------
 
@@ -306,15 +315,26 @@ class Client:
 
     def run_workflow(self, record, gid, transport, plan):
         record["transport"] = "http"
+        with self.lock:
+            self.workflows[gid] = record
+        if not self.workflow_steps(record, gid, plan, first_run=True):
+            # Abandoned after its first step, as by a crashed application: the coordinator's
+            # retry loop calls the workflow back (serve_callbacks) and the rest runs then.
+            with self.lock:
+                self.abandoned.add(gid)
+
+    def workflow_steps(self, record, gid, plan, first_run):
+        """Runs the workflow from its start, as the workflow SDK replays it; steps already
+        recorded are refused as duplicates and skipped. False when it stopped halfway."""
         custom = json.dumps({"name": "transfer", "data": "aW5wdXQ="})
         body = {"gid": gid, "trans_type": "workflow", "custom_data": custom,
-                "query_prepared": self.url("QueryPrepared", "http")}
+                "query_prepared": f"http://127.0.0.1:{self.callbacks.server_address[1]}/wf"}
 
         def http(name, path, payload):
             return self.step(record, name, None, (path, payload))
 
         if not http("PrepareWorkflow", "/api/dtmsvr/prepareWorkflow", body):
-            return
+            return True
 
         def branch(branch_id, op, status):
             return http(f"Register-{branch_id}-{op}", "/api/dtmsvr/registerBranch",
@@ -322,6 +342,8 @@ class Client:
                          "data": ""})
 
         branch("01", "action", "succeed")
+        if first_run and record["flaky"]:
+            return False
         if plan == "ok":
             branch("02", "action", "succeed")
             final = "succeed"
@@ -333,6 +355,61 @@ class Client:
         http("Submit", "/api/dtmsvr/submit", {"gid": gid, "trans_type": "workflow",
                                               "req_extra": {"status": final, "rollback_reason": "step 02 failed"
                                                             if final == "failed" else "", "result": ""}})
+        return True
+
+    def resume(self, gid):
+        """The coordinator called an abandoned workflow back: run it again (one run at a time)."""
+        with self.lock:
+            record = self.workflows.get(gid)
+            if gid not in self.abandoned or gid in self.resuming:
+                return
+            self.resuming.add(gid)
+        try:
+            record["resumes"] = record.get("resumes", 0) + 1
+            self.workflow_steps(record, gid, record["plan"], first_run=False)
+            if any(step["name"] == "Submit" and step["code"] == "HTTP_200" for step in record["steps"]):
+                with self.lock:
+                    self.abandoned.discard(gid)
+        finally:
+            with self.lock:
+                self.resuming.discard(gid)
+
+    def serve_callbacks(self):
+        client = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                client.resume(query.get("gid", [""])[-1])
+                data = b'{"dtm_result":"SUCCESS"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+        server = QuietHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A coordinator killed mid-request is what this client is for."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def main():
@@ -363,6 +440,13 @@ def main():
             index += 1
         for future in futures.as_completed(pending):
             records.append(future.result())
+    # Abandoned workflows finish when the coordinator has called them back.
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        with client.lock:
+            if not client.abandoned:
+                break
+        time.sleep(0.1)
     with open(args.out + ".tmp", "w", encoding="utf-8") as f:
         json.dump({"transactions": records}, f)
     os.replace(args.out + ".tmp", args.out)
