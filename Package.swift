@@ -51,16 +51,18 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Named crash points for the crash-recovery harness; compiled out of release builds.
+        .target(name: "DtmFailpoints"),
         // Transaction model and per-mode processors: pure decisions, no I/O.
         .target(name: "DtmEngine"),
         // Durable store: the Store protocol and the SQLite implementation.
         .target(name: "DtmStore", dependencies: [
-            "DtmEngine", "CSQLite",
+            "DtmEngine", "CSQLite", "DtmFailpoints",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Wiring: the dtmgimp.Dtm gRPC service, the HTTP JSON API, branch callers, the retry loop.
         .target(name: "DtmServer", dependencies: [
-            "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore",
+            "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore", "DtmFailpoints",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -83,6 +85,7 @@ let package = Package(
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
+        .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
         .testTarget(name: "DtmServerTests", dependencies: [
             "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto",

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import DtmEngine
+import DtmFailpoints
 import DtmGRPC
 import DtmNet
 import Foundation
@@ -19,6 +20,8 @@ public struct DtmBranchCaller: BranchCaller {
     }
 
     public func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
+        Failpoint.hit("branch.\(global.transType.rawValue).\(call.op.rawValue).before")
+        defer { Failpoint.hit("branch.\(global.transType.rawValue).\(call.op.rawValue).after") }
         let url = call.url
         if url.hasPrefix("http://") || url.hasPrefix("https://") || global.transProtocol == .http {
             return await http.call(call, of: global)

@@ -1,4 +1,5 @@
 import DtmEngine
+import DtmFailpoints
 import Foundation
 import Logging
 
@@ -116,6 +117,7 @@ public final class SQLiteStore: TransactionStore {
     // MARK: Global transactions
 
     public func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {
+        Failpoint.hit("store.saveNew.before"); defer { Failpoint.hit("store.saveNew.after") }
         let globalRow = try GlobalColumns.bindings(global)
         let branchRows = branches.map { BranchColumns.bindings($0, gid: global.gid) }
         return try await writer.perform { db throws(StoreError) in
@@ -139,6 +141,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                              branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+        Failpoint.hit("store.changeStatus.before"); defer { Failpoint.hit("store.changeStatus.after") }
         let bindings: [SQLValue] = [
             .text(to.rawValue), .time(now), .text(update.rollbackReason), .text(update.result),
             .time(update.finishTime), .time(update.rollbackTime), .int(update.nextCronInterval),
@@ -157,6 +160,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
                                now: Date) async throws(StoreError) {
+        Failpoint.hit("store.appendBranches.before"); defer { Failpoint.hit("store.appendBranches.after") }
         let rows = branches.map { BranchColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
             try Self.lockGlobal(db, gid: gid, expecting: expecting, owner: nil, now: now)
@@ -166,6 +170,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
                                now: Date) async throws(StoreError) {
+        Failpoint.hit("store.updateBranches.before"); defer { Failpoint.hit("store.updateBranches.after") }
         let rows = Self.branchRows(updates, gid: gid, now: now)
         try await writer.perform { db throws(StoreError) in
             try Self.lockGlobal(db, gid: gid, expecting: expecting, owner: owner, now: now)
@@ -200,6 +205,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
                           nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+        Failpoint.hit("store.touchCron.before"); defer { Failpoint.hit("store.touchCron.after") }
         let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
                                     .text(status.rawValue), .text(owner)]
         let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
@@ -212,6 +218,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
         -> [GlobalTransaction] {
+        Failpoint.hit("store.claimDue.before"); defer { Failpoint.hit("store.claimDue.after") }
         guard limit > 0 else { return [] }
         let bindings: [SQLValue] = [.text(owner), .time(leaseUntil), .time(now), .time(now), .int(Int64(limit))]
         let claimed = try await writer.perform { db throws(StoreError) in
@@ -234,6 +241,7 @@ public final class SQLiteStore: TransactionStore {
     static let parked = Date(timeIntervalSince1970: 253_402_300_799)  // 9999-12-31T23:59:59Z
 
     public func forceFail(gid: String, reason: String, now: Date) async throws(StoreError) {
+        Failpoint.hit("store.forceFail.before"); defer { Failpoint.hit("store.forceFail.after") }
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.forceFail, [.time(now), .text(reason), .text(gid)]) == 1 else {
                 throw .notFound("no unfinished global transaction \(gid)")
@@ -242,6 +250,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func extendLeases(gids: [String], owner: String?, until: Date, now: Date) async throws(StoreError) {
+        Failpoint.hit("store.extendLeases.before"); defer { Failpoint.hit("store.extendLeases.after") }
         guard !gids.isEmpty else { return }
         let rows: [[SQLValue]] = gids.map { [.time(until), .time(now), .text($0), .text(owner)] }
         try await writer.perform { db throws(StoreError) in
@@ -250,6 +259,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func resetCronTime(after: Date, limit: Int, now: Date) async throws(StoreError) -> Int {
+        Failpoint.hit("store.resetCronTime.before"); defer { Failpoint.hit("store.resetCronTime.after") }
         guard limit > 0 else { return 0 }
         let bindings: [SQLValue] = [.time(now), .time(after), .int(Int64(limit))]
         return try await writer.perform { db throws(StoreError) in
@@ -258,6 +268,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func resetNextCronTime(gid: String, now: Date) async throws(StoreError) {
+        Failpoint.hit("store.resetNextCronTime.before"); defer { Failpoint.hit("store.resetNextCronTime.after") }
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.resetNextCronTime, [.time(now), .time(now), .text(gid)]) == 1 else {
                 throw .notFound("no global transaction \(gid)")
@@ -292,6 +303,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func createKV(cat: String, key: String, value: String, now: Date) async throws(StoreError) {
+        Failpoint.hit("store.createKV.before"); defer { Failpoint.hit("store.createKV.after") }
         try await writer.perform { db throws(StoreError) in
             _ = try db.run(.createKV, [.text(cat), .text(key), .text(value), .time(now), .time(now)])
         }
@@ -299,6 +311,7 @@ public final class SQLiteStore: TransactionStore {
 
     public func updateKV(cat: String, key: String, value: String, expectedVersion: Int64,
                          now: Date) async throws(StoreError) {
+        Failpoint.hit("store.updateKV.before"); defer { Failpoint.hit("store.updateKV.after") }
         let bindings: [SQLValue] = [.text(value), .time(now), .text(cat), .text(key), .int(expectedVersion)]
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.updateKV, bindings) == 1 else {
@@ -308,6 +321,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func deleteKV(cat: String, key: String) async throws(StoreError) {
+        Failpoint.hit("store.deleteKV.before"); defer { Failpoint.hit("store.deleteKV.after") }
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.deleteKV, [.text(cat), .text(key)]) == 1 else { throw .notFound("no kv \(cat)/\(key)") }
         }

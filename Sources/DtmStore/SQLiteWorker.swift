@@ -1,4 +1,5 @@
 import DtmEngine
+import DtmFailpoints
 import Foundation
 
 /// One caller's request, run on a worker thread.
@@ -330,7 +331,9 @@ private struct GroupCommit {
     mutating func finish() -> [Answer] {
         if open {
             do throws(StoreError) {
+                Failpoint.hit("store.commit.before")
                 try connection.run(.commit)
+                Failpoint.hit("store.commit.after")
                 open = false
                 committedWrites = pending.count
                 settle(failing: nil)
