@@ -84,7 +84,7 @@ let package = Package(
         .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet"], path: "Tests/DtmTestSupport"),
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
-        .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
+        .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
         .testTarget(name: "DtmServerTests", dependencies: [
             "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto",
