@@ -82,9 +82,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Shared by the test targets: the polling helper and the scoped start / run / stop helper.
+        .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet"], path: "Tests/DtmTestSupport"),
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
-        .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),
+        .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
         .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
         .testTarget(name: "DtmServerTests", dependencies: [
@@ -96,12 +98,12 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .testTarget(name: "DtmHTTPTests", dependencies: [
-            "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
+            "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .testTarget(name: "InteropTests", dependencies: [
-            "DtmServer", "DtmNet", "DtmGRPC", "DtmProto", "DtmEngine", "DtmStore",
+            "DtmTestSupport", "DtmServer", "DtmNet", "DtmGRPC", "DtmProto", "DtmEngine", "DtmStore",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ],

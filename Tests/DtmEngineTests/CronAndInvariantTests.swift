@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import DtmEngine
+import DtmTestSupport
 
 private let p = BranchStatus.prepared
 private let s = BranchStatus.succeed
@@ -318,7 +319,7 @@ struct InMemoryStoreTests {
             while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(5)) }
         }
         let pass = Task { try await h.driver.process(gid: "cut") }
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("the pass to call the first branch") { await !h.log().isEmpty }
         pass.cancel()
         _ = try await pass.value
         let after = await h.global("cut")
@@ -345,7 +346,7 @@ struct InMemoryStoreTests {
         h.clock.advance(10)
         let pass = Task { await mine.runOnce() }
         // Wait until A is inside the first branch call.
-        while await h.log().isEmpty { try await Task.sleep(for: .milliseconds(2)) }
+        try await waitUntil("A to call the first branch") { await !h.log().isEmpty }
 
         h.clock.advance(6)  // past half the 10 s lease
         await mine.renewLeases()

@@ -17,13 +17,11 @@ import Testing
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         let store = try SQLiteStore(path: path, busyTimeout: .milliseconds(200))
         defer { store.close() }
-        try await withCoordinator(store: store) { coordinator, api in
-            let (client, target) = await connectedGRPCClient(coordinator)
-            defer { Task { await client.shutdown() } }
+        try await withCoordinator(store: store) { coordinator, api in try await withGRPCClient(coordinator) { client, target in
             func check(_ service: String = "") async throws -> HealthCheckResponse.ServingStatus {
                 let reply = try await client.unary(target: target, path: "/grpc.health.v1.Health/Check",
                                                    message: HealthCheckRequest(service: service).encode(),
-                                                   timeout: .seconds(10))
+                                                   timeout: .seconds(30))
                 return try HealthCheckResponse(decoding: reply.message).status
             }
             func submit(_ gid: String) async throws -> Int {
@@ -50,7 +48,7 @@ import Testing
             #expect(try await store.findGlobal(gid: "before") != nil)
             #expect(try await store.findGlobal(gid: "during") == nil)
             #expect(try await store.findGlobal(gid: "after") != nil)
-        }
+        } }
     }
 }
 

@@ -4,6 +4,7 @@ import DtmNet
 import DtmProto
 @testable import DtmServer
 import DtmStore
+import DtmTestSupport
 import Foundation
 import NIOHTTP1
 import Testing
@@ -114,9 +115,7 @@ import Testing
 @Suite struct TopicTests {
     /// A msg step addressed to a topic goes to every subscriber, with DTM's branch ids.
     @Test func msgFansOutToSubscribers() async throws {
-        let busi = try await TestBusi()
-        defer { Task { await busi.stop() } }
-        try await withCoordinator(caller: nil) { _, api in
+        try await withStarted(await TestBusi()) { busi in try await withCoordinator(caller: nil) { _, api in
             for path in ["/one", "/two"] {
                 let url = busi.url(path).addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
                 #expect(try await api.get("/api/dtmsvr/subscribe?topic=orders&url=\(url)&remark=r").status == 200)
@@ -137,15 +136,13 @@ import Testing
             #expect(try await api.get("/api/dtmsvr/unsubscribe?topic=orders&url=\(busi.url("/one"))").status == 200)
             let after = try await api.get("/api/dtmsvr/queryKV?cat=topics&key=orders").json["kv"] as? [[String: Any]]
             #expect(after?.first?["version"] as? Int == 3)
-        }
+        } }
     }
 
     /// Concurrent subscribers all land (optimistic versions, re-read on conflict); the version
     /// counts every change, as DTM's TestConcurrentUpdateTopic expects.
     @Test func concurrentSubscribers() async throws {
-        let store = SQLiteStoreForTests()
-        defer { store.remove() }
-        try await withCoordinator(store: store.store) { _, api in
+        try await withStarted(await SQLiteStoreForTests.open()) { database in try await withCoordinator(store: database.store) { _, api in
             let codes = try await withThrowingTaskGroup(of: Int.self) { group in
                 for index in 0..<20 {
                     group.addTask { try await api.get("/api/dtmsvr/subscribe?topic=c&url=http://b/\(index)").status }
@@ -161,19 +158,17 @@ import Testing
             #expect(kv?.first?["v"] as? String == "[]")
             let scan = try await api.get("/api/dtmsvr/scanKV?cat=topics&limit=1").json
             #expect(scan["next_position"] as? String == "1", "a full page points at the next one")
-        }
+        } }
     }
 
     /// The gRPC Subscribe / Unsubscribe / DeleteTopic methods share the topic code.
     @Test func grpcTopics() async throws {
-        try await withCoordinator { coordinator, api in
-            let (client, target) = await connectedGRPCClient(coordinator)
-            defer { Task { await client.shutdown() } }
+        try await withCoordinator { coordinator, api in try await withGRPCClient(coordinator) { client, target in
             func call(_ method: String, _ topic: String, _ url: String) async -> RPCError? {
                 do {
                     _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/\(method)",
                                                message: DtmTopicRequest(topic: topic, url: url, remark: "g").encode(),
-                                               timeout: .seconds(5))
+                                               timeout: .seconds(30))
                     return nil
                 } catch {
                     return error
@@ -190,40 +185,23 @@ import Testing
             #expect(await call("Unsubscribe", "g", "http://b/1") == nil)
             #expect(await call("DeleteTopic", "g", "") == nil)
             #expect(await call("DeleteTopic", "g", "")?.code == .notFound)
-        }
-    }
-}
-
-/// A SQLite store in a temporary file.
-struct SQLiteStoreForTests {
-    let path = temporaryDatabase()
-    let store: SQLiteStore
-
-    init() {
-        store = try! SQLiteStore(path: path, logger: testLogger)
-    }
-
-    func remove() {
-        store.close()
-        removeDatabase(path)
+        } }
     }
 }
 
 @Suite struct CrossProtocolTests {
     /// One transaction, two protocols: prepared over HTTP, submitted over gRPC, queried over HTTP.
     @Test func prepareOverHTTPSubmitOverGRPC() async throws {
-        let busi = try await TestBusi()
-        defer { Task { await busi.stop() } }
-        try await withCoordinator(caller: nil) { coordinator, api in
+        try await withStarted(await TestBusi()) { busi in try await withCoordinator(caller: nil) { coordinator, api in
             let prepare = try await api.post("/api/dtmsvr/prepare", #"{"gid":"x1","trans_type":"msg","steps":[{"action":"\#(busi.url("/in"))"}],"payloads":["{\"amount\":7}"],"query_prepared":"\#(busi.url("/qp"))"}"#)
             #expect(prepare.status == 200, "\(prepare)")
             #expect(try await api.status("x1") == "prepared")
 
-            let (client, target) = await connectedGRPCClient(coordinator)
-            defer { Task { await client.shutdown() } }
             let request = DtmRequest(gid: "x1", transType: "msg", transOptions: DtmTransOptions(waitResult: true))
-            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Submit",
-                                       message: request.encode(), timeout: .seconds(10))
+            _ = try await withGRPCClient(coordinator) { client, target in
+                try await client.unary(target: target, path: "/dtmgimp.Dtm/Submit", message: request.encode(),
+                                       timeout: .seconds(30))
+            }
 
             let (global, branches) = try await api.query("x1")
             #expect(global["status"] as? String == "succeed")
@@ -233,16 +211,16 @@ struct SQLiteStoreForTests {
             #expect(calls.count == 1 && calls.first?.method == "POST")
             #expect(calls.first.map { String(decoding: $0.body, as: UTF8.self) } == #"{"amount":7}"#)
             #expect(calls.first?.query["gid"] == "x1" && calls.first?.query["op"] == "action")
-        }
+        } }
     }
 
     /// And the other way: a tcc prepared over gRPC, its branch registered and submitted over HTTP.
     @Test func prepareOverGRPCSubmitOverHTTP() async throws {
         try await withCoordinator { coordinator, api in
-            let (client, target) = await connectedGRPCClient(coordinator)
-            defer { Task { await client.shutdown() } }
-            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Prepare",
-                                       message: DtmRequest(gid: "x2", transType: "tcc").encode(), timeout: .seconds(5))
+            _ = try await withGRPCClient(coordinator) { client, target in
+                try await client.unary(target: target, path: "/dtmgimp.Dtm/Prepare",
+                                       message: DtmRequest(gid: "x2", transType: "tcc").encode(), timeout: .seconds(30))
+            }
             let register = try await api.post("/api/dtmsvr/registerBranch", #"{"gid":"x2","branch_id":"01","trans_type":"tcc","data":"{}","confirm":"http://b/c","cancel":"http://b/k"}"#)
             #expect(register.status == 200, "\(register)")
             #expect(try await api.post("/api/dtmsvr/submit", #"{"gid":"x2","trans_type":"tcc","wait_result":true}"#).status == 200)
@@ -254,17 +232,15 @@ struct SQLiteStoreForTests {
 
     /// Second counts that would overflow stored dates are refused over gRPC as well.
     @Test func grpcRefusesHugeIntervals() async throws {
-        try await withCoordinator { coordinator, _ in
-            let (client, target) = await connectedGRPCClient(coordinator)
-            defer { Task { await client.shutdown() } }
+        try await withCoordinator { coordinator, _ in try await withGRPCClient(coordinator) { client, target in
             let request = DtmRequest(gid: "h1", transType: "tcc", transOptions: DtmTransOptions(retryInterval: .max))
             do throws(RPCError) {
                 _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Prepare",
-                                           message: request.encode(), timeout: .seconds(5))
+                                           message: request.encode(), timeout: .seconds(30))
                 #expect(Bool(false), "accepted")
             } catch {
                 #expect(error.code == .invalidArgument && error.message.hasPrefix("retry_interval:"), "\(error)")
             }
-        }
+        } }
     }
 }

@@ -4,6 +4,7 @@ import DtmGRPC
 import DtmNet
 @testable import DtmServer
 import DtmStore
+import DtmTestSupport
 import Foundation
 import Hummingbird
 import Logging
@@ -11,8 +12,10 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
-/// Engine settings that keep tests quick: retries every second, short timeouts.
-let quickEngine = EngineConfig(retryInterval: 1, timeoutToFail: 3, requestTimeout: 2, transCronInterval: 1)
+/// Engine settings that keep tests quick: retries every second. No transaction times out and
+/// no branch call is cut off unless a test asks for it: a loaded test machine may stall any
+/// request for seconds, and a tcc prepared by a test must still be prepared when it submits.
+let quickEngine = EngineConfig(retryInterval: 1, timeoutToFail: 600, requestTimeout: 30, transCronInterval: 1)
 
 /// A quiet logger for coordinators started by tests.
 let testLogger: Logger = {
@@ -38,17 +41,22 @@ func startCoordinator(store: any TransactionStore = InMemoryStore(), caller: (an
                                       store: store, branchCaller: caller, logger: testLogger)
 }
 
-/// Runs `body` with a fresh coordinator and its HTTP API, then stops it.
-func withCoordinator(store: any TransactionStore = InMemoryStore(), caller: (any BranchCaller)? = RecordingCaller(),
-                     _ body: (CoordinatorServer, API) async throws -> Void) async throws {
-    let coordinator = try await startCoordinator(store: store, caller: caller)
-    do {
+/// Runs `body` with a fresh coordinator (on its own store unless given one) and its HTTP API,
+/// then stops it.
+func withCoordinator<T>(store: any TransactionStore = InMemoryStore(), caller: (any BranchCaller)? = RecordingCaller(),
+                        engine: EngineConfig = quickEngine,
+                        _ body: (CoordinatorServer, API) async throws -> T) async throws -> T {
+    try await withStarted(await startCoordinator(store: store, caller: caller, engine: engine)) { coordinator in
         try await body(coordinator, API(port: coordinator.httpPort))
-    } catch {
-        await coordinator.shutdown(gracePeriod: .milliseconds(100))
-        throw error
     }
-    await coordinator.shutdown(gracePeriod: .milliseconds(100))
+}
+
+/// Runs `body` with a fresh gRPC client of `coordinator` and its target, then stops the client.
+func withGRPCClient<T>(_ coordinator: CoordinatorServer,
+                       _ body: (GRPCClient, String) async throws -> T) async throws -> T {
+    try await withStarted(GRPCClient()) { client in
+        try await body(client, "127.0.0.1:\(coordinator.grpcPort)")
+    }
 }
 
 /// A JSON client of one coordinator's HTTP API.
@@ -99,32 +107,18 @@ struct API: Sendable {
     }
 
     /// Polls until the transaction reaches `status` (or fails the test after `timeout`).
-    func waitFor(_ gid: String, status expected: String, timeout: Duration = .seconds(20)) async throws {
-        let deadline = ContinuousClock.now + timeout
+    func waitFor(_ gid: String, status expected: String, timeout: Duration = .seconds(30)) async throws {
         var last = ""
-        while ContinuousClock.now < deadline {
+        try await waitUntil("\(gid) to be '\(expected)' (now '\(last)')", timeout: timeout) {
             last = try await status(gid)
-            if last == expected { return }
-            try await Task.sleep(for: .milliseconds(50))
+            return last == expected
         }
-        Issue.record("\(gid): status '\(last)' after \(timeout), expected '\(expected)'")
     }
-}
-
-/// Polls `condition` until it holds or `timeout` passes; records an issue on timeout.
-func eventually(_ what: String, timeout: Duration = .seconds(20),
-                _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    Issue.record("timed out waiting for \(what)")
 }
 
 /// A business service for tests: a Hummingbird router on a free loopback port that
 /// records every request it gets.
-final class TestBusi: Sendable {
+final class TestBusi: Stoppable {
     struct Received: Sendable {
         var method: String
         var path: String
@@ -168,17 +162,23 @@ final class TestBusi: Sendable {
     func stop() async { await server.shutdown(gracePeriod: .milliseconds(100)) }
 }
 
-/// A temporary SQLite file path, removed with its WAL files by `removeDatabase`.
-func temporaryDatabase() -> String {
-    FileManager.default.temporaryDirectory.appendingPathComponent("dtm-http-\(UUID().uuidString).sqlite").path
-}
+/// A SQLite store in a temporary file, opened and closed off Swift's cooperative pool (both
+/// wait for the disk). Start it with `withStarted(await SQLiteStoreForTests.open())`.
+struct SQLiteStoreForTests: Stoppable {
+    let path: String
+    let store: SQLiteStore
 
-func removeDatabase(_ path: String) {
-    for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
-}
+    static func open() async throws -> SQLiteStoreForTests {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("dtm-http-\(UUID().uuidString).sqlite").path
+        return SQLiteStoreForTests(path: path, store: try await onOwnThread { try SQLiteStore(path: path, logger: testLogger) })
+    }
 
-/// A fresh gRPC client of `coordinator`. (Its first call needs no warm-up: the client used to
-/// lose the server's SETTINGS now and then and hang, fixed in DtmNet.)
-func connectedGRPCClient(_ coordinator: CoordinatorServer) async -> (client: GRPCClient, target: String) {
-    (GRPCClient(), "127.0.0.1:\(coordinator.grpcPort)")
+    /// Closes the store and removes its files.
+    func stop() async {
+        let (store, path) = (store, path)
+        await onOwnThread {
+            store.close()
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        }
+    }
 }

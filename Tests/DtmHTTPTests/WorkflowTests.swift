@@ -4,6 +4,7 @@ import DtmNet
 import DtmProto
 @testable import DtmServer
 import DtmStore
+import DtmTestSupport
 import Foundation
 import Testing
 
@@ -77,51 +78,59 @@ import Testing
     /// The client stops after step 1 and the coordinator restarts; the restarted retry loop
     /// calls the workflow's callback, and the client resumes: step 1 is skipped, step 2 runs.
     @Test func workflowResumedAfterRestart() async throws {
-        let database = SQLiteStoreForTests()
-        defer { database.remove() }
-        actor Current { var api: API?; func set(_ value: API) { api = value } }
-        let current = Current()
-        let busi = try await TestBusi { request in
-            guard request.path == "/wf", let api = await current.api else { return (404, "{}") }
-            do {
-                // The workflow SDK's replay: skip what is recorded, run the rest, submit.
-                let body = Self.prepareBody(request.query["gid"] ?? "", callback: "")
-                let progresses = try await api.post("/api/dtmsvr/prepareWorkflow", body).json["progresses"] as? [[String: Any]] ?? []
-                let done = Set(progresses.map { "\($0["branch_id"] ?? "")-\($0["op"] ?? "")" })
-                for branch in ["01", "02"] where !done.contains("\(branch)-action") {
-                    _ = try await api.post("/api/dtmsvr/registerBranch", Self.step("w3", branch, "action", "succeed", "resumed"))
+        try await withStarted(await SQLiteStoreForTests.open()) { database in
+            actor Current { var api: API?; func set(_ value: API) { api = value } }
+            let current = Current()
+            actor Resumes { var count = 0; func add() { count += 1 } }
+            let resumes = Resumes()
+            let handle: @Sendable (TestBusi.Received) async -> (Int, String) = { request in
+                guard request.path == "/wf", let api = await current.api else { return (404, "{}") }
+                await resumes.add()
+                do {
+                    // The workflow SDK's replay: skip what is recorded, run the rest, submit.
+                    let body = Self.prepareBody(request.query["gid"] ?? "", callback: "")
+                    let progresses = try await api.post("/api/dtmsvr/prepareWorkflow", body).json["progresses"] as? [[String: Any]] ?? []
+                    let done = Set(progresses.map { "\($0["branch_id"] ?? "")-\($0["op"] ?? "")" })
+                    for branch in ["01", "02"] where !done.contains("\(branch)-action") {
+                        _ = try await api.post("/api/dtmsvr/registerBranch", Self.step("w3", branch, "action", "succeed", "resumed"))
+                    }
+                    _ = try await api.post("/api/dtmsvr/submit", Self.finish("w3", "succeed", result: Self.base64("ok")))
+                    return (200, #"{"dtm_result":"SUCCESS"}"#)
+                } catch {
+                    return (500, "{}")
                 }
-                _ = try await api.post("/api/dtmsvr/submit", Self.finish("w3", "succeed", result: Self.base64("ok")))
-                return (200, #"{"dtm_result":"SUCCESS"}"#)
-            } catch {
-                return (500, "{}")
             }
+            try await withStarted(await TestBusi(handle)) { busi in
+                // The first coordinator's retry loop looks once when it starts and then sleeps an
+                // hour: however slow this run, it cannot resume w3 before the restart.
+                var idle = quickEngine
+                idle.transCronInterval = 3600
+                try await withCoordinator(store: database.store, caller: nil, engine: idle) { _, api async throws in
+                    #expect(try await api.post("/api/dtmsvr/prepareWorkflow", Self.prepareBody("w3", callback: busi.url("/wf"), retryInterval: 2)).status == 200)
+                    #expect(try await api.post("/api/dtmsvr/registerBranch", Self.step("w3", "01", "action", "succeed", "first run")).status == 200)
+                }
+
+                try await withCoordinator(store: database.store, caller: nil) { _, api in
+                    await current.set(api)
+                    try await api.waitFor("w3", status: "succeed")
+                }
+
+                // The callback may be called more than once (at-least-once: a call cut off on a
+                // slow machine is retried), and the SDK's replay makes that harmless. What must
+                // hold: the restarted coordinator called it, every call was the resume call, and
+                // step 1 ran once, before the restart.
+                let calls = await busi.requests("/wf")
+                #expect(await resumes.count >= 1, "the restarted coordinator resumed the workflow")
+                #expect(!calls.isEmpty)
+                for call in calls {
+                    #expect(call.method == "POST" && String(decoding: call.body, as: UTF8.self) == "input")
+                    #expect(call.query["op"] == "transfer" && call.query["branch_id"] == "00" && call.query["trans_type"] == "workflow")
+                }
+            }
+            let (global, branches) = try await withCoordinator(store: database.store) { _, api in try await api.query("w3") }
+            #expect(global["status"] as? String == "succeed" && global["result"] as? String == Self.base64("ok"))
+            #expect(branches.map { $0["bin_data"] as? String } == [Self.base64("first run"), Self.base64("resumed")])
         }
-        defer { Task { await busi.stop() } }
-
-        let first = try await startCoordinator(store: database.store, caller: nil)
-        let api1 = API(port: first.httpPort)
-        #expect(try await api1.post("/api/dtmsvr/prepareWorkflow", Self.prepareBody("w3", callback: busi.url("/wf"), retryInterval: 2)).status == 200)
-        #expect(try await api1.post("/api/dtmsvr/registerBranch", Self.step("w3", "01", "action", "succeed", "first run")).status == 200)
-        await first.shutdown(gracePeriod: .milliseconds(100))
-        #expect(await busi.requests("/wf").isEmpty, "nothing resumed before the restart")
-
-        let second = try await startCoordinator(store: database.store, caller: nil)
-        let api2 = API(port: second.httpPort)
-        await current.set(api2)
-        try await api2.waitFor("w3", status: "succeed")
-        await second.shutdown(gracePeriod: .milliseconds(100))
-
-        let calls = await busi.requests("/wf")
-        #expect(calls.count == 1)
-        let call = try #require(calls.first)
-        #expect(call.method == "POST" && String(decoding: call.body, as: UTF8.self) == "input")
-        #expect(call.query["op"] == "transfer" && call.query["branch_id"] == "00" && call.query["trans_type"] == "workflow")
-        let third = try await startCoordinator(store: database.store)
-        let (global, branches) = try await API(port: third.httpPort).query("w3")
-        await third.shutdown(gracePeriod: .milliseconds(100))
-        #expect(global["result"] as? String == Self.base64("ok"))
-        #expect(branches.map { $0["bin_data"] as? String } == [Self.base64("first run"), Self.base64("resumed")])
     }
 
     /// The same over gRPC: PrepareWorkflow returns the stored progress, and the retry loop
@@ -133,23 +142,20 @@ import Testing
             executed.continuation.yield(request)
             return GRPCResponse(message: [])
         })
-        let callback = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: router)
-        defer { Task { await callback.shutdown(gracePeriod: .zero) } }
-        try await withCoordinator(caller: nil) { coordinator, api in
-            let (client, target) = await connectedGRPCClient(coordinator)
-            defer { Task { await client.shutdown() } }
+        try await withStarted(await GRPCServer.start(host: "127.0.0.1", port: 0, router: router)) { callback in
+        try await withCoordinator(caller: nil) { coordinator, api in try await withGRPCClient(coordinator) { client, target in
             let prepare = DtmRequest(gid: "g1", transType: "workflow", transOptions: DtmTransOptions(retryInterval: 1),
                                      customedData: #"{"name":"pay","data":"\#(Self.base64("x"))"}"#,
                                      queryPrepared: "127.0.0.1:\(callback.port)/workflow.Workflow/Execute")
             let created = try DtmProgressesReply(decoding: try await client.unary(
-                target: target, path: "/dtmgimp.Dtm/PrepareWorkflow", message: prepare.encode(), timeout: .seconds(5)).message)
+                target: target, path: "/dtmgimp.Dtm/PrepareWorkflow", message: prepare.encode(), timeout: .seconds(30)).message)
             #expect(created.transaction?.status == "prepared" && created.progresses.isEmpty)
             let branch = DtmBranchRequest(gid: "g1", transType: "workflow", branchID: "01",
                                           data: ["op": "action", "status": "succeed"], busiPayload: [1, 2])
             _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/RegisterBranch", message: branch.encode(),
-                                       timeout: .seconds(5))
+                                       timeout: .seconds(30))
             let stored = try DtmProgressesReply(decoding: try await client.unary(
-                target: target, path: "/dtmgimp.Dtm/PrepareWorkflow", message: prepare.encode(), timeout: .seconds(5)).message)
+                target: target, path: "/dtmgimp.Dtm/PrepareWorkflow", message: prepare.encode(), timeout: .seconds(30)).message)
             #expect(stored.progresses == [DtmProgress(status: "succeed", binData: [1, 2], branchID: "01", op: "action")])
 
             var calls = executed.stream.makeAsyncIterator()
@@ -157,11 +163,12 @@ import Testing
             #expect(try WorkflowData(decoding: resume.message).data == Array("x".utf8))
             #expect(resume.metadata["dtm-op"] == "pay" && resume.metadata["dtm-branch_id"] == "00")
             let submit = DtmRequest(gid: "g1", transType: "workflow", reqExtra: ["status": "succeed", "result": Self.base64("r")])
-            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Submit", message: submit.encode(), timeout: .seconds(5))
+            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Submit", message: submit.encode(), timeout: .seconds(30))
 
             let (global, branches) = try await api.query("g1")
             #expect(global["status"] as? String == "succeed" && global["protocol"] as? String == "grpc")
             #expect(branches.first?["bin_data"] as? String == Data([1, 2]).base64EncodedString())
+        } }
         }
     }
 }

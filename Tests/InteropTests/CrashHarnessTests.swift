@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import DtmTestSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,4 @@
+import DtmTestSupport
 import Foundation
 import Testing
 
@@ -22,7 +23,7 @@ final class DtmProcess: @unchecked Sendable {
         dtm.process.executableURL = URL(fileURLWithPath: binary)
         dtm.process.arguments = ["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--store", store,
                                  "--retry-interval", "1", "--cron-interval", "1", "--timeout-to-fail", "2",
-                                 "--request-timeout", "3"]
+                                 "--request-timeout", "30"]
         dtm.process.standardOutput = log
         dtm.process.standardError = log
         dtm.process.standardInput = FileHandle.nullDevice
@@ -53,8 +54,8 @@ final class DtmProcess: @unchecked Sendable {
 }
 
 @Suite struct CrashRecoveryTests {
-    /// 30 slow sagas (half meant to roll back) plus a stream of fast ones are in flight when the
-    /// coordinator gets SIGKILL; restarted on the same SQLite file it finishes every transaction
+    /// 30 slow sagas (half meant to roll back), 4 held in flight and a stream of fast ones are
+    /// under way when the coordinator gets SIGKILL; restarted on the same SQLite file it finishes every transaction
     /// correctly: right final states and branch rows, every needed branch call made, no saga
     /// action after its compensation began, and no acknowledged Submit lost.
     @Test func sigkillMidFlightThenRestartFinishesEverything() async throws {
@@ -67,11 +68,16 @@ final class DtmProcess: @unchecked Sendable {
 
         // Batch A: slow sagas, delays staggered so that the kill finds them in different phases.
         let count = 30
-        let gids = (0..<count).map { "\(prefix)-a\($0)" }
-        let rollsBack = { (index: Int) in index % 2 == 1 }
-        for (index, gid) in gids.enumerated() {
+        let slow = (0..<count).map { "\(prefix)-a\($0)" }
+        for (index, gid) in slow.enumerated() {
             try busi.control(gid, ["delay": 0.3 + Double(index % 5) * 0.15])
         }
+        // Batch H: sagas whose TransIn answers ONGOING until after the kill, so that the kill
+        // finds work in flight however fast or slow this run is.
+        let held = (0..<4).map { "\(prefix)-h\($0)" }
+        for gid in held { try busi.control(gid, ["TransIn": "ONGOING"]) }
+        let gids = slow + held
+        let rollsBack = { (index: Int) in index % 2 == 1 }
         let first = try await DtmProcess.start(binary: binary, store: db, logURL: dir.appendingPathComponent("dtm-1.log"))
         var firstStopped = false
         defer { if !firstStopped { kill(first.process.processIdentifier, SIGKILL) } }
@@ -79,23 +85,27 @@ final class DtmProcess: @unchecked Sendable {
         let submitted = try await runClient(first.target, gids.enumerated().map { index, gid in
             Op.submit(transferSaga(gid, busi, .grpc, transIn: rollsBack(index) ? "FAILURE" : ""))
         })
-        #expect(submitted.map(\.code) == Array(repeating: "OK", count: count), "\(submitted)")
+        #expect(submitted.map(\.code) == Array(repeating: "OK", count: gids.count), "\(submitted)")
 
         // Batch B: fast sagas submitted one after the other until the coordinator is gone.
         let streamPrefix = "\(prefix)-b"
         let template = transferSaga("", busi, .grpc)
         async let streamed = runClient(first.target, [["submit_until_down": [
-            "req": template, "prefix": streamPrefix, "count": 400, "interval": 0.02, "timeout": 2,
+            "req": template, "prefix": streamPrefix, "count": 2000, "interval": 0.02, "timeout": 10,
         ]]])
 
-        // Kill once the slow sagas are well under way and the stream is flowing.
-        try await waitUntil("sagas under way before the kill", timeout: .seconds(20), poll: .milliseconds(20)) {
-            busi.calls(prefix: "\(prefix)-a").values.reduce(0) { $0 + $1.count } >= 60
+        // Kill once the slow sagas are well under way, the held ones wait in TransIn and the
+        // stream is flowing.
+        try await waitUntil("sagas under way before the kill", poll: .milliseconds(20)) {
+            let calls = busi.calls(prefix: prefix)
+            return slow.reduce(0) { $0 + (calls[$1]?.count ?? 0) } >= 60
+                && held.allSatisfy { calls[$0]?.contains { $0.method == "TransIn" } ?? false }
                 && busi.calls(prefix: streamPrefix).count >= 3
         }
         try await first.stop(SIGKILL)
         firstStopped = true
         let killedAt = Date().timeIntervalSince1970
+        for gid in held { try busi.control(gid, [:]) }  // TransIn answers as its request says
         #expect(first.process.terminationReason == .uncaughtSignal)
         #expect(first.process.terminationStatus == SIGKILL)
 
@@ -172,7 +182,7 @@ final class DtmProcess: @unchecked Sendable {
             #expect(lastOut < firstIn, "\(gid): step 2 started before step 1 was done: \(mine)")
         }
         #expect(resumedAfterRestart >= 1, "the restarted coordinator resumed no saga")
-        print("crash test: \(unfinished.count) of \(count) slow sagas unfinished at the kill \(phases), \(resumedAfterRestart) "
+        print("crash test: \(unfinished.count) of \(gids.count) slow and held sagas unfinished at the kill \(phases), \(resumedAfterRestart) "
               + "called again after it; \(acked.count) streamed sagas acknowledged, \(dump.globals.count) transactions stored")
         for gid in acked {
             #expect(Set((calls[gid] ?? []).map(\.method)) == ["TransOut", "TransIn"], "\(gid)")

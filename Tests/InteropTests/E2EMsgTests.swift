@@ -11,6 +11,8 @@ import Testing
             "Steps": [["action": busi.url("TransOut", transport)], ["action": busi.url("TransIn", transport)]],
             "BinPayloads": [busiPayload(transport), busiPayload(transport)],
             "QueryPrepared": busi.url("QueryPrepared", transport),
+            // The msg's own timeout: the coordinator's default is far off (see E2ECoordinator).
+            "TransOptions": ["TimeoutToFail": 2],
         ]
     }
 
@@ -34,7 +36,9 @@ import Testing
             try busi.control(gid, ["QueryPrepared": "SUCCESS"])
             let results = try await runClient(dtm.target, [Op.prepare(Self.prepareMsg(gid, busi, transport))])
             #expect(results.map(\.code) == ["OK"], "\(results)")
-            #expect(try await dtm.global(gid)?.status == .prepared)
+            // Prepared until its back-check (which may already have come on a slow run).
+            let status = try await dtm.global(gid)?.status
+            #expect(status == .prepared || !busi.calls(gid).isEmpty, "\(String(describing: status)) before any back-check")
 
             let final = try await dtm.waitFinal(gid)
             #expect(final.status == .succeed)
@@ -79,7 +83,7 @@ import Testing
             let results = try await runClient(dtm.target, [Op.prepare(Self.prepareMsg(gid, busi, transport))])
             #expect(results.map(\.code) == ["OK"], "\(results)")
 
-            try await busi.waitForCalls(gid, count: 2, timeout: .seconds(15)) { $0.method == "QueryPrepared" }
+            try await busi.waitForCalls(gid, count: 2) { $0.method == "QueryPrepared" }
             #expect(try await dtm.global(gid)?.status == .prepared)
             #expect(try await dtm.branchStatuses(gid) == ["prepared", "prepared"])
             let checks = busi.calls(gid)

@@ -67,12 +67,15 @@ import Testing
         let busi = try await BusiPeer.shared()
         try await E2ECoordinator.with { dtm in
             let gid = uniqueGid("dup")
-            try busi.control(gid, ["delay": ["TransOut": 2.0]])
+            // TransOut answers ONGOING until the test lets it succeed: the saga is still running
+            // when the second Submit comes, however slow this run is.
+            try busi.control(gid, ["TransOut": "ONGOING"])
             let saga = transferSaga(gid, busi, .grpc)
             let running = try await runClient(dtm.target, [Op.submit(saga), Op.submit(saga)])
             #expect(running.map(\.code) == ["OK", "OK"], "\(running)")
             #expect(try await dtm.global(gid)?.status == .submitted, "the second Submit came while it ran")
 
+            try busi.control(gid, [:])
             #expect(try await dtm.waitFinal(gid).status == .succeed)
             #expect(try await dtm.branchStatuses(gid) == ["prepared", "succeed", "prepared", "succeed"])
             let after = try await runClient(dtm.target, [Op.submit(saga), Op.prepare(saga)])

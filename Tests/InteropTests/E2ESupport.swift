@@ -1,6 +1,7 @@
 import DtmEngine
 import DtmServer
 import DtmStore
+import DtmTestSupport
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -19,19 +20,6 @@ func makeTempDir(_ prefix: String) throws -> URL {
 /// A gid no other test (or earlier run) uses.
 func uniqueGid(_ label: String) -> String {
     "e2e-\(label)-\(UUID().uuidString.prefix(13).lowercased())"
-}
-
-/// Polls `condition` every `poll` until it holds; records an issue and throws on timeout.
-func waitUntil(_ what: @autoclosure () -> String, timeout: Duration = .seconds(20),
-               poll: Duration = .milliseconds(100), _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: poll)
-    }
-    if try await condition() { return }
-    Issue.record("timed out after \(timeout) waiting for \(what())")
-    throw PeerError.timedOut(what())
 }
 
 // MARK: - Busi peer
@@ -152,7 +140,7 @@ final class BusiPeer: Sendable {
 
     /// Waits until `gid` has at least `count` calls matching `filter`; returns all calls of the gid.
     @discardableResult
-    func waitForCalls(_ gid: String, count: Int = 1, timeout: Duration = .seconds(20),
+    func waitForCalls(_ gid: String, count: Int = 1, timeout: Duration = .seconds(30),
                       where filter: @escaping (BusiCall) -> Bool = { _ in true }) async throws -> [BusiCall] {
         try await waitUntil("\(count) busi call(s) of \(gid): \(calls(gid))", timeout: timeout) {
             calls(gid).filter(filter).count >= count
@@ -272,14 +260,18 @@ func dumpDatabase(_ path: String) async throws -> DatabaseDump {
 // MARK: - In-process coordinator
 
 /// A coordinator under test: in process, on a temporary SQLite file, with short intervals
-/// (retry 1 s, timeout_to_fail 2 s, request timeout 3 s, cron every ~1 s).
-struct E2ECoordinator: Sendable {
+/// (retry 1 s, cron every ~1 s). Timeouts are far off: a loaded machine may stall the Python
+/// client or busi for seconds, and a tcc prepared by a client must still be prepared when it
+/// submits, and a branch call cut off is called again, which the tests' exact call lists
+/// would see. A test that wants a timeout sets the transaction's own TimeoutToFail.
+struct E2ECoordinator: Stoppable {
     let server: CoordinatorServer
     let store: SQLiteStore
     let dbPath: String
+    private let dir: URL
     var target: String { "127.0.0.1:\(server.grpcPort)" }
 
-    static let engine = EngineConfig(retryInterval: 1, timeoutToFail: 2, requestTimeout: 3, transCronInterval: 1)
+    static let engine = EngineConfig(retryInterval: 1, timeoutToFail: 600, requestTimeout: 30, transCronInterval: 1)
 
     static var logger: Logger {
         var logger = Logger(label: "dtm.e2e")
@@ -288,33 +280,33 @@ struct E2ECoordinator: Sendable {
         return logger
     }
 
-    /// Starts a coordinator, runs `body`, then stops it and removes its files.
-    static func with<T: Sendable>(_ body: (E2ECoordinator) async throws -> T) async throws -> T {
+    /// Starts a coordinator on a fresh store file.
+    static func start() async throws -> E2ECoordinator {
         let dir = try makeTempDir("dtm-e2e-store")
         let dbPath = dir.appendingPathComponent("dtm.sqlite").path
-        let store = try SQLiteStore(path: dbPath, logger: logger)
-        let server: CoordinatorServer
+        let store = try await onOwnThread { try SQLiteStore(path: dbPath, logger: logger) }
         do {
-            server = try await CoordinatorServer.start(
+            let server = try await CoordinatorServer.start(
                 CoordinatorConfig(host: "127.0.0.1", grpcPort: 0, engine: engine), store: store, logger: logger)
+            return E2ECoordinator(server: server, store: store, dbPath: dbPath, dir: dir)
         } catch {
-            await onOwnThread { store.close() }
-            throw error
-        }
-        let coordinator = E2ECoordinator(server: server, store: store, dbPath: dbPath)
-        func stop() async {
-            await server.shutdown(gracePeriod: .milliseconds(200))
             await onOwnThread { store.close() }
             try? FileManager.default.removeItem(at: dir)
-        }
-        do {
-            let result = try await body(coordinator)
-            await stop()
-            return result
-        } catch {
-            await stop()
             throw error
         }
+    }
+
+    /// Stops the coordinator and removes its files.
+    func stop() async {
+        await server.stop()
+        let store = self.store
+        await onOwnThread { store.close() }
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    /// Starts a coordinator, runs `body`, then stops it and removes its files.
+    static func with<T>(_ body: (E2ECoordinator) async throws -> T) async throws -> T {
+        try await withStarted(await start(), body)
     }
 
     func global(_ gid: String) async throws -> GlobalTransaction? { try await store.findGlobal(gid: gid) }
@@ -325,7 +317,7 @@ struct E2ECoordinator: Sendable {
 
     /// Waits until the transaction is `succeed` or `failed` and returns it.
     @discardableResult
-    func waitFinal(_ gid: String, timeout: Duration = .seconds(25)) async throws -> GlobalTransaction {
+    func waitFinal(_ gid: String, timeout: Duration = .seconds(30)) async throws -> GlobalTransaction {
         var last: GlobalTransaction?
         try await waitUntil("\(gid) to finish (now \(last?.status.rawValue ?? "missing"); busi calls: "
                             + "\(BusiPeer.current?.calls(gid).description ?? "none"))", timeout: timeout) {

@@ -1,50 +1,61 @@
 import DtmGRPC
 import DtmNet
 import DtmProto
+import DtmTestSupport
 import Foundation
 import Testing
 
-@Suite(.serialized) struct ExecutableTests {
-    /// `dtm` with no arguments listens on DTM's default ports (gRPC 36790, HTTP 36789), keeps its
-    /// SQLite store in the working directory, and stops cleanly on SIGTERM.
-    @Test func dtmStartsOnDefaultPortAndStopsOnSIGTERM() async throws {
+@Suite struct ExecutableTests {
+    /// `dtm` listens on all interfaces, keeps its SQLite store in the working directory, serves
+    /// gRPC and HTTP, and stops cleanly on SIGTERM. Its ports default to DTM's (gRPC 36790, HTTP
+    /// 36789), which `--help` shows; the run itself binds free ports, since another dtm on the
+    /// machine (another test run) may hold DTM's.
+    @Test func dtmServesAndStopsOnSIGTERM() async throws {
         let binary = try #require(Peers.dtmBinary, "build first: swift build")
-        let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("dtm-exe-\(UUID())")
-        try FileManager.default.createDirectory(at: workDir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: workDir) }
+        let help = try await Peers.run(binary, ["--help"])
+        let options = help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(options.contains(/--grpc-port <grpc-port> [^-]*\(default: 36790\)/), "\(help.stdout)")
+        #expect(options.contains(/--http-port <http-port> [^-]*\(default: 36789\)/), "\(help.stdout)")
 
+        let workDir = try makeTempDir("dtm-exe")
+        defer { try? FileManager.default.removeItem(at: workDir) }
+        let logURL = workDir.appendingPathComponent("dtm.log")
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let log = try FileHandle(forWritingTo: logURL)
+        var output: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--grpc-port", "0", "--http-port", "0"]
         process.currentDirectoryURL = workDir
-        let log = Pipe()
         process.standardError = log
         process.standardOutput = log
+        process.standardInput = FileHandle.nullDevice
         try process.run()
+        try log.close()
         defer { if process.isRunning { process.terminate() } }
 
-        let client = GRPCClient()
-        defer { Task { await client.shutdown() } }
-        var gid: String?
-        for _ in 0..<100 where gid == nil {
-            gid = try? await DtmGidReply(decoding: client.unary(
-                target: "127.0.0.1:36790", path: "/dtmgimp.Dtm/NewGid", message: Empty().encode(),
-                timeout: .seconds(1)).message).gid
-            if gid == nil { try await Task.sleep(for: .milliseconds(50)) }
+        var ports: (grpc: Int, http: Int)?
+        try await waitUntil("dtm to announce its ports: \(output)") {
+            if !process.isRunning { throw PeerError.badOutput("dtm exited: \(output)") }
+            guard let grpc = output.firstMatch(of: /grpc=0\.0\.0\.0:(\d+)/).flatMap({ Int($0.1) }),
+                  let http = output.firstMatch(of: /http=0\.0\.0\.0:(\d+)/).flatMap({ Int($0.1) }) else { return false }
+            ports = (grpc, http)
+            return true
         }
-        #expect(gid?.count == 22)
+        let (grpcPort, httpPort) = try #require(ports)
+        let reply = try await withStarted(GRPCClient()) { client in
+            try await client.unary(target: "127.0.0.1:\(grpcPort)", path: "/dtmgimp.Dtm/NewGid",
+                                   message: Empty().encode(), timeout: .seconds(30))
+        }
+        #expect(try DtmGidReply(decoding: reply.message).gid.count == 22)
         let python = try Peers.require(Peers.python, "python")
-        let ping = try await Peers.run(python, ["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:36789/api/ping', timeout=5).read().decode())"])
+        let ping = try await Peers.run(python, ["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:\(httpPort)/api/ping', timeout=30).read().decode())"])
         #expect(ping.stdout.contains(#""msg":"pong""#), "\(ping.stdout) \(ping.stderr)")
         #expect(FileManager.default.fileExists(atPath: workDir.appendingPathComponent("dtm.sqlite").path))
 
         process.terminate()  // SIGTERM
-        let deadline = ContinuousClock.now + .seconds(10)
-        while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(!process.isRunning)
-        #expect(process.terminationStatus == 0)
-        let output = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(output.contains("0.0.0.0:36790"), "\(output)")
-        #expect(output.contains("0.0.0.0:36789"), "\(output)")
+        try await waitUntil("dtm to exit after SIGTERM: \(output)") { !process.isRunning }
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(output)")
         #expect(output.contains("received SIGTERM"), "\(output)")
     }
 }

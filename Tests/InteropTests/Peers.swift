@@ -1,3 +1,4 @@
+import DtmTestSupport
 import Foundation
 import Testing
 
@@ -78,23 +79,6 @@ enum Peers {
 /// threads of Swift's cooperative pool, which the in-process server under test needs.
 func readToEnd(_ pipe: Pipe) async -> Data {
     await onOwnThread { pipe.fileHandleForReading.readDataToEndOfFile() }
-}
-
-/// Runs blocking work on a new thread, outside both Swift's cooperative pool and Dispatch's
-/// global queues. On Linux those share libdispatch's thread pool, sized to the CPU count (2
-/// here), which only grows when a monitor notices blocked workers, about once a second: two
-/// blocked pipe reads on `DispatchQueue.global()` stalled every async task (the in-process
-/// server's handlers too) for up to a second.
-func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { continuation in
-        let thread = Thread { continuation.resume(returning: work()) }
-        thread.stackSize = 1 << 20
-        thread.start()
-    }
-}
-
-func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await onOwnThread { Result { try work() } }.get()
 }
 
 enum PeerError: Error {

@@ -2,7 +2,7 @@
 
 Each method answers according to the request's TransOutResult (TransOut*) or TransInResult
 (TransIn*): "" or SUCCESS → OK, FAILURE → ABORTED, ONGOING → FAILED_PRECONDITION,
-UNAVAILABLE → UNAVAILABLE, SLEEP → sleeps 3 s then OK, anything else → INTERNAL.
+UNAVAILABLE → UNAVAILABLE, SLEEP → sleeps 30 s then OK, anything else → INTERNAL.
 Received metadata is echoed back as initial metadata (keys prefixed "echo-"), and the
 amount as trailing metadata "amount".
 """
@@ -31,7 +31,7 @@ def answer(result, request, context):
     if result in ("", "SUCCESS"):
         return empty_pb2.Empty()
     if result == "SLEEP":
-        time.sleep(3)
+        time.sleep(30)
         return empty_pb2.Empty()
     if result in CODES:
         context.abort(CODES[result], "reason:" + result)
