@@ -39,14 +39,14 @@ final class GRPCClientHandler: ChannelInboundHandler {
         self.context = context
         if context.channel.isActive {
             flush()
-            armIdleTimer()
+            armIdleTimer(atLeast: Self.firstCallGrace)
         }
     }
 
     func channelActive(context: ChannelHandlerContext) {
         // The connection preface and our SETTINGS go first.
         flush()
-        armIdleTimer()
+        armIdleTimer(atLeast: Self.firstCallGrace)
         context.fireChannelActive()
     }
 
@@ -135,12 +135,17 @@ final class GRPCClientHandler: ChannelInboundHandler {
         armIdleTimer()
     }
 
-    /// With no call in flight, the connection retires after `idleTimeout`: it leaves the pool
-    /// first, so no new call is handed to it, then closes.
-    private func armIdleTimer() {
+    /// A new connection is not idle before the call it was opened for had time to arrive: on a
+    /// busy machine a short idle timeout would otherwise retire it first.
+    static let firstCallGrace = Duration.seconds(10)
+
+    /// With no call in flight, the connection retires after `idleTimeout` (or `minimum`, if
+    /// longer): it leaves the pool first, so no new call is handed to it, then closes.
+    private func armIdleTimer(atLeast minimum: Duration = .zero) {
         guard pending.isEmpty, idleTimer == nil, let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(idleTimeout.nanoseconds)) {
+        let delay = max(idleTimeout, minimum)
+        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: delay.nanoseconds))) {
             let handler = bound.value
             handler.idleTimer = nil
             guard handler.pending.isEmpty else { return }
