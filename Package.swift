@@ -78,6 +78,14 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Fuzz targets (Fuzz/README.md): the bodies, a libFuzzer/replay driver and a test that
+        // replays the committed corpus in every ordinary test run.
+        .systemLibrary(name: "CLibFuzzer", path: "Fuzz/Sources/CLibFuzzer"),
+        .target(name: "DtmFuzz", dependencies: ["DtmGRPC", "DtmHTTP2", "DtmProto", "DtmEngine", "DtmServer"],
+                path: "Fuzz/Sources/DtmFuzz"),
+        .executableTarget(name: "dtm-fuzz", dependencies: ["DtmFuzz", "CLibFuzzer"], path: "Fuzz/Sources/dtm-fuzz"),
+        .testTarget(name: "DtmFuzzTests", dependencies: ["DtmFuzz"], path: "Fuzz/Tests/DtmFuzzTests"),
+
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine"]),

@@ -123,6 +123,10 @@ public let maxGidLength = 128
 /// beyond any real setting, and far from the dates a store can no longer represent.
 public let maxOptionSeconds: Int64 = 315_360_000
 
+/// The largest retry_limit accepted: far beyond any real setting, and exact in the stored
+/// options JSON (a larger number could be stored but not read back, stalling the cron).
+public let maxRetryLimit: Int64 = 1_000_000_000
+
 /// A request that passed the checks every operation needs.
 struct CheckedRequest {
     var request: TransRequest
@@ -132,7 +136,7 @@ struct CheckedRequest {
     var payloads: [[UInt8]]
 }
 
-enum Validation {
+package enum Validation {
     static func gid(_ gid: String) throws(DtmError) {
         if gid.isEmpty { throw DtmError.invalidArgument("gid: must not be empty") }
         if gid.count > maxGidLength {
@@ -183,7 +187,7 @@ enum Validation {
         return CheckedRequest(request: request, transType: type, transProtocol: proto, payloads: payloads)
     }
 
-    static func options(_ options: TransOptions) throws(DtmError) {
+    package static func options(_ options: TransOptions) throws(DtmError) {
         let values: [(String, Int64)] = [
             ("timeout_to_fail", options.timeoutToFail), ("retry_interval", options.retryInterval),
             ("request_timeout", options.requestTimeout), ("retry_limit", options.retryLimit),
@@ -193,6 +197,9 @@ enum Validation {
         }
         for (name, value) in values.dropLast() where value > maxOptionSeconds {
             throw DtmError.invalidArgument("\(name): must be at most \(maxOptionSeconds) seconds (got \(value))")
+        }
+        if options.retryLimit > maxRetryLimit {
+            throw DtmError.invalidArgument("retry_limit: must be at most \(maxRetryLimit) (got \(options.retryLimit))")
         }
     }
 }
