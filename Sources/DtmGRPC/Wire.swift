@@ -83,7 +83,10 @@ package enum Wire {
     package static func formatTimeout(_ duration: Duration) -> String {
         let (seconds, attoseconds) = duration.components
         // Past 9e9 s (285 years) nanoseconds would overflow Int64: only hours can carry it.
-        guard seconds < 9_000_000_000 else { return "\(min(seconds / 3600 + 1, 99_999_999))H" }
+        guard seconds < 9_000_000_000 else {
+            let hours = seconds / 3600 + (seconds % 3600 > 0 || attoseconds > 0 ? 1 : 0)
+            return "\(min(hours, 99_999_999))H"
+        }
         let nanos = max(0, seconds) * 1_000_000_000 + max(0, attoseconds) / 1_000_000_000
         let units: [(Int64, String)] = [(1, "n"), (1_000, "u"), (1_000_000, "m"),
                                         (1_000_000_000, "S"), (60_000_000_000, "M"), (3_600_000_000_000, "H")]

@@ -11,10 +11,19 @@ import Testing
         let formatted = Wire.formatTimeout(timeout)
         let again = try #require(Wire.parseTimeout(formatted))
         #expect(again >= timeout)
+        #expect(Wire.formatTimeout(again) == formatted)
+    }
+
+    /// grpc-wire: the saturated form must round up exactly, or each re-format grows by an hour.
+    @Test func longTimeoutFormatIsStable() throws {
+        let formatted = Wire.formatTimeout(.seconds(36_000_000_000))
+        #expect(formatted == "10000000H")
+        #expect(Wire.formatTimeout(try #require(Wire.parseTimeout(formatted))) == formatted)
     }
 
     @Test func durationsBeyondTheWireSaturate() {
         #expect(Wire.formatTimeout(.seconds(Int64.max)) == "99999999H")
-        #expect(Wire.formatTimeout(.seconds(9_000_000_000)) == "2500001H")
+        #expect(Wire.formatTimeout(.seconds(9_000_000_000)) == "2500000H")
+        #expect(Wire.formatTimeout(.seconds(9_000_000_001)) == "2500001H")
     }
 }
