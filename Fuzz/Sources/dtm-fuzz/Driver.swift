@@ -37,11 +37,17 @@ enum Driver {
         default:
             break
         }
-        guard let target = FuzzTarget.named(arguments[1]) else { fail("unknown target '\(arguments[1])'; see --list") }
         #if FUZZING
+        // libFuzzer re-runs this program without our first argument for -merge, -fork and
+        // -jobs; the environment carries the target to those children.
+        let inherited = ProcessInfo.processInfo.environment["DTM_FUZZ_TARGET"].flatMap(FuzzTarget.named)
+        let named = FuzzTarget.named(arguments[1])
+        guard let target = named ?? inherited else { fail("unknown target '\(arguments[1])'; see --list") }
+        setenv("DTM_FUZZ_TARGET", target.name, 1)
         selected = target
         // libFuzzer parses argv itself: hand it our program name and its own arguments only.
-        var argv: [UnsafeMutablePointer<CChar>?] = ([arguments[0]] + arguments.dropFirst(2)).map { strdup($0) }
+        let own = named == nil ? arguments.dropFirst(1) : arguments.dropFirst(2)
+        var argv: [UnsafeMutablePointer<CChar>?] = ([arguments[0]] + own).map { strdup($0) }
         argv.append(nil)
         var argc = CInt(argv.count - 1)
         let status = argv.withUnsafeMutableBufferPointer { buffer in
@@ -50,6 +56,7 @@ enum Driver {
         }
         exit(status)
         #else
+        guard let target = FuzzTarget.named(arguments[1]) else { fail("unknown target '\(arguments[1])'; see --list") }
         replay(target, paths: Array(arguments.dropFirst(2)))
         #endif
     }
