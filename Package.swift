@@ -84,6 +84,15 @@ let package = Package(
 
         // Shared by the test targets: the polling helper and the scoped start / run / stop helper.
         .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet"], path: "Tests/DtmTestSupport"),
+
+        // Fuzz targets (Fuzz/README.md): the bodies, a libFuzzer/replay driver and a test that
+        // replays the committed corpus in every ordinary test run.
+        .systemLibrary(name: "CLibFuzzer", path: "Fuzz/Sources/CLibFuzzer"),
+        .target(name: "DtmFuzz", dependencies: ["DtmGRPC", "DtmHTTP2", "DtmProto", "DtmEngine", "DtmServer"],
+                path: "Fuzz/Sources/DtmFuzz"),
+        .executableTarget(name: "dtm-fuzz", dependencies: ["DtmFuzz", "CLibFuzzer"], path: "Fuzz/Sources/dtm-fuzz"),
+        .testTarget(name: "DtmFuzzTests", dependencies: ["DtmFuzz"], path: "Fuzz/Tests/DtmFuzzTests"),
+
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),

@@ -2,7 +2,7 @@ import Foundation
 
 /// A parsed JSON value that keeps booleans and numbers apart (Foundation's
 /// JSONSerialization on Linux reports 0 and 1 as booleans too).
-enum JSONValue: Equatable {
+package enum JSONValue: Equatable {
     case null
     case bool(Bool)
     case number(Double)
@@ -13,7 +13,7 @@ enum JSONValue: Equatable {
     /// nil when `text` is not JSON (RFC 8259; nesting deeper than 512 levels is refused).
     /// A hand-written parser: steps and custom data are parsed on every Submit, and decoding
     /// through Codable's try-each-type chain cost more than the rest of a Submit.
-    static func parse(_ text: String) -> JSONValue? {
+    package static func parse(_ text: String) -> JSONValue? {
         var text = text
         return text.withUTF8 { bytes in
             var parser = JSONParser(bytes: bytes)
@@ -25,7 +25,7 @@ enum JSONValue: Equatable {
 
     /// The common shape of saga/msg steps, parsed without building a JSONValue tree: nil when
     /// `text` is not exactly a JSON array of objects whose values are all strings.
-    static func parseStringMaps(_ text: String) -> [[String: String]]? {
+    package static func parseStringMaps(_ text: String) -> [[String: String]]? {
         var text = text
         return text.withUTF8 { bytes in
             var parser = JSONParser(bytes: bytes)

@@ -149,6 +149,13 @@ extension Validation {
             if value.utf8.contains(where: { $0 == 0 || $0 == 0x0A || $0 == 0x0D }) {
                 throw DtmError.invalidArgument("branch_headers.\(name): value must not contain CR, LF or NUL")
             }
+            // gRPC sends `-bin` metadata as base64 of bytes: the value must be that already.
+            if name.lowercased().hasSuffix("-bin") {
+                let padded = value + String(repeating: "=", count: (4 - value.utf8.count % 4) % 4)
+                if Data(base64Encoded: padded) == nil {
+                    throw DtmError.invalidArgument("branch_headers.\(name): a -bin header's value must be base64")
+                }
+            }
         }
         if total > limits.maxBranchHeaderBytes {
             throw DtmError.invalidArgument(

@@ -136,7 +136,7 @@ struct CheckedRequest {
     var payloads: [[UInt8]]
 }
 
-enum Validation {
+package enum Validation {
     static func gid(_ gid: String) throws(DtmError) {
         try identifier(gid, field: "gid", max: maxGidLength)
     }
@@ -199,7 +199,7 @@ enum Validation {
         return CheckedRequest(request: request, transType: type, transProtocol: proto, payloads: payloads)
     }
 
-    static func options(_ options: TransOptions, limits: RequestLimits) throws(DtmError) {
+    package static func options(_ options: TransOptions, limits: RequestLimits) throws(DtmError) {
         let values: [(String, Int64, Int64)] = [
             ("timeout_to_fail", options.timeoutToFail, maxOptionSeconds),
             ("retry_interval", options.retryInterval, maxOptionSeconds),

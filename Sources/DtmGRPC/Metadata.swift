@@ -57,7 +57,7 @@ public struct Metadata: Sendable, Equatable, Sequence {
     }
 
     /// Header names that belong to HTTP/2 or gRPC itself and are never custom metadata.
-    static func isReserved(_ name: String) -> Bool {
+    package static func isReserved(_ name: String) -> Bool {
         name.hasPrefix(":") || name.hasPrefix("grpc-") || name == "content-type" || name == "te"
             || name == "user-agent" || name == "content-length" || name == "connection"
             || name == "host" || name == "accept-encoding"
@@ -66,7 +66,7 @@ public struct Metadata: Sendable, Equatable, Sequence {
 
 extension Metadata {
     /// Custom metadata from received headers; a `-bin` value that is not base64 is an error.
-    init(headers: [HeaderField]) throws(RPCError) {
+    package init(headers: [HeaderField]) throws(RPCError) {
         for field in headers where !Metadata.isReserved(field.name) {
             if field.name.hasSuffix("-bin") {
                 guard let bytes = Base64.decode(field.value) else {
@@ -80,7 +80,7 @@ extension Metadata {
     }
 
     /// Headers to send; binary values are base64 without padding, as gRPC implementations send them.
-    var headerFields: [HeaderField] {
+    package var headerFields: [HeaderField] {
         entries.map { entry in
             switch entry.value {
             case .string(let value): HeaderField(entry.key, value)
@@ -90,15 +90,15 @@ extension Metadata {
     }
 }
 
-enum Base64 {
-    static func encode(_ bytes: [UInt8]) -> String {
+package enum Base64 {
+    package static func encode(_ bytes: [UInt8]) -> String {
         var text = Data(bytes).base64EncodedString()
         while text.hasSuffix("=") { text.removeLast() }
         return text
     }
 
     /// Accepts padded and unpadded base64 (gRPC allows both).
-    static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         var padded = text
         let remainder = padded.utf8.count % 4
         if remainder == 1 { return nil }

@@ -1,9 +1,9 @@
 /// Small pieces of the gRPC-over-HTTP/2 wire format.
-enum Wire {
-    static let contentType = "application/grpc"
+package enum Wire {
+    package static let contentType = "application/grpc"
 
     /// True for `application/grpc` and `application/grpc+<codec>` / `;params`.
-    static func isGRPCContentType(_ value: String?) -> Bool {
+    package static func isGRPCContentType(_ value: String?) -> Bool {
         guard let value else { return false }
         guard value.hasPrefix(contentType) else { return false }
         let rest = value.dropFirst(contentType.count)
@@ -11,7 +11,7 @@ enum Wire {
     }
 
     /// Prefixes a message with the 5-byte gRPC header (uncompressed).
-    static func frame(_ message: [UInt8]) -> [UInt8] {
+    package static func frame(_ message: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(message.count + 5)
         let length = UInt32(message.count)
@@ -27,7 +27,7 @@ enum Wire {
     /// The single message of a unary call's DATA, checked against `maxSize`.
     /// `encodingNegotiated` is true when the peer sent a `grpc-encoding` other than identity
     /// (which we do not support and reject before getting here).
-    static func unaryMessage(from buffer: [UInt8], maxSize: Int) -> Result<[UInt8], RPCError> {
+    package static func unaryMessage(from buffer: [UInt8], maxSize: Int) -> Result<[UInt8], RPCError> {
         guard buffer.count >= 5 else {
             return .failure(RPCError(.internal, buffer.isEmpty
                 ? "unary call carried no message" : "message ended inside its 5-byte prefix"))
@@ -52,7 +52,7 @@ enum Wire {
     }
 
     /// The declared length once the prefix is known; lets a receiver refuse early.
-    static func declaredLength(_ buffer: [UInt8]) -> Int? {
+    package static func declaredLength(_ buffer: [UInt8]) -> Int? {
         guard buffer.count >= 5 else { return nil }
         return Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
     }
@@ -60,7 +60,7 @@ enum Wire {
     // MARK: grpc-timeout
 
     /// Parses `grpc-timeout`: at most 8 digits and a unit H, M, S, m, u or n.
-    static func parseTimeout(_ value: String) -> Duration? {
+    package static func parseTimeout(_ value: String) -> Duration? {
         let utf8 = Array(value.utf8)
         guard utf8.count >= 2, utf8.count <= 9, let unit = utf8.last else { return nil }
         var amount: Int64 = 0
@@ -80,8 +80,13 @@ enum Wire {
     }
 
     /// Formats a timeout in the finest unit that fits in 8 digits (rounding up).
-    static func formatTimeout(_ duration: Duration) -> String {
+    package static func formatTimeout(_ duration: Duration) -> String {
         let (seconds, attoseconds) = duration.components
+        // Past 9e9 s (285 years) nanoseconds would overflow Int64: only hours can carry it.
+        guard seconds < 9_000_000_000 else {
+            let hours = seconds / 3600 + (seconds % 3600 > 0 || attoseconds > 0 ? 1 : 0)
+            return "\(min(hours, 99_999_999))H"
+        }
         let nanos = max(0, seconds) * 1_000_000_000 + max(0, attoseconds) / 1_000_000_000
         let units: [(Int64, String)] = [(1, "n"), (1_000, "u"), (1_000_000, "m"),
                                         (1_000_000_000, "S"), (60_000_000_000, "M"), (3_600_000_000_000, "H")]
@@ -97,7 +102,7 @@ enum Wire {
     /// Percent-encodes as the gRPC spec asks: printable ASCII except '%' stays, the rest is %XX of
     /// UTF-8. Spaces at either end are encoded too: HTTP/2 forbids a header value that starts or
     /// ends with whitespace, and nghttp2 peers reset such a stream.
-    static func percentEncode(_ text: String) -> String {
+    package static func percentEncode(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
         let bytes = Array(text.utf8)
@@ -115,7 +120,7 @@ enum Wire {
     }
 
     /// Decodes %XX sequences; malformed sequences are kept as they are (the spec says so).
-    static func percentDecode(_ text: String) -> String {
+    package static func percentDecode(_ text: String) -> String {
         let bytes = Array(text.utf8)
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)

@@ -142,6 +142,7 @@ final class GRPCClientHandler: ChannelInboundHandler {
     /// With no call in flight, the connection retires after `idleTimeout` (or `minimum`, if
     /// longer): it leaves the pool first, so no new call is handed to it, then closes.
     private func armIdleTimer(atLeast minimum: Duration = .zero) {
+        // `start` cancels the timer, so after a call it is re-armed with the plain idle timeout.
         guard pending.isEmpty, idleTimer == nil, let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let delay = max(idleTimeout, minimum)

@@ -106,6 +106,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
     private var running: [Int32: Running] = [:]
     private var context: ChannelHandlerContext?
     private var idleTimer: Scheduled<Void>?
+    /// Whether the armed idle timer still gives the first request its grace.
+    private var idleTimerIsGrace = false
     private let requestReceiveTimeout: Duration
     private var slowRequestTimer: Scheduled<Void>?
 
@@ -141,8 +143,12 @@ final class GRPCServerHandler: ChannelInboundHandler {
         }
         // Our SETTINGS go first.
         flush(context)
-        updateIdleTimer(context)
+        updateIdleTimer(context, atLeast: Self.firstRequestGrace)
     }
+
+    /// A new connection is not idle before its first request had time to arrive: on a busy
+    /// machine a short idle timeout would otherwise close it first.
+    static let firstRequestGrace = Duration.seconds(10)
 
     /// While a request is still arriving, checks every half receive timeout for requests that
     /// took too long.
@@ -161,17 +167,20 @@ final class GRPCServerHandler: ChannelInboundHandler {
     }
 
     /// Arms the idle timer while the connection has no stream, disarms it when one opens.
-    private func updateIdleTimer(_ context: ChannelHandlerContext) {
+    private func updateIdleTimer(_ context: ChannelHandlerContext, atLeast minimum: Duration = .zero) {
         guard let idleTimeout, !connection.isShuttingDown else { return }
         let idle = connection.openStreams == 0 && running.isEmpty
-        if !idle {
+        let grace = minimum > idleTimeout
+        if !idle || (idleTimerIsGrace && !grace) {
+            // A request came: the grace is over; the idle timeout counts from the last stream.
             idleTimer?.cancel()
             idleTimer = nil
-            return
+            if !idle { return }
         }
         guard idleTimer == nil else { return }
+        idleTimerIsGrace = grace
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(idleTimeout.nanoseconds)) {
+        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(max(idleTimeout, minimum).nanoseconds)) {
             let handler = bound.value
             handler.idleTimer = nil
             guard let context = handler.context, handler.connection.openStreams == 0, handler.running.isEmpty else {

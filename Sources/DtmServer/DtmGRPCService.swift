@@ -119,7 +119,7 @@ extension RPCError {
 
 extension TransRequest {
     /// From the gRPC request: protocol is gRPC, steps come as JSON text.
-    init(_ request: DtmRequest) throws(DtmError) {
+    package init(_ request: DtmRequest) throws(DtmError) {
         let options = request.transOptions ?? DtmTransOptions()
         self.init(gid: request.gid, transType: request.transType,
                   steps: try TransRequest.parseSteps(request.steps), payloads: request.binPayloads,

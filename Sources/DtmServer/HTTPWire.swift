@@ -74,14 +74,14 @@ struct HTTPTransBody: Decodable {
 
 extension TransRequest {
     /// Decodes an HTTP trans body.
-    init(httpBody bytes: [UInt8]) throws(DtmError) {
+    package init(httpBody bytes: [UInt8]) throws(DtmError) {
         self = try decodeBody(HTTPTransBody.self, bytes, expecting: "a JSON object").request
     }
 }
 
 extension BranchRegistration {
     /// Decodes the registerBranch body: a flat object whose values are all strings (or null).
-    init(httpBody bytes: [UInt8]) throws(DtmError) {
+    package init(httpBody bytes: [UInt8]) throws(DtmError) {
         let map = try decodeBody([String: String?].self, bytes, expecting: "a JSON object whose values are strings")
             .mapValues { $0 ?? "" }
         var data = map

@@ -44,6 +44,7 @@ import Testing
             ("custom_data", changed { $0.customData = #"{"x":""# + String(repeating: "a", count: 70_000) + #""}"# }),
             ("branch_headers", changed { $0.options.branchHeaders = ["X-Evil": "a\r\nInjected: 1"] }),
             ("branch_headers", changed { $0.options.branchHeaders = ["bad name": "v"] }),
+            ("branch_headers", changed { $0.options.branchHeaders = ["trace-bin": "not base64!"] }),
             ("branch_headers", changed {
                 $0.options.branchHeaders = Dictionary(uniqueKeysWithValues: (0..<65).map { ("h\($0)", "v") }) }),
             ("rollback_reason", changed { $0.rollbackReason = String(repeating: "r", count: 5000) }),
