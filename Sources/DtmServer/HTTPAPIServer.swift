@@ -1,6 +1,6 @@
+import DtmEngine
 import Hummingbird
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 
@@ -35,10 +35,17 @@ final class HTTPAPIServer: Sendable {
                       limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger) async throws -> HTTPAPIServer {
         let (ready, readiness) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
         let routes = router.buildResponder()
-        let admission = RequestAdmission(limit: limits.maxConcurrentRequests)
+        // Requests in flight across all connections; past the limit a request is refused at once
+        // with 503 and Retry-After instead of queueing.
+        let admission = AdmissionGate(limit: limits.maxConcurrentRequests)
+        let refusal = #"{"message":"server is at its limit of \#(admission.limit) requests in flight; retry later"}"#
         let responder = CallbackResponder<BasicRequestContext> { request, context in
-            guard admission.tryEnter() else { return admission.refusal }
-            defer { admission.leave() }
+            guard let permit = admission.enter() else {
+                return Response(status: .serviceUnavailable,
+                                headers: [.retryAfter: "1", .contentType: "application/json; charset=utf-8"],
+                                body: ResponseBody(byteBuffer: ByteBuffer(string: refusal)))
+            }
+            defer { withExtendedLifetime(permit) {} }
             return try await routes.respond(to: request, context: context)
         }
         let idle = limits.idleTimeout.map { TimeAmount.nanoseconds($0.saturatingNanoseconds) }
@@ -84,32 +91,3 @@ struct HTTPServerStopped: Error, CustomStringConvertible {
     var description: String { "the HTTP server stopped before it listened" }
 }
 
-/// Requests in flight across all HTTP connections; past the limit a request is refused at once
-/// with 503 and `Retry-After` instead of queueing.
-final class RequestAdmission: Sendable {
-    let limit: Int
-    private let running = NIOLockedValueBox(0)
-
-    init(limit: Int) {
-        self.limit = limit
-    }
-
-    func tryEnter() -> Bool {
-        running.withLockedValue { count in
-            guard count < limit else { return false }
-            count += 1
-            return true
-        }
-    }
-
-    func leave() {
-        running.withLockedValue { $0 -= 1 }
-    }
-
-    var refusal: Response {
-        Response(status: .serviceUnavailable,
-                 headers: [.retryAfter: "1", .contentType: "application/json; charset=utf-8"],
-                 body: ResponseBody(byteBuffer: ByteBuffer(string:
-                    #"{"message":"server is at its limit of \#(limit) requests in flight; retry later"}"#)))
-    }
-}
