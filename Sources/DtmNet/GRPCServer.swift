@@ -106,6 +106,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
     private var running: [Int32: Running] = [:]
     private var context: ChannelHandlerContext?
     private var idleTimer: Scheduled<Void>?
+    /// Whether a stream was ever opened: until then the idle timeout is at least the grace.
+    private var servedAStream = false
     /// Whether the armed idle timer still gives the first request its grace.
     private var idleTimerIsGrace = false
     private let requestReceiveTimeout: Duration
@@ -143,7 +145,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
         }
         // Our SETTINGS go first.
         flush(context)
-        updateIdleTimer(context, atLeast: Self.firstRequestGrace)
+        updateIdleTimer(context)
     }
 
     /// A new connection is not idle before its first request had time to arrive: on a busy
@@ -167,9 +169,12 @@ final class GRPCServerHandler: ChannelInboundHandler {
     }
 
     /// Arms the idle timer while the connection has no stream, disarms it when one opens.
-    private func updateIdleTimer(_ context: ChannelHandlerContext, atLeast minimum: Duration = .zero) {
+    private func updateIdleTimer(_ context: ChannelHandlerContext) {
         guard let idleTimeout, !connection.isShuttingDown else { return }
         let idle = connection.openStreams == 0 && running.isEmpty
+        if !idle { servedAStream = true }
+        // Reads before the first request (the preface, SETTINGS) keep the grace.
+        let minimum = servedAStream ? .zero : Self.firstRequestGrace
         let grace = minimum > idleTimeout
         if !idle || (idleTimerIsGrace && !grace) {
             // A request came: the grace is over; the idle timeout counts from the last stream.
@@ -202,6 +207,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
+        if !actions.isEmpty || connection.openStreams > 0 { servedAStream = true }
         for action in actions { run(action, context: context) }
         flush(context)
         if connection.canClose {
