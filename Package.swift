@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
-        .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine"]),
+        .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmServerTests", dependencies: [
             "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto",
             .product(name: "NIOCore", package: "swift-nio"),

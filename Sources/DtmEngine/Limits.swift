@@ -129,6 +129,9 @@ extension Validation {
         if value.utf8.contains(0) { throw DtmError.invalidArgument("\(field): must not contain NUL") }
     }
 
+    /// Characters besides letters and digits that an HTTP header name (a token) may hold.
+    private static let httpTokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
+
     /// branch_headers: bounded in number and size; names are HTTP tokens, values carry no
     /// line breaks or NUL (they become HTTP headers and gRPC metadata).
     static func branchHeaders(_ headers: [String: String], limits: RequestLimits) throws(DtmError) {
@@ -139,10 +142,9 @@ extension Validation {
         var total = 0
         for (name, value) in headers.sorted(by: { $0.key < $1.key }) {
             total += name.utf8.count + value.utf8.count
-            let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
             guard !name.isEmpty, name.utf8.allSatisfy({ byte in
                 (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                    || tokenPunctuation.contains(byte)
+                    || httpTokenPunctuation.contains(byte)
             }) else {
                 throw DtmError.invalidArgument("branch_headers: '\(name)' is not a valid header name")
             }

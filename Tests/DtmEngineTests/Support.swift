@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import DtmEngine
+import DtmTestSupport
 
 /// A clock tests move by hand; passes never sleep.
 final class FakeClock: DtmClock, @unchecked Sendable {
@@ -203,17 +204,4 @@ func expectError(_ expected: DtmError, sourceLocation: SourceLocation = #_source
                  _ body: () async throws -> Void) async {
     let error = await caught(body)
     #expect(error == expected, sourceLocation: sourceLocation)
-}
-
-/// Runs `body` and returns the DtmError it threw, or nil.
-func caught(_ body: () async throws -> Void) async -> DtmError? {
-    do {
-        try await body()
-        return nil
-    } catch let error as DtmError {
-        return error
-    } catch {
-        Issue.record("unexpected error \(error)")
-        return nil
-    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import DtmTestSupport
 import Testing
 @testable import DtmEngine
 

@@ -1,5 +1,6 @@
 import DtmEngine
 import DtmStore
+import DtmTestSupport
 import Foundation
 import Testing
 
@@ -58,7 +59,7 @@ struct QuarantineTests {
             for gid in ["q-ok-1", "q-bad", "q-ok-2"] {
                 try await coordinator.submit(TransRequest(gid: gid, transType: "saga", steps: steps, payloads: [[]]))
             }
-            try Self.damage(file, "q-bad", "options = '{\"retry_limit\":1e99}', next_cron_time = 0")
+            try Self.damage(file, "q-bad", "options = '{\"retry_limit\":1e99}'")
             try RawDatabase(path: file.path).execute("UPDATE trans_global SET next_cron_time = 0")
 
             let cron = CronLoop(driver: driver)
@@ -68,7 +69,7 @@ struct QuarantineTests {
             #expect(try await store.findGlobal(gid: "q-ok-2")?.status == .succeed)
 
             // Requests that would drive it are refused; forceStop ends it.
-            let error = await caughtDtm { try await coordinator.submit(TransRequest(gid: "q-bad", transType: "saga",
+            let error = await caught { try await coordinator.submit(TransRequest(gid: "q-bad", transType: "saga",
                                                                                   steps: steps, payloads: [[]])) }
             guard case .failure(let message)? = error else {
                 Issue.record("expected failure, got \(String(describing: error))")
@@ -92,16 +93,4 @@ actor CountingCaller: BranchCaller {
         return .success
     }
     private func count() { calls += 1 }
-}
-
-func caughtDtm(_ body: () async throws -> Void) async -> DtmError? {
-    do {
-        try await body()
-        return nil
-    } catch let error as DtmError {
-        return error
-    } catch {
-        Issue.record("unexpected error \(error)")
-        return nil
-    }
 }
