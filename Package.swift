@@ -21,6 +21,11 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         // Hummingbird runs as a service; its graceful shutdown is triggered through this.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // The PostgreSQL store (several coordinators on one database): pooled connections,
+        // prepared statements, the wire protocol over NIO.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // TLS settings of the PostgreSQL connections (sslmode); postgres-nio already builds it.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -60,6 +65,13 @@ let package = Package(
             "DtmEngine", "CSQLite", "DtmFailpoints",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The PostgreSQL store: the same TransactionStore contract, shared by several coordinators.
+        .target(name: "DtmPostgres", dependencies: [
+            "DtmEngine", "DtmStore", "DtmFailpoints",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Wiring: the dtmgimp.Dtm gRPC service, the HTTP JSON API, branch callers, the retry loop.
         .target(name: "DtmServer", dependencies: [
             "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore", "DtmFailpoints",
@@ -71,7 +83,7 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], resources: [.embedInCode("openapi.json")]),
         .executableTarget(name: "dtm", dependencies: [
-            "DtmServer", "DtmEngine", "DtmStore", "DtmGRPC",
+            "DtmServer", "DtmEngine", "DtmStore", "DtmPostgres", "DtmGRPC",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -97,7 +109,7 @@ let package = Package(
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
-        .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmEngine", "DtmTestSupport"]),
+        .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmServerTests", dependencies: [
             "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto",
             .product(name: "NIOCore", package: "swift-nio"),

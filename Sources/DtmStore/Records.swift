@@ -7,13 +7,13 @@ import Foundation
 extension Date {
     /// The stored form of a time: whole microseconds since 1970-01-01 UTC.
     /// Saturates instead of trapping: a date beyond ±292,000 years is stored as the extreme.
-    var microsecondsSince1970: Int64 {
+    package var microsecondsSince1970: Int64 {
         let value = (timeIntervalSince1970 * 1_000_000).rounded()
         guard value.isFinite else { return value < 0 ? .min : .max }
         return value >= 9.2e18 ? .max : value <= -9.2e18 ? .min : Int64(value)
     }
 
-    init(microsecondsSince1970 value: Int64) {
+    package init(microsecondsSince1970 value: Int64) {
         self.init(timeIntervalSince1970: Double(value) / 1_000_000)
     }
 }
@@ -28,19 +28,10 @@ extension SQLValue {
 extension Row {
     func time(_ column: Int32) -> Date { Date(microsecondsSince1970: int(column)) }
     func optionalTime(_ column: Int32) -> Date? { optionalInt(column).map(Date.init(microsecondsSince1970:)) }
-
-    /// A column holding the raw value of a model enum; an unknown value means the file was
-    /// written by something else, which is reported rather than guessed around.
-    func value<T: RawRepresentable>(_ column: Int32, as type: T.Type, _ name: String) throws(StoreError) -> T
-        where T.RawValue == String {
-        let raw = text(column)
-        guard let value = T(rawValue: raw) else { throw .database("unknown \(name) '\(raw)' in the database") }
-        return value
-    }
 }
 
-enum GlobalColumns {
-    static let select = """
+package enum GlobalColumns {
+    package static let select = """
         id, gid, trans_type, status, query_prepared, protocol, create_time, update_time, finish_time, \
         rollback_time, options, custom_data, next_cron_interval, next_cron_time, owner, ext_data, result, \
         rollback_reason
@@ -57,43 +48,109 @@ enum GlobalColumns {
         ]
     }
 
+    static func decode(_ row: borrowing Row) -> GlobalTransaction {
+        StoredGlobal(
+            id: row.int(0), gid: row.text(1), transType: row.text(2), status: row.text(3),
+            queryPrepared: row.text(4), transProtocol: row.text(5), createTime: row.int(6),
+            updateTime: row.int(7), finishTime: row.optionalInt(8), rollbackTime: row.optionalInt(9),
+            options: row.text(10), customData: row.text(11), nextCronInterval: row.int(12),
+            nextCronTime: row.int(13), owner: row.text(14), extData: row.text(15), result: row.text(16),
+            rollbackReason: row.text(17)
+        ).decoded()
+    }
+}
+
+/// A `trans_global` row as stored (times in microseconds since 1970), before it is read as a
+/// model value. Every store reads its rows through this, so all quarantine the same way.
+package struct StoredGlobal {
+    package var id: Int64
+    package var gid: String
+    package var transType: String
+    package var status: String
+    package var queryPrepared: String
+    package var transProtocol: String
+    package var createTime: Int64
+    package var updateTime: Int64
+    package var finishTime: Int64?
+    package var rollbackTime: Int64?
+    package var options: String
+    package var customData: String
+    package var nextCronInterval: Int64
+    package var nextCronTime: Int64
+    package var owner: String
+    package var extData: String
+    package var result: String
+    package var rollbackReason: String
+
+    package init(id: Int64, gid: String, transType: String, status: String, queryPrepared: String,
+                 transProtocol: String, createTime: Int64, updateTime: Int64, finishTime: Int64?,
+                 rollbackTime: Int64?, options: String, customData: String, nextCronInterval: Int64,
+                 nextCronTime: Int64, owner: String, extData: String, result: String, rollbackReason: String) {
+        self.id = id
+        self.gid = gid
+        self.transType = transType
+        self.status = status
+        self.queryPrepared = queryPrepared
+        self.transProtocol = transProtocol
+        self.createTime = createTime
+        self.updateTime = updateTime
+        self.finishTime = finishTime
+        self.rollbackTime = rollbackTime
+        self.options = options
+        self.customData = customData
+        self.nextCronInterval = nextCronInterval
+        self.nextCronTime = nextCronTime
+        self.owner = owner
+        self.extData = extData
+        self.result = result
+        self.rollbackReason = rollbackReason
+    }
+
     /// Never fails: a column that cannot be read as written gets a neutral value and the row
     /// comes back quarantined with the reason, so one bad row cannot stop listings, queries or
     /// the claim of every other transaction.
-    static func decode(_ row: borrowing Row) -> GlobalTransaction {
+    package func decoded() -> GlobalTransaction {
         var problems: [String] = []
-        func value<T: RawRepresentable>(_ column: Int32, _ name: String, fallback: T) -> T where T.RawValue == String {
-            let raw = row.text(column)
+        func value<T: RawRepresentable>(_ raw: String, _ name: String, fallback: T) -> T where T.RawValue == String {
             if let value = T(rawValue: raw) { return value }
             problems.append("unknown \(name) '\(raw)'")
             return fallback
         }
-        let optionsText = row.text(10)
-        var options = TransOptions()
-        if !optionsText.isEmpty {
-            if let decoded = TransOptions(jsonText: optionsText) {
-                options = decoded
+        var decodedOptions = TransOptions()
+        if !options.isEmpty {
+            if let decoded = TransOptions(jsonText: options) {
+                decodedOptions = decoded
             } else {
-                problems.append("cannot decode options '\(optionsText)'")
+                problems.append("cannot decode options '\(options)'")
             }
         }
         var global = GlobalTransaction(
-            id: row.int(0), gid: row.text(1),
-            transType: value(2, "trans_type", fallback: TransType.saga),
-            status: value(3, "status", fallback: GlobalStatus.prepared),
-            queryPrepared: row.text(4),
-            transProtocol: value(5, "protocol", fallback: TransProtocol.http),
-            createTime: row.time(6), updateTime: row.time(7), finishTime: row.optionalTime(8),
-            rollbackTime: row.optionalTime(9), options: options,
-            customData: row.text(11), nextCronInterval: row.int(12), nextCronTime: row.time(13),
-            owner: row.text(14), extData: row.text(15), result: row.text(16), rollbackReason: row.text(17))
+            id: id, gid: gid,
+            transType: value(transType, "trans_type", fallback: TransType.saga),
+            status: value(status, "status", fallback: GlobalStatus.prepared),
+            queryPrepared: queryPrepared,
+            transProtocol: value(transProtocol, "protocol", fallback: TransProtocol.http),
+            createTime: Date(microsecondsSince1970: createTime), updateTime: Date(microsecondsSince1970: updateTime),
+            finishTime: finishTime.map(Date.init(microsecondsSince1970:)),
+            rollbackTime: rollbackTime.map(Date.init(microsecondsSince1970:)), options: decodedOptions,
+            customData: customData, nextCronInterval: nextCronInterval,
+            nextCronTime: Date(microsecondsSince1970: nextCronTime), owner: owner, extData: extData,
+            result: result, rollbackReason: rollbackReason)
         global.quarantine = problems.joined(separator: "; ")
         return global
     }
 }
 
-enum BranchColumns {
-    static let select = """
+/// The stored form of a branch status; an unknown one means the row was written by something else.
+package func storedBranchStatus(_ raw: String) throws(StoreError) -> BranchStatus {
+    guard let status = BranchStatus(rawValue: raw) else {
+        throw .database("unknown branch status '\(raw)' in the database")
+    }
+    return status
+}
+
+package enum BranchColumns {
+    package static let select = """
         id, gid, url, bin_data, branch_id, op, status, create_time, update_time, finish_time, rollback_time
         """
 
@@ -110,14 +167,14 @@ enum BranchColumns {
         BranchRecord(
             id: row.int(0), gid: row.text(1), url: row.text(2), binData: row.blob(3),
             branchID: row.text(4), op: BranchOp(row.text(5)),
-            status: try row.value(6, as: BranchStatus.self, "branch status"),
+            status: try storedBranchStatus(row.text(6)),
             createTime: row.time(7), updateTime: row.time(8), finishTime: row.optionalTime(9),
             rollbackTime: row.optionalTime(10))
     }
 }
 
-enum KVColumns {
-    static let select = "id, cat, k, v, version, create_time, update_time"
+package enum KVColumns {
+    package static let select = "id, cat, k, v, version, create_time, update_time"
 
     static func decode(_ row: borrowing Row) -> KVRecord {
         KVRecord(id: row.int(0), cat: row.text(1), key: row.text(2), value: row.text(3),

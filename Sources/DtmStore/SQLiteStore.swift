@@ -238,7 +238,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     /// next_cron_time of a quarantined row: never due.
-    static let parked = Date(timeIntervalSince1970: 253_402_300_799)  // 9999-12-31T23:59:59Z
+    package static let parked = Date(timeIntervalSince1970: 253_402_300_799)  // 9999-12-31T23:59:59Z
 
     public func forceFail(gid: String, reason: String, now: Date) async throws(StoreError) {
         Failpoint.hit("store.forceFail.before"); defer { Failpoint.hit("store.forceFail.after") }

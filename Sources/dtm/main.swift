@@ -2,8 +2,10 @@ import ArgumentParser
 import Dispatch
 import DtmEngine
 import DtmGRPC
+import DtmPostgres
 import DtmServer
 import DtmStore
+import Foundation
 import Logging
 
 #if canImport(Glibc)
@@ -25,7 +27,9 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "HTTP JSON API port (DTM's default is 36789; 0 picks a free port).")
     var httpPort = 36789
 
-    @Option(help: "SQLite database file of the durable store; created if missing. A restart on the same file resumes unfinished transactions.")
+    @Option(help: ArgumentHelp(
+        "The durable store: an SQLite database file (created if missing), or a PostgreSQL URL postgres://user:password@host:port/database shared by any number of coordinators. A restart on the same store resumes unfinished transactions.",
+        valueName: "file-or-url"))
     var store = "dtm.sqlite"
 
     @Option(help: "Base retry interval in seconds (DTM: RetryInterval; values under 10 are meant for tests).")
@@ -134,7 +138,9 @@ struct Dtm: AsyncParsableCommand {
         if let problem = engine.validationError() {
             logger.warning("configuration outside DTM's limits: \(problem)")
         }
-        let sqlite = try SQLiteStore(path: store, logger: logger)
+        let opened = try await Self.openStore(store, logger: logger)
+        // This process in the `owner` column of the transactions it leases (shown by /query).
+        let owner = "\(ProcessInfo.processInfo.hostName)/\(getpid())/\(UUID().uuidString.prefix(8).lowercased())"
         let idle: Duration? = idleTimeout == 0 ? nil : .seconds(idleTimeout)
         let grpc = GRPCServerConfig(
             maxReceiveMessageSize: maxMessageSize,
@@ -148,16 +154,41 @@ struct Dtm: AsyncParsableCommand {
                               branchClients: BranchClientConfig(connectTimeout: .seconds(branchConnectTimeout),
                                                                 idleTimeout: .seconds(branchIdleTimeout),
                                                                 maxReceiveMessageSize: maxMessageSize),
-                              engine: engine, maxConcurrentPasses: maxConcurrentPasses,
+                              engine: engine, owner: owner, maxConcurrentPasses: maxConcurrentPasses,
                               maxPendingTransactions: maxPendingTransactions),
-            store: sqlite, logger: logger)
+            store: opened.store, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
             "grpc": "\(host):\(coordinator.grpcPort)", "http": "\(host):\(coordinator.httpPort)",
-            "store": "\(sqlite.path)"])
+            "store": "\(opened.description)", "owner": "\(owner)"])
         let signal = await Self.waitForTerminationSignal()
         logger.info("received \(signal), stopping")
         await coordinator.shutdown()
-        sqlite.close()
+        await opened.close()
+    }
+
+    /// The store `--store` names, and how to close it.
+    struct OpenedStore {
+        let store: any TransactionStore
+        let description: String
+        let close: () async -> Void
+    }
+
+    /// An SQLite file, or a PostgreSQL URL. PostgreSQL that is unreachable at start does not stop
+    /// the coordinator: it serves (health 503, requests refused) while the store retries with
+    /// back-off, and works as soon as the database answers.
+    static func openStore(_ store: String, logger: Logger) async throws -> OpenedStore {
+        guard PostgresConfiguration.isPostgresURL(store) else {
+            let sqlite = try SQLiteStore(path: store, logger: logger)
+            return OpenedStore(store: sqlite, description: sqlite.path) { sqlite.close() }
+        }
+        let postgres = try PostgresStore(url: store, logger: logger)
+        if await !postgres.waitUntilReady(timeout: .seconds(5)) {
+            logger.error("PostgreSQL is not reachable yet; serving with health 503 until it is", metadata: [
+                "store": "\(postgres.configuration.redactedURL)"])
+        }
+        return OpenedStore(store: postgres, description: postgres.configuration.redactedURL) {
+            await postgres.close()
+        }
     }
 
     /// Suspends until SIGINT or SIGTERM arrives; returns its name.
