@@ -109,7 +109,10 @@ let package = Package(
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
-        .testTarget(name: "DtmStoreTests", dependencies: ["DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport"]),
+        .testTarget(name: "DtmStoreTests", dependencies: [
+            "DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+        ]),
         .testTarget(name: "DtmServerTests", dependencies: [
             "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto",
             .product(name: "NIOCore", package: "swift-nio"),

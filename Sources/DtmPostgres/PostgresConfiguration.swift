@@ -9,7 +9,7 @@ import Foundation
 /// `pool_max_conns` (connections per coordinator, default 20), `connect_timeout` (seconds,
 /// default 10), `operation_timeout` (seconds a store call may wait for a connection and its
 /// statements, default 10), `host` (a directory holding the server's unix socket, instead of TCP),
-/// `schema` (DTM's `Store.Schema`: the tables live in this schema, created if missing; default:
+/// `application_name` (shown in `pg_stat_activity`, default `swift-dtm`), `schema` (DTM's `Store.Schema`: the tables live in this schema, created if missing; default:
 /// the database's search path, normally `public`).
 /// Anything else is refused: a misspelt parameter must not be silently ignored.
 public struct PostgresConfiguration: Sendable, Equatable {
@@ -37,6 +37,8 @@ public struct PostgresConfiguration: Sendable, Equatable {
     public var operationTimeout: Duration
     /// The schema holding the tables (an SQL identifier: letters, digits, underscores).
     public var schema: String?
+    /// How the connections name themselves to the server (`pg_stat_activity.application_name`).
+    public var applicationName = "swift-dtm"
 
     public init(host: String = "127.0.0.1", port: Int = 5432, socketDirectory: String? = nil,
                 username: String, password: String? = nil, database: String, tls: TLSMode = .prefer,
@@ -97,6 +99,11 @@ public struct PostgresConfiguration: Sendable, Equatable {
                     throw .database("host '\(value)' in the query must be a socket directory (an absolute path)")
                 }
                 socketDirectory = value
+            case "application_name":
+                guard !value.isEmpty, value.utf8.count <= 63, value.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F }) else {
+                    throw .database("application_name '\(value)' must be 1 to 63 printable ASCII characters")
+                }
+                applicationName = value
             case "schema":
                 guard Self.isIdentifier(value) else {
                     throw .database("schema '\(value)' is not a plain SQL identifier "
@@ -105,7 +112,7 @@ public struct PostgresConfiguration: Sendable, Equatable {
                 schema = value
             default:
                 throw .database("unknown PostgreSQL URL parameter '\(item.name)' (known: sslmode, pool_max_conns, "
-                                + "connect_timeout, operation_timeout, host, schema)")
+                                + "connect_timeout, operation_timeout, host, schema, application_name)")
             }
         }
     }

@@ -16,6 +16,8 @@ final class PostgresDatabase: Sendable {
     let logger: Logger
     /// Transactions rolled back by PostgreSQL for a conflict are run again up to this many times.
     static let conflictAttempts = 8
+    /// Reads that lost their connection are run again up to this many times.
+    static let readAttempts = 4
 
     init(configuration: PostgresConfiguration, logger: Logger) {
         var config: PostgresClient.Configuration
@@ -28,9 +30,8 @@ final class PostgresDatabase: Sendable {
                            password: configuration.password, database: configuration.database,
                            tls: Self.tls(configuration.tls))
         }
-        if let schema = configuration.schema {
-            config.options.additionalStartupParameters = [("search_path", schema)]
-        }
+        config.options.additionalStartupParameters = [("application_name", configuration.applicationName)]
+            + (configuration.schema.map { [("search_path", $0)] } ?? [])
         config.options.maximumConnections = configuration.maxConnections
         config.options.connectTimeout = configuration.connectTimeout
         config.options.keepAliveBehavior = .init(frequency: .seconds(30))
@@ -55,7 +56,8 @@ final class PostgresDatabase: Sendable {
     }
 
     /// Runs `body` on one pooled connection, outside any transaction (each statement commits
-    /// on its own). Reads may pass `idempotent: true` to be tried once more after a lost connection.
+    /// on its own). Reads may pass `idempotent: true` to be tried again after a lost connection:
+    /// after a server restart every idle connection of the pool is dead until the pool hears of it.
     func withConnection<T: Sendable>(
         _ context: String, idempotent: Bool = false, timeout: Duration? = nil,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
@@ -70,7 +72,8 @@ final class PostgresDatabase: Sendable {
                 throw error
             } catch {
                 let failure = Failure(error, context: context)
-                if idempotent, failure.kind == .connection, attempt < 2 {
+                if idempotent, failure.kind == .connection, attempt < Self.readAttempts {
+                    try? await Task.sleep(for: .milliseconds(20 * attempt))
                     attempt += 1
                     continue
                 }
@@ -178,7 +181,8 @@ struct Failure {
                 }
                 return
             }
-            let underlying = error.underlying.map { ": \($0)" } ?? ""
+            // PSQLError's own description is deliberately vague; its code says what happened.
+            let underlying = error.underlying.map { ": \(($0 as? PSQLError).map { "\($0.code)" } ?? "\($0)")" } ?? ""
             message = "\(context): PostgreSQL connection failed (\(error.code))\(underlying)"
             kind = .connection
             return

@@ -22,7 +22,7 @@ import Synchronization
 /// `health()` reports why, so a coordinator started before its database serves 503s, not a crash.
 public final class PostgresStore: TransactionStore {
     public let configuration: PostgresConfiguration
-    private let database: PostgresDatabase
+    let database: PostgresDatabase
     private let logger: Logger
     private let state = Mutex(State.starting(lastError: nil))
     private let tasks = Mutex<[Task<Void, Never>]>([])

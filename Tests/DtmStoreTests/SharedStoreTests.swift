@@ -1,18 +1,41 @@
 import DtmEngine
+import DtmPostgres
 import DtmStore
 import Foundation
 import Testing
 
-/// Issue 8, item 6: two coordinators share one SQLite file under load, with branch calls that
-/// outlive the lease. No branch may ever be called by both at once, and no saga action may run
-/// after its compensation started.
+/// Issue 8, item 6 and issue 9: two coordinators share one store (an SQLite file, a PostgreSQL
+/// schema) under load, with branch calls that outlive the lease. No branch may ever be called by
+/// both at once, and no saga action may run after its compensation started.
 @Suite("Two coordinators on one store")
 struct SharedStoreTests {
-    @Test func leasesKeepCoordinatorsApart() async throws {
+    @Test func leasesKeepCoordinatorsApartOnSQLite() async throws {
         let file = TemporaryDatabase()
         defer { file.remove() }
         let stores = try [openSQLiteStore(file.path), openSQLiteStore(file.path)]
         defer { stores.forEach { $0.close() } }
+        try await leasesKeepCoordinatorsApart(stores) {
+            try RawDatabase(path: file.path).execute("UPDATE trans_global SET owner = '', next_cron_time = 0")
+        }
+    }
+
+    @Test func leasesKeepCoordinatorsApartOnPostgreSQL() async throws {
+        let database = try await PostgresTestDatabase.shared()
+        let schema = "shared_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased())"
+        let url = database.url + "?sslmode=disable&schema=\(schema)"
+        let stores = try [openPostgresStore(url), openPostgresStore(url)]
+        for store in stores { #expect(await store.waitUntilReady(timeout: .seconds(60))) }
+        try await leasesKeepCoordinatorsApart(stores) {
+            try await database.cluster.psql("UPDATE \(schema).trans_global SET owner = '', next_cron_time = 0",
+                                            database: database.name)
+        }
+        for store in stores { await store.close() }
+        try await database.cluster.psql("DROP SCHEMA \(schema) CASCADE", database: database.name)
+    }
+
+    /// `expireLeases` makes every stored transaction due and unowned, as after a crash.
+    private func leasesKeepCoordinatorsApart(_ stores: [any TransactionStore],
+                                             expireLeases: () async throws -> Void) async throws {
         let ledger = CallLedger()
         // A one-second lease: calls of 1.3 s outlive it unless it is renewed.
         let config = EngineConfig(retryInterval: 1, timeoutToFail: 30, requestTimeout: 3, transCronInterval: 1)
@@ -33,7 +56,7 @@ struct SharedStoreTests {
                          ["action": "http://busi/\(second)/a2", "compensate": "http://busi/ok/c2"]]
             try await intake.submit(TransRequest(gid: gid, transType: "saga", steps: steps, payloads: [[], []]))
         }
-        try RawDatabase(path: file.path).execute("UPDATE trans_global SET owner = '', next_cron_time = 0")
+        try await expireLeases()
 
         let running = loops.map { loop in Task { await loop.run() } }
         defer { running.forEach { $0.cancel() } }

@@ -1,5 +1,7 @@
 import DtmEngine
+import DtmPostgres
 import DtmStore
+import DtmTestSupport
 import Foundation
 import Logging
 import Testing
@@ -52,7 +54,50 @@ extension StoreFactory {
     }
 }
 
-let storeFactories: [StoreFactory] = [.sqlite, .inMemory]
+extension StoreFactory {
+    /// A schema of its own in this test process's PostgreSQL database (on the shared throw-away
+    /// cluster), dropped afterwards. A schema per store instead of a database per store: creating
+    /// a database copies and fsyncs a template, a second or more each under load.
+    static let postgres = StoreFactory(name: "PostgreSQL") {
+        let database = try await PostgresTestDatabase.shared()
+        let schema = "s_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
+        let store = try openPostgresStore(database.url + "?sslmode=disable&schema=\(schema)")
+        guard await store.waitUntilReady(timeout: .seconds(60)) else {
+            await store.close()
+            throw StoreError.database("PostgreSQL store in \(database.url) did not become ready")
+        }
+        return OpenedStore(store: store) {
+            await store.close()
+            _ = try? await database.cluster.psql("DROP SCHEMA IF EXISTS \(schema) CASCADE", database: database.name)
+        }
+    }
+}
+
+/// One database for the store tests of this process, on the shared cluster; it goes with the cluster.
+enum PostgresTestDatabase {
+    private static let holder = Holder()
+
+    private actor Holder {
+        var task: Task<TestDatabase, any Error>?
+        func get() async throws -> TestDatabase {
+            if let task { return try await task.value }
+            let task = Task { try await TestPostgres.shared().createDatabase() }
+            self.task = task
+            return try await task.value
+        }
+    }
+
+    static func shared() async throws -> TestDatabase { try await holder.get() }
+}
+
+/// A PostgresStore that logs only warnings and errors (everything with DTM_PG_DEBUG set).
+func openPostgresStore(_ url: String) throws(StoreError) -> PostgresStore {
+    var logger = Logger(label: "dtm.store.postgres")
+    logger.logLevel = ProcessInfo.processInfo.environment["DTM_PG_DEBUG"] != nil ? .trace : .warning
+    return try PostgresStore(url: url, logger: logger)
+}
+
+let storeFactories: [StoreFactory] = [.sqlite, .inMemory, .postgres]
 
 /// Runs `body` with a fresh store from `factory` and disposes of it afterwards.
 func withStore(_ factory: StoreFactory,
