@@ -53,6 +53,8 @@ final class Fleet: @unchecked Sendable {
     let store: String
     let dir: URL
     private(set) var members: [DtmProcess] = []
+    /// Members the test killed on purpose; every other one must still run at the end.
+    private var killed: Set<ObjectIdentifier> = []
     private var launched = 0
     private var client: CrashClient?
 
@@ -82,6 +84,7 @@ final class Fleet: @unchecked Sendable {
 
     /// SIGKILL: the process's leases expire and the others take its work over.
     func kill(_ index: Int) async throws {
+        killed.insert(ObjectIdentifier(members[index]))
         try await members[index].stop(SIGKILL)
         #expect(members[index].process.terminationReason == .uncaughtSignal)
         try client?.publish(members)
@@ -98,8 +101,12 @@ final class Fleet: @unchecked Sendable {
 
     var serving: [DtmProcess] { members.filter(\.serving) }
 
-    /// Stops the members that run, cleanly, and checks they exit 0.
+    /// Checks that no member died but those the test killed, then stops them cleanly and checks
+    /// they exit 0.
     func stopAll() async throws {
+        for (index, member) in members.enumerated() where !killed.contains(ObjectIdentifier(member)) {
+            #expect(member.process.isRunning, "coordinator \(index + 1) died: \(member.log.suffix(3000))")
+        }
         for member in serving {
             try await member.stop(SIGTERM)
             #expect(member.process.terminationStatus == 0, "\(member.log.suffix(2000))")
@@ -166,16 +173,17 @@ struct FleetRun {
         for disruption in disruptions {
             let needed = Int(Double(transactions) * disruption.progress)
             var underWay = 0
-            try await waitUntil("\(needed) transactions under way before \(disruption.name)", timeout: .seconds(120),
+            try await waitUntil("\(needed) transactions started before \(disruption.name)", timeout: .seconds(120),
                                 poll: .milliseconds(100)) {
-                underWay = CrashHarnessTests.calls(busi, prefix: prefix).count
+                // The client writes each transaction's busi plan (its delays) as it starts it.
+                underWay = (try? FileManager.default.contentsOfDirectory(atPath: busi.controlDir.path))?
+                    .filter { $0.hasPrefix("\(prefix)-") }.count ?? 0
                 return underWay >= needed || !client.process.isRunning
             }
-            // The client starts a transaction only when one of its few in flight is done, so it
-            // is still at work here: the disruption hits a running load.
+            // Transactions are still being started: the disruption hits a running load.
             #expect(client.process.isRunning, "the client finished before \(disruption.name)")
             try await disruption.action(fleet)
-            disrupted.append("\(disruption.name) with \(underWay) under way")
+            disrupted.append("\(disruption.name) after \(underWay) started")
         }
 
         let started: [HarnessTransaction]
@@ -227,8 +235,9 @@ struct FleetRun {
         let stored = started.filter { dump.globals[$0.gid] != nil }
         let flaky = stored.filter(\.flaky).count
         let retried = calls.values.filter { list in list.contains { $0.result != "SUCCESS" } }.count
-        // Most transactions get stored even when the kill cuts off a client's first attempts.
-        #expect(stored.count >= transactions * 3 / 4, "only \(stored.count) of \(transactions) stored")
+        // The load ran: most transactions got stored (a step answered with an error during a
+        // disruption is not retried by the client, as an SDK would surface it).
+        #expect(stored.count >= transactions / 2, "only \(stored.count) of \(transactions) stored")
         print("\(label): \(started.count) transactions over \(coordinators) coordinators, \(stored.count) stored and checked "
               + "(\(flaky) flaky, \(retried) with a non-final busi answer), \(calls.values.map(\.count).reduce(0, +)) busi calls, "
               + "\(disrupted.joined(separator: ", ")); \(violations.count) violation(s)")
