@@ -211,6 +211,10 @@ struct FleetRun {
             // Reported below, transaction by transaction.
         }
         let dump = try await dumpThroughAPI(fleet.serving.map(\.httpBase), gids: started.map(\.gid), scratch: dir)
+        for member in fleet.serving {
+            let status = await member.httpStatus("/api/ping")
+            #expect(status == 200, "/api/ping of \(member.target) answered \(status.map(String.init) ?? "nothing")")
+        }
         try await fleet.stopAll()
 
         let calls = CrashHarnessTests.calls(busi, prefix: prefix)
@@ -267,7 +271,15 @@ struct FleetRun {
         try await withStarted(await TestPostgres.launch()) { cluster in
             try await withStarted(await SharedStore.make(.postgres, in: dir, cluster: cluster)) { store in
                 try await FleetRun(label: "fleet-pgrestart", disruptions: [
-                    .init(progress: 0.4, name: "pg_ctl restart -m immediate") { _ in try await cluster.restartImmediate() },
+                    .init(progress: 0.4, name: "pg_ctl restart -m immediate") { fleet in
+                        try await cluster.restartImmediate()
+                        // Every coordinator reconnects: healthy again without a restart of its own.
+                        for member in fleet.serving {
+                            try await waitUntil("\(member.target) healthy after the PostgreSQL restart", timeout: .seconds(60)) {
+                                await member.httpStatus("/api/ping") == 200
+                            }
+                        }
+                    },
                 ]).run(store: store, dir: dir)
             }
         }
