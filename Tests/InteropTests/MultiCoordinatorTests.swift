@@ -152,6 +152,9 @@ struct FleetRun {
     var coordinators = 3
     var transactions = 84
     var disruptions: [Disruption]
+    /// Transactions started a second: the load lasts transactions / rate seconds (8 s), so each
+    /// disruption, keyed on transactions started, finds the client still at work.
+    static let rate = 10
 
     func run(store: SharedStore, dir: URL) async throws {
         let binary = try #require(Peers.dtmBinary, "build the dtm executable first")
@@ -165,7 +168,7 @@ struct FleetRun {
         let client = try CrashClient(
             python: python, busi: busi, dir: dir, prefix: prefix, seed: UInt64.random(in: 1...999_999),
             arguments: ["--count", "\(transactions)", "--concurrency", "8", "--kinds", "saga,csaga,msg,msgcheck,tcc,xa",
-                        "--flaky", "0.5", "--delay", "0.1"])
+                        "--flaky", "0.5", "--delay", "0.1", "--rate", "\(Self.rate)"])
         defer { client.killIfRunning() }
         try fleet.drive(client)
 

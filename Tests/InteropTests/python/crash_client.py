@@ -3,7 +3,7 @@ keeps dying, as SDKs do, retrying each protocol step while the coordinator is un
 
 Usage: crash_client.py --addr FILE --busi-grpc HOST:PORT --busi-http HOST:PORT --control DIR
                        --stop FILE --out FILE --prefix GID_PREFIX --seed N [--concurrency N] [--count N]
-                       [--kinds saga,msg,...] [--flaky P] [--delay SECONDS]
+                       [--kinds saga,msg,...] [--flaky P] [--delay SECONDS] [--rate N]
 
 --addr names a JSON file {"grpc": "host:port", "http": "host:port"} that the driver rewrites each
 time it restarts the coordinator; it is read again before every attempt. It may also hold a list
@@ -34,7 +34,8 @@ Kinds (gids are PREFIX-<index>-<kind>):
 Results are injected through payloads and the busi's control files (see e2e_busi.py). About a
 third of the transactions (--flaky) are "flaky": one of their branches first answers ERROR or ONGOING.
 --kinds limits the mix; --delay makes every busi call of a transaction take up to that many seconds
-(chosen per transaction), so that calls overlap the coordinators' leases and kills.
+(chosen per transaction), so that calls overlap the coordinators' leases and kills; --rate starts
+at most N transactions a second, so that the load spans a known time.
 """
 import argparse
 import json
@@ -436,6 +437,7 @@ def main():
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--flaky", type=float, default=0.3)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--rate", type=float, default=0.0)
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     rng = random.Random(args.seed)
@@ -444,7 +446,10 @@ def main():
     pending = set()
     with futures.ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         index = 0
+        began = time.time()
         while index < args.count and not os.path.exists(args.stop):
+            if args.rate > 0:
+                time.sleep(max(0.0, began + index / args.rate - time.time()))
             while len(pending) >= args.concurrency:
                 done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
                 for future in done:
