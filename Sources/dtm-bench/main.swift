@@ -7,18 +7,28 @@ import Foundation
 import Synchronization
 
 /// Load generator behind tools/bench-saga: serves the busi branches in process, sends 2-step
-/// saga Submits to a running coordinator over gRPC, watches the coordinator's SQLite file for
-/// completions, and measures a raw durable SQLite insert loop as the baseline of the same run.
+/// saga Submits over gRPC to one or several running coordinators (in turn), watches their store
+/// for completions (the SQLite file, or a PostgreSQL database through psql), and measures a raw
+/// durable SQLite insert loop as the baseline of the same run (or takes the script's pgbench rate).
 @main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dtm-bench",
                                                     abstract: "Saga Submit benchmark against a running swift-dtm.")
 
-    @Option(help: "Coordinator gRPC address.")
+    @Option(help: "Coordinator gRPC address; several, comma-separated, share the Submits in turn.")
     var coordinator = "127.0.0.1:36790"
 
-    @Option(help: "The coordinator's SQLite file (read-only, to count finished sagas).")
+    @Option(help: "The coordinators' store, to count finished sagas: a SQLite file (read-only) or a postgres:// URL (queried with psql).")
     var store: String
+
+    @Option(help: "psql used to count finished sagas in a PostgreSQL store.")
+    var psql = "psql"
+
+    @Option(help: "Baseline rate measured by the caller (e.g. pgbench's tps); replaces the raw SQLite baseline.")
+    var baselineRate: Double?
+
+    @Option(help: "Name of the baseline in the report.")
+    var baselineLabel = "raw SQLite durable commits (baseline)"
 
     @Option(help: "Sagas in the throughput phase.")
     var sagas = 50_000
@@ -39,8 +49,8 @@ struct Bench: AsyncParsableCommand {
     var scratch = NSTemporaryDirectory()
 
     func run() async throws {
-        let baseline = try RawSQLite.durableCommitsPerSecond(path: scratch + "/raw-baseline-\(getpid()).sqlite",
-                                                              seconds: 2)
+        let baseline = try baselineRate
+            ?? RawSQLite.durableCommitsPerSecond(path: scratch + "/raw-baseline-\(getpid()).sqlite", seconds: 2)
         let busiCalls = AtomicCounter()
         var router = GRPCRouter()
         for method in ["TransOut", "TransIn", "TransOutRevert", "TransInRevert"] {
@@ -54,13 +64,20 @@ struct Bench: AsyncParsableCommand {
         let run = String(UInt32.random(in: 0 ... .max), radix: 36)
         let payload = BusiReqGrpc(amount: 30).encode()
         let steps = #"[{"action":"127.0.0.1:\#(busi.port)/busi.Busi/TransOut","compensate":"127.0.0.1:\#(busi.port)/busi.Busi/TransOutRevert"},{"action":"127.0.0.1:\#(busi.port)/busi.Busi/TransIn","compensate":"127.0.0.1:\#(busi.port)/busi.Busi/TransInRevert"}]"#
-        let coordinator = self.coordinator
+        let coordinators = self.coordinator.split(separator: ",").map(String.init)
+        guard let coordinator = coordinators.first else { throw ValidationError("--coordinator names no address") }
+        let turn = AtomicCounter()
         let submit: @Sendable (String) async throws(RPCError) -> Void = { gid in
             let request = DtmRequest(gid: gid, transType: "saga", binPayloads: [payload, payload], steps: steps)
-            _ = try await client.unary(target: coordinator, path: "/dtmgimp.Dtm/Submit", message: request.encode(),
+            let target = coordinators[turn.increment() % coordinators.count]
+            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Submit", message: request.encode(),
                                        timeout: .seconds(30))
         }
-        let counter = try RawSQLite.Counter(path: store, gidPrefix: "bench-\(run)-")
+        let counter: any FinishedCounter = store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")
+            ? PsqlCounter(psql: psql, url: store, gidPrefix: "bench-\(run)-")
+            : try RawSQLite.Counter(path: store, gidPrefix: "bench-\(run)-")
+        // psql starts a process per count: poll it less often than the SQLite file.
+        let poll: Duration = counter is PsqlCounter ? .milliseconds(100) : .milliseconds(20)
 
         // Phase 1: closed loop, as many Submits as the coordinator accepts.
         let sagas = self.sagas
@@ -85,8 +102,8 @@ struct Bench: AsyncParsableCommand {
         let acceptedIn = ContinuousClock.now - started
         var finished = 0
         while finished < sagas && ContinuousClock.now - started < .seconds(120) {
-            finished = try counter.finished()
-            if finished < sagas { try await Task.sleep(for: .milliseconds(20)) }
+            finished = try counter.finished(allOfRun: false)
+            if finished < sagas { try await Task.sleep(for: poll) }
         }
         let completedIn = ContinuousClock.now - started
         let acceptedRate = Double(sagas) / acceptedIn.seconds
@@ -120,13 +137,13 @@ struct Bench: AsyncParsableCommand {
         let total = sagas + (newGidOnly ? 0 : count)
         let drainStart = ContinuousClock.now
         while try counter.finished(allOfRun: true) < total && ContinuousClock.now - drainStart < .seconds(60) {
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: poll)
         }
         await client.shutdown()
         await busi.shutdown(gracePeriod: .milliseconds(200))
 
-        print("sagas=\(sagas) concurrency=\(concurrency) failed submits=\(failures.value)")
-        print(row("raw SQLite durable commits (baseline)", baseline, "/s"))
+        print("sagas=\(sagas) concurrency=\(concurrency) coordinators=\(coordinators.count) failed submits=\(failures.value)")
+        print(row(baselineLabel, baseline, "/s"))
         print(row("accepted Submits (durable)", acceptedRate, "/s"))
         print(row("completed sagas (\(finished)/\(sagas) final)", completedRate, "/s"))
         print(row("busi calls", Double(busiCalls.value), ""))
@@ -134,8 +151,8 @@ struct Bench: AsyncParsableCommand {
         print(row("Submit latency p99 at full load", latencies.percentile(0.99), " ms"))
         print(row("Submit latency p50 at \(Int(rate))/s", paced.percentile(0.5), " ms"))
         print(row("Submit latency p99 at \(Int(rate))/s", paced.percentile(0.99), " ms"))
-        print(row("ratio accepted / raw commits", acceptedRate / baseline, ""))
-        print(row("ratio completed / raw commits", completedRate / baseline, ""))
+        print(row("ratio accepted / baseline", acceptedRate / baseline, ""))
+        print(row("ratio completed / baseline", completedRate / baseline, ""))
     }
 
     private func row(_ label: String, _ value: Double, _ unit: String) -> String {
@@ -202,7 +219,7 @@ enum RawSQLite {
     }
 
     /// Counts finished sagas of this run in the coordinator's database.
-    final class Counter {
+    final class Counter: FinishedCounter {
         private var db: OpaquePointer?
         private let prefix: String
 
@@ -217,7 +234,7 @@ enum RawSQLite {
         deinit { sqlite3_close(db) }
 
         /// Finished sagas of the throughput phase, or of the whole run.
-        func finished(allOfRun: Bool = false) throws -> Int {
+        func finished(allOfRun: Bool) throws -> Int {
             var statement: OpaquePointer?
             // Throughput-phase gids are "<prefix><number>", latency-phase ones "<prefix>paced-<number>".
             let glob = allOfRun ? prefix + "*" : prefix + "[0-9]*"
@@ -229,5 +246,39 @@ enum RawSQLite {
             guard sqlite3_step(statement) == SQLITE_ROW else { return 0 }
             return Int(sqlite3_column_int64(statement, 0))
         }
+    }
+}
+
+/// Finished sagas of this run in the coordinators' store.
+protocol FinishedCounter {
+    /// Those of the throughput phase (gids `<prefix><number>`), or of the whole run.
+    func finished(allOfRun: Bool) throws -> Int
+}
+
+/// Counts finished sagas of this run in a PostgreSQL store with `psql` (the load generator
+/// links no PostgreSQL client).
+struct PsqlCounter: FinishedCounter {
+    var psql: String
+    var url: String
+    var gidPrefix: String
+
+    func finished(allOfRun: Bool) throws -> Int {
+        // Throughput-phase gids are "<prefix><number>", latency-phase ones "<prefix>paced-<number>".
+        let pattern = allOfRun ? "^\(gidPrefix)" : "^\(gidPrefix)[0-9]"
+        let sql = "SELECT count(*) FROM trans_global WHERE status IN ('succeed','failed') AND gid ~ '\(pattern)'"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [psql, "-X", "-At", "-d", url, "-c", sql]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+              let count = Int(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw RawSQLite.Failure(description: "psql could not count finished sagas in \(url)")
+        }
+        return count
     }
 }

@@ -62,59 +62,6 @@ struct CrashHarnessTotals: CustomStringConvertible {
     }
 }
 
-/// One `dtm` process of the harness, with failpoints configured through its environment.
-final class HarnessCoordinator: @unchecked Sendable {
-    let process = Process()
-    let logURL: URL
-    var grpcPort = 0
-    var httpPort = 0
-    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
-
-    private init(logURL: URL) { self.logURL = logURL }
-
-    /// Starts `dtm` on free ports; returns once it serves or has died (a failpoint may fire
-    /// during start-up, e.g. in the first claim of due transactions).
-    static func start(binary: String, store: String, logURL: URL, environment: [String: String]) async throws
-        -> HarnessCoordinator {
-        let dtm = HarnessCoordinator(logURL: logURL)
-        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        let log = try FileHandle(forWritingTo: logURL)
-        dtm.process.executableURL = URL(fileURLWithPath: binary)
-        dtm.process.arguments = ["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--store", store,
-                                 "--retry-interval", "1", "--cron-interval", "1", "--timeout-to-fail", "2",
-                                 "--request-timeout", "3"]
-        dtm.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        dtm.process.standardOutput = log
-        dtm.process.standardError = log
-        dtm.process.standardInput = FileHandle.nullDevice
-        try dtm.process.run()
-        try log.close()
-        try await waitUntil("dtm to announce its ports or die: \(dtm.log)", timeout: .seconds(30), poll: .milliseconds(20)) {
-            if let match = dtm.log.firstMatch(of: /grpc=127\.0\.0\.1:(\d+).*http=127\.0\.0\.1:(\d+)/) {
-                dtm.grpcPort = Int(match.1) ?? 0
-                dtm.httpPort = Int(match.2) ?? 0
-                return true
-            }
-            return !dtm.process.isRunning
-        }
-        return dtm
-    }
-
-    var serving: Bool { grpcPort != 0 && process.isRunning }
-
-    /// Polls until the process has exited or `timeout` passed; true when it exited.
-    func waitForExit(timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        return !process.isRunning
-    }
-
-    func stop(_ signal: Int32) async throws {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-    }
-}
-
 /// One transaction as crash_client.py drove it.
 struct HarnessTransaction: Decodable {
     struct Step: Decodable {
@@ -223,32 +170,11 @@ struct SeededGenerator: RandomNumberGenerator {
         let dir = try makeTempDir("dtm-crash-harness")
         defer { try? FileManager.default.removeItem(at: dir) }
         let db = dir.appendingPathComponent("dtm.sqlite").path
-        let addr = dir.appendingPathComponent("addr.json")
-        let stop = dir.appendingPathComponent("stop")
-        let out = dir.appendingPathComponent("client.json")
         let failpointLog = dir.appendingPathComponent("failpoints.log")
         let prefix = uniqueGid("crash\(totals.rounds)")
 
-        func announce(_ dtm: HarnessCoordinator) throws {
-            let text = #"{"grpc": "127.0.0.1:\#(dtm.grpcPort)", "http": "127.0.0.1:\#(dtm.httpPort)"}"#
-            let temporary = dir.appendingPathComponent("addr.tmp")
-            try Data(text.utf8).write(to: temporary)
-            _ = rename(temporary.path, addr.path)
-        }
-
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: python)
-        client.currentDirectoryURL = Peers.pythonDir
-        client.arguments = ["crash_client.py", "--addr", addr.path, "--busi-grpc", busi.grpcTarget,
-                            "--busi-http", "127.0.0.1:\(busi.httpPort)", "--control", busi.controlDir.path,
-                            "--stop", stop.path, "--out", out.path, "--prefix", prefix, "--seed", "\(seed)"]
-        client.standardOutput = FileHandle.nullDevice
-        let clientErrors = dir.appendingPathComponent("client.err")
-        _ = FileManager.default.createFile(atPath: clientErrors.path, contents: nil)
-        client.standardError = try FileHandle(forWritingTo: clientErrors)
-        client.standardInput = FileHandle.nullDevice
-        try client.run()
-        defer { if client.isRunning { kill(client.processIdentifier, SIGKILL) } }
+        let client = try CrashClient(python: python, busi: busi, dir: dir, prefix: prefix, seed: seed)
+        defer { client.killIfRunning() }
 
         // Crash after crash on the same store while the client keeps transactions coming.
         var started = 0
@@ -257,12 +183,13 @@ struct SeededGenerator: RandomNumberGenerator {
             started += 1
             let environment = chooser.next(seen: totals.seen, fired: totals.fired)
                 .merging(["DTM_FAILPOINT_LOG": failpointLog.path]) { $1 }
-            let dtm = try await HarnessCoordinator.start(
-                binary: binary, store: db, logURL: dir.appendingPathComponent("dtm-\(started).log"), environment: environment)
-            defer { if dtm.process.isRunning { kill(dtm.process.processIdentifier, SIGKILL) } }
-            if dtm.serving { try announce(dtm) }
+            let dtm = try await DtmProcess.start(
+                binary: binary, store: db, logURL: dir.appendingPathComponent("dtm-\(started).log"), requestTimeout: 3,
+                environment: environment, mayDie: true)
+            defer { dtm.killIfRunning() }
+            if dtm.serving { try client.publish([dtm]) }
             let exited = try await dtm.waitForExit(timeout: .seconds(5))
-            _ = unlink(addr.path)
+            client.unpublish()
             if !exited {
                 try await dtm.stop(SIGKILL)
                 totals.driverKills += 1
@@ -286,26 +213,23 @@ struct SeededGenerator: RandomNumberGenerator {
         }
 
         // No more failpoints: the client finishes what it started, the coordinator the rest.
-        _ = FileManager.default.createFile(atPath: stop.path, contents: nil)
-        let final = try await HarnessCoordinator.start(binary: binary, store: db,
-                                                       logURL: dir.appendingPathComponent("dtm-final.log"),
-                                                       environment: ["DTM_FAILPOINT_LOG": failpointLog.path])
+        client.requestStop()
+        let final = try await DtmProcess.start(binary: binary, store: db, logURL: dir.appendingPathComponent("dtm-final.log"),
+                                               requestTimeout: 3, environment: ["DTM_FAILPOINT_LOG": failpointLog.path],
+                                               mayDie: true)
         guard final.serving else {
             totals.violations.append("round \(totals.rounds): the final dtm did not start: \(final.log.suffix(3000))")
             return
         }
-        defer { if final.process.isRunning { kill(final.process.processIdentifier, SIGKILL) } }
-        try announce(final)
-        try await waitUntil("the crash client to finish", timeout: .seconds(120), poll: .milliseconds(100)) {
-            !client.isRunning
-        }
-        let clientError = (try? String(contentsOf: clientErrors, encoding: .utf8)) ?? ""
-        guard client.terminationStatus == 0 else {
-            totals.violations.append("round \(totals.rounds): crash_client.py failed: \(clientError.suffix(3000))")
+        defer { final.killIfRunning() }
+        try client.publish([final])
+        let transactions: [HarnessTransaction]
+        do {
+            transactions = try await client.finish()
+        } catch {
+            totals.violations.append("round \(totals.rounds): \(error)")
             return
         }
-        struct ClientOutput: Decodable { var transactions: [HarnessTransaction] }
-        let transactions = try JSONDecoder().decode(ClientOutput.self, from: Data(contentsOf: out)).transactions
         totals.transactions += transactions.count
 
         var dump = try await dumpDatabase(db)

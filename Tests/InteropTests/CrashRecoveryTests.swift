@@ -6,53 +6,6 @@ import Testing
 import Glibc
 #endif
 
-/// The real `dtm` executable as a child process, its log in a file.
-final class DtmProcess: @unchecked Sendable {
-    let process = Process()
-    let logURL: URL
-    private(set) var port = 0
-
-    var target: String { "127.0.0.1:\(port)" }
-    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
-
-    /// Starts `dtm` on a free port with the test intervals and waits until it serves.
-    static func start(binary: String, store: String, logURL: URL) async throws -> DtmProcess {
-        let dtm = DtmProcess(logURL: logURL)
-        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        let log = try FileHandle(forWritingTo: logURL)
-        dtm.process.executableURL = URL(fileURLWithPath: binary)
-        dtm.process.arguments = ["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--store", store,
-                                 "--retry-interval", "1", "--cron-interval", "1", "--timeout-to-fail", "2",
-                                 "--request-timeout", "30"]
-        dtm.process.standardOutput = log
-        dtm.process.standardError = log
-        dtm.process.standardInput = FileHandle.nullDevice
-        try dtm.process.run()
-        try log.close()
-        try await waitUntil("dtm to announce its port: \(dtm.log)", timeout: .seconds(20), poll: .milliseconds(50)) {
-            if !dtm.process.isRunning { throw PeerError.badOutput("dtm exited: \(dtm.log)") }
-            guard let match = dtm.log.firstMatch(of: /grpc=127\.0\.0\.1:(\d+)/) else { return false }
-            dtm.port = Int(match.1) ?? 0
-            return true
-        }
-        return dtm
-    }
-
-    private init(logURL: URL) { self.logURL = logURL }
-
-    /// Sends `signal` and waits (polling, off no thread) until the process is gone.
-    func stop(_ signal: Int32, timeout: Duration = .seconds(10)) async throws {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-            Issue.record("dtm did not stop on signal \(signal)")
-        }
-    }
-}
-
 @Suite struct CrashRecoveryTests {
     /// 30 slow sagas (half meant to roll back), 4 held in flight and a stream of fast ones are
     /// under way when the coordinator gets SIGKILL; restarted on the same SQLite file it finishes every transaction

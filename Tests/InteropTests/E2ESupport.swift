@@ -41,6 +41,9 @@ struct BusiCall: Decodable, Sendable, CustomStringConvertible {
     var httpMethod: String?
     var query: [String: String]?
     var body: String?
+    /// Calls of the same method, gid, branch_id and op the busi was still running when this one
+    /// arrived (e2e_busi.py): more than 0 means one branch ran twice at once.
+    var overlap: Int?
 
     var description: String { "\(method)(\(op) \(branchId) \(result))@\(String(format: "%.3f", t))" }
     /// "Method/op/branch_id", compact for order assertions.

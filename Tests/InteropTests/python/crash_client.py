@@ -3,9 +3,13 @@ keeps dying, as SDKs do, retrying each protocol step while the coordinator is un
 
 Usage: crash_client.py --addr FILE --busi-grpc HOST:PORT --busi-http HOST:PORT --control DIR
                        --stop FILE --out FILE --prefix GID_PREFIX --seed N [--concurrency N] [--count N]
+                       [--kinds saga,msg,...] [--flaky P] [--delay SECONDS] [--rate N]
 
 --addr names a JSON file {"grpc": "host:port", "http": "host:port"} that the driver rewrites each
-time it restarts the coordinator; it is read again before every attempt. Transactions are started
+time it restarts the coordinator; it is read again before every attempt. It may also hold a list
+of such objects (several coordinators on one store): attempts then go to them in turn
+(round-robin), so the steps of one transaction reach different coordinators and a step that
+finds one down is retried on the next. Transactions are started
 until --count were started or the --stop file exists; then the client waits for the ones under
 way and writes --out: {"transactions": [...]} with, for each transaction,
   {"gid", "kind", "transport", "plan", "flaky", "steps": [{"name", "code", "attempts"}], "finish"}
@@ -28,7 +32,10 @@ Kinds (gids are PREFIX-<index>-<kind>):
             is finished when the coordinator calls it back (query_prepared is this client's
             callback server), as the workflow SDK resumes one.
 Results are injected through payloads and the busi's control files (see e2e_busi.py). About a
-third of the transactions are "flaky": one of their branches first answers ERROR or ONGOING.
+third of the transactions (--flaky) are "flaky": one of their branches first answers ERROR or ONGOING.
+--kinds limits the mix; --delay makes every busi call of a transaction take up to that many seconds
+(chosen per transaction), so that calls overlap the coordinators' leases and kills; --rate starts
+at most N transactions a second, so that the load spans a known time.
 """
 import argparse
 import json
@@ -68,30 +75,36 @@ FLAKY = {
 
 
 class Coordinator:
-    """The coordinator's current address and a gRPC channel to it."""
+    """The coordinators' current addresses and a gRPC channel to each."""
 
     def __init__(self, path):
         self.path = path
         self.lock = threading.Lock()
-        self.addr = None
-        self.channel = None
-        self.stub = None
+        self.stubs = {}  # grpc address -> (channel, stub)
+        self.turn = 0
 
     def current(self):
-        """(grpc stub, http base URL), or None while the driver has no coordinator up."""
+        """(grpc stub, http base URL) of the next coordinator in turn, or None while the driver
+        has none up."""
         try:
             with open(self.path, encoding="utf-8") as f:
-                addr = json.load(f)
+                addrs = json.load(f)
         except (OSError, ValueError):
             return None
+        if isinstance(addrs, dict):
+            addrs = [addrs]
+        if not addrs:
+            return None
         with self.lock:
-            if addr != self.addr:
-                if self.channel is not None:
-                    self.channel.close()
-                self.addr = addr
-                self.channel = grpc.insecure_channel(addr["grpc"])
-                self.stub = dtmgimp_pb2_grpc.DtmStub(self.channel)
-            return self.stub, f"http://{addr['http']}"
+            live = {addr["grpc"] for addr in addrs}
+            for gone in [key for key in self.stubs if key not in live]:
+                self.stubs.pop(gone)[0].close()
+            addr = addrs[self.turn % len(addrs)]
+            self.turn += 1
+            if addr["grpc"] not in self.stubs:
+                channel = grpc.insecure_channel(addr["grpc"])
+                self.stubs[addr["grpc"]] = (channel, dtmgimp_pb2_grpc.DtmStub(channel))
+            return self.stubs[addr["grpc"]][1], f"http://{addr['http']}"
 
 
 def grpc_code(call):
@@ -244,6 +257,8 @@ class Client:
         if flaky:
             # A first answer that is not final, so that retries, back-off and touchCron run too.
             control.update(FLAKY[kind](control.get("QueryPrepared", "SUCCESS")))
+        if self.args.delay > 0:
+            control["delay"] = round(random.random() * self.args.delay, 3)
         if control:
             self.control(gid, control)
         getattr(self, "run_" + kind)(record, gid, transport, plan)
@@ -419,23 +434,31 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=6)
     parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--flaky", type=float, default=0.3)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--rate", type=float, default=0.0)
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
     rng = random.Random(args.seed)
     client = Client(args)
     records = []
     pending = set()
     with futures.ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         index = 0
+        began = time.time()
         while index < args.count and not os.path.exists(args.stop):
+            if args.rate > 0:
+                time.sleep(max(0.0, began + index / args.rate - time.time()))
             while len(pending) >= args.concurrency:
                 done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
                 for future in done:
                     records.append(future.result())
                 pending -= done
-            kind = KINDS[index % len(KINDS)]
+            kind = kinds[index % len(kinds)]
             transport = rng.choice(["grpc", "http"])
             plan = rng.choice(["ok", "rollback"]) if kind != "msg" else "ok"
-            flaky = rng.random() < 0.3
+            flaky = rng.random() < args.flaky
             pending.add(pool.submit(client.run, index, kind, transport, plan, flaky))
             index += 1
         for future in futures.as_completed(pending):

@@ -8,8 +8,10 @@ stdout; exits when its stdin closes (the test process ended or stopped it).
 
 Every call is appended to the log FILE as one JSON line, written when the call arrives:
   {"t": <unix time>, "transport": "grpc"|"http", "method": "TransOut", "gid", "trans_type",
-   "branch_id", "op", "dtm", "amount", "result", "delay", "headers": {...}, "http_method", "query"}
+   "branch_id", "op", "dtm", "amount", "result", "delay", "overlap", "headers": {...}, "http_method", "query"}
 gid / trans_type / branch_id / op come from DTM's gRPC metadata (`dtm-*`) or HTTP query params.
+"overlap" counts the calls of the same method, gid, branch_id and op still in progress when this
+one arrived: anything but 0 means two callers (e.g. two coordinators) ran one branch at once.
 
 Results. For a call of METHOD in transaction GID, the first of these that is set decides:
   1. the control file DIR/<GID>.json (reread on every call), key METHOD: a result string, or a
@@ -53,6 +55,7 @@ class Busi:
         self.control_dir = control_dir
         self.lock = threading.Lock()
         self.counts = {}
+        self.in_flight = {}
 
     def control(self, gid):
         if not gid:
@@ -87,6 +90,21 @@ class Busi:
             delay = delay.get(method, 0)
         return (result or "SUCCESS"), float(delay or 0)
 
+    def enter(self, entry):
+        """Counts the call in flight until `leave`; returns how many of the same key already were."""
+        key = (entry["method"], entry["gid"], entry["branch_id"], entry["op"])
+        with self.lock:
+            overlap = self.in_flight.get(key, 0)
+            self.in_flight[key] = overlap + 1
+        entry["overlap"] = overlap
+        return key
+
+    def leave(self, key):
+        with self.lock:
+            self.in_flight[key] -= 1
+            if not self.in_flight[key]:
+                del self.in_flight[key]
+
     def record(self, entry):
         line = json.dumps(entry, sort_keys=True)
         with self.lock:
@@ -106,12 +124,17 @@ def make_grpc_handler(busi, method):
                 metadata[key] = value
         gid = metadata.get("dtm-gid", "")
         result, delay = busi.decide(method, gid, request.TransOutResult, request.TransInResult)
-        busi.record({"t": time.time(), "transport": "grpc", "method": method, "gid": gid,
-                     "trans_type": metadata.get("dtm-trans_type", ""), "branch_id": metadata.get("dtm-branch_id", ""),
-                     "op": metadata.get("dtm-op", ""), "dtm": metadata.get("dtm-dtm"), "amount": request.Amount,
-                     "result": result, "delay": delay, "headers": metadata})
-        if delay > 0:
-            time.sleep(delay)
+        entry = {"t": time.time(), "transport": "grpc", "method": method, "gid": gid,
+                 "trans_type": metadata.get("dtm-trans_type", ""), "branch_id": metadata.get("dtm-branch_id", ""),
+                 "op": metadata.get("dtm-op", ""), "dtm": metadata.get("dtm-dtm"), "amount": request.Amount,
+                 "result": result, "delay": delay, "headers": metadata}
+        key = busi.enter(entry)
+        try:
+            busi.record(entry)
+            if delay > 0:
+                time.sleep(delay)
+        finally:
+            busi.leave(key)
         if result == "SUCCESS":
             return busi_pb2.BusiReply(message="SUCCESS") if method == "QueryPrepared" else empty_pb2.Empty()
         if result == "FAILURE":
@@ -179,13 +202,18 @@ def make_http_handler(busi):
             gid = query.get("gid", "")
             result, delay = busi.decide(method, gid, req.get("trans_out_Result", ""), req.get("trans_in_result", ""))
             headers = {k.lower(): v for k, v in self.headers.items()}
-            busi.record({"t": time.time(), "transport": "http", "method": method, "gid": gid,
-                         "trans_type": query.get("trans_type", ""), "branch_id": query.get("branch_id", ""),
-                         "op": query.get("op", ""), "dtm": query.get("dtm"), "amount": req.get("amount", 0),
-                         "result": result, "delay": delay, "headers": headers, "http_method": self.command,
-                         "query": query, "body": raw.decode("utf-8", "replace")})
-            if delay > 0:
-                time.sleep(delay)
+            entry = {"t": time.time(), "transport": "http", "method": method, "gid": gid,
+                     "trans_type": query.get("trans_type", ""), "branch_id": query.get("branch_id", ""),
+                     "op": query.get("op", ""), "dtm": query.get("dtm"), "amount": req.get("amount", 0),
+                     "result": result, "delay": delay, "headers": headers, "http_method": self.command,
+                     "query": query, "body": raw.decode("utf-8", "replace")}
+            key = busi.enter(entry)
+            try:
+                busi.record(entry)
+                if delay > 0:
+                    time.sleep(delay)
+            finally:
+                busi.leave(key)
             if result == "SUCCESS":
                 self.answer(200, {"dtm_result": "SUCCESS"})
             elif result == "FAILURE":
