@@ -64,8 +64,26 @@ public final class PostgresStore: TransactionStore {
             return tasks
         }
         for task in running { task.cancel() }
-        for task in running { await task.value }
-        if wasOpen { logger.info("closed PostgreSQL store", metadata: ["url": "\(configuration.redactedURL)"]) }
+        // The pool closes its connections politely; a server that does not answer must not hold
+        // up the coordinator's exit.
+        let closed = Atomic<Bool>(false)
+        let waiter = Task {
+            for task in running { await task.value }
+            closed.store(true, ordering: .releasing)
+        }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !closed.load(ordering: .acquiring) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        let finished = closed.load(ordering: .acquiring)
+        if !finished { waiter.cancel() }
+        guard wasOpen else { return }
+        if finished {
+            logger.info("closed PostgreSQL store", metadata: ["url": "\(configuration.redactedURL)"])
+        } else {
+            logger.warning("closed PostgreSQL store without waiting for its connections to close",
+                           metadata: ["url": "\(configuration.redactedURL)"])
+        }
     }
 
     /// Waits until the schema is migrated and calls can succeed, or `timeout` passes.

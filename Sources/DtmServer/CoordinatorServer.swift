@@ -167,6 +167,7 @@ public final class CoordinatorServer: Sendable {
         async let grpcStopped: Void = grpcServer.shutdown(gracePeriod: gracePeriod)
         async let httpStopped: Void = httpServer.shutdown(gracePeriod: gracePeriod)
         _ = await (grpcStopped, httpStopped)
+        logger.info("servers stopped; stopping the retry loop")
         cronTask.cancel()
         await cronTask.value
         await grpcClient.shutdown()

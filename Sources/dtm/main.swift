@@ -162,8 +162,10 @@ struct Dtm: AsyncParsableCommand {
             "store": "\(opened.description)", "owner": "\(owner)"])
         let signal = await Self.waitForTerminationSignal()
         logger.info("received \(signal), stopping")
-        await coordinator.shutdown()
-        await opened.close()
+        let clock = ContinuousClock()
+        let stopped = await clock.measure { await coordinator.shutdown() }
+        let closed = await clock.measure { await opened.close() }
+        logger.info("stopped", metadata: ["servers_and_retry_loop": "\(stopped)", "store": "\(closed)"])
     }
 
     /// The store `--store` names, and how to close it.

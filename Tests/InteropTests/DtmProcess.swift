@@ -76,9 +76,10 @@ final class DtmProcess: @unchecked Sendable {
         return !process.isRunning
     }
 
-    /// Sends `signal` and waits until the process is gone; one that outlives `timeout` is
+    /// Sends `signal` and waits until the process is gone (a graceful stop may take the 5 s grace
+    /// period plus running passes, longer on a loaded machine); one that outlives `timeout` is
     /// killed and recorded as an issue.
-    func stop(_ signal: Int32, timeout: Duration = .seconds(10)) async throws {
+    func stop(_ signal: Int32, timeout: Duration = .seconds(30)) async throws {
         if process.isRunning { kill(process.processIdentifier, signal) }
         if try await waitForExit(timeout: timeout) { return }
         kill(process.processIdentifier, SIGKILL)
