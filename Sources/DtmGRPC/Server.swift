@@ -390,19 +390,22 @@ public final class GRPCServerConnection {
                 if endStream { finishRequest(id, into: &actions) }
                 return
             }
-            guard let rejection = validate(fields) else {
-                if case .streaming(let handler)? = router.handler(for: fields[":path"] ?? "") {
-                    startStreaming(id, fields, handler, endStream: endStream, into: &actions)
-                    return
-                }
+            let handler: GRPCHandler
+            switch validate(fields) {
+            case .success(let found): handler = found
+            case .failure(let rejection):
+                streams[id] = .rejected
+                sendError(streamID: id, rejection.error, httpStatus: rejection.httpStatus)
+                return
+            }
+            if case .streaming(let body) = handler {
+                startStreaming(id, fields, body, endStream: endStream, into: &actions)
+            } else {
                 let arrival = now()
                 let deadline = fields["grpc-timeout"].flatMap(Wire.parseTimeout).map { arrival + $0 }
                 streams[id] = .receiving(headers: fields, buffer: [], deadline: deadline, since: arrival)
                 if endStream { finishRequest(id, into: &actions) }
-                return
             }
-            streams[id] = .rejected
-            sendError(streamID: id, rejection.error, httpStatus: rejection.httpStatus)
         case .headersTooLarge(let id, let listSize, let limit, _):
             switch streams[id] {
             case .receiving(_, let buffer, _, _)?: bufferedBytes -= buffer.count
@@ -434,24 +437,36 @@ public final class GRPCServerConnection {
         }
     }
 
-    private func validate(_ fields: [HeaderField]) -> (error: RPCError, httpStatus: String)? {
+    /// A request the server refuses before running anything, and the HTTP status to say it with.
+    private struct Rejection: Error {
+        var error: RPCError
+        var httpStatus: String
+
+        init(_ error: RPCError, _ httpStatus: String) {
+            self.error = error
+            self.httpStatus = httpStatus
+        }
+    }
+
+    /// The handler for a request's headers, or why it is refused.
+    private func validate(_ fields: [HeaderField]) -> Result<GRPCHandler, Rejection> {
         guard fields[":method"] == "POST" else {
-            return (RPCError(.internal, "gRPC requires method POST, got \(fields[":method"] ?? "none")"), "405")
+            return .failure(Rejection(RPCError(.internal, "gRPC requires method POST, got \(fields[":method"] ?? "none")"), "405"))
         }
         guard Wire.isGRPCContentType(fields["content-type"]) else {
-            return (RPCError(.internal, "invalid gRPC request content-type '\(fields["content-type"] ?? "")'"), "415")
+            return .failure(Rejection(RPCError(.internal, "invalid gRPC request content-type '\(fields["content-type"] ?? "")'"), "415"))
         }
         if let encoding = fields["grpc-encoding"], encoding != "identity" {
-            return (RPCError(.unimplemented, "grpc-encoding '\(encoding)' is not supported; use identity"), "200")
+            return .failure(Rejection(RPCError(.unimplemented, "grpc-encoding '\(encoding)' is not supported; use identity"), "200"))
         }
         if let timeout = fields["grpc-timeout"], Wire.parseTimeout(timeout) == nil {
-            return (RPCError(.internal, "malformed grpc-timeout '\(timeout)'"), "200")
+            return .failure(Rejection(RPCError(.internal, "malformed grpc-timeout '\(timeout)'"), "200"))
         }
         let path = fields[":path"] ?? ""
-        guard router.handler(for: path) != nil else {
-            return (RPCError(.unimplemented, "unknown method \(path)"), "200")
+        guard let handler = router.handler(for: path) else {
+            return .failure(Rejection(RPCError(.unimplemented, "unknown method \(path)"), "200"))
         }
-        return nil
+        return .success(handler)
     }
 
     private func receiveData(_ id: Int32, _ bytes: [UInt8]) {
