@@ -409,7 +409,13 @@ public final class GRPCServerConnection {
         case .headersTooLarge(let id, let listSize, let limit, _):
             switch streams[id] {
             case .receiving(_, let buffer, _, _)?: bufferedBytes -= buffer.count
-            case .dispatched?, .rejected?, .streaming?: return
+            case .dispatched?, .rejected?: return
+            case .streaming?:
+                // Oversized trailers of a streaming request: the call ends, its handler too.
+                finishStreaming(streamID: id, result: .failure(RPCError(.resourceExhausted,
+                    "trailer list of \(listSize == .max ? "unbounded" : String(listSize)) bytes exceeds the limit of \(limit) bytes")))
+                actions.append(.cancel(streamID: id))
+                return
             case nil: break
             }
             streams[id] = .rejected
