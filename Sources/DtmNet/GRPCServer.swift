@@ -106,8 +106,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
     /// Set for a connection over the server's limit: it is told why and closed.
     private let refusal: String?
     private var running: [Int32: Running] = [:]
-    /// Streaming calls in `running`: only they need sent bytes reported after a flush.
-    private var streamingCalls = 0
+    /// The streaming calls of `running`: only they need sent bytes reported after a flush.
+    private var streaming: [Int32: GRPCStreamBridge] = [:]
     private let streamBufferLimit: Int
     private let streamWriteHighWater: Int
     private var context: ChannelHandlerContext?
@@ -246,7 +246,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
         context.eventLoop.scheduleTask(in: .milliseconds(100)) {
             // Streaming calls (health watches) may never end on their own: they end now, and
             // their clients reconnect elsewhere.
-            for (id, call) in bound.value.running where call.bridge != nil {
+            for id in bound.value.streaming.keys.sorted() {
                 bound.value.connection.finishStreaming(streamID: id, result: .failure(
                     RPCError(.unavailable, "the server is shutting down")))
                 bound.value.stop(id, RPCError(.unavailable, "the server is shutting down"))
@@ -268,7 +268,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
             if call.task != nil { calls.leave() }
         }
         running = [:]
-        streamingCalls = 0
+        streaming = [:]
         self.context = nil
         context.fireChannelInactive()
     }
@@ -328,7 +328,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
                 }
             }
             running[id] = call
-            streamingCalls += 1
+            streaming[id] = bridge
         case .requestMessage(let id, let message):
             guard let bridge = running[id]?.bridge else { return }
             if !bridge.deliver(message) {
@@ -355,7 +355,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
         guard let call = running.removeValue(forKey: id) else { return }
         if let bridge = call.bridge {
             bridge.close(reason)
-            streamingCalls -= 1
+            streaming[id] = nil
         }
         call.task?.cancel()
         call.timer?.cancel()
@@ -372,7 +372,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
             }
         case .finish(let result):
             running[id] = nil
-            streamingCalls -= 1
+            streaming[id] = nil
             call.timer?.cancel()
             calls.leave()
             bridge.close(RPCError(.cancelled, "the call finished"))
@@ -399,7 +399,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
         guard let call = running.removeValue(forKey: id) else { return }
         if let bridge = call.bridge {
             bridge.close(RPCError(.deadlineExceeded, "the call's deadline passed"))
-            streamingCalls -= 1
+            streaming[id] = nil
         }
         if connection.expire(streamID: id) { call.task?.cancel() }
         calls.leave()
@@ -417,12 +417,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
-        if streamingCalls > 0 {
-            // Writers waiting for the peer's flow-control window may go on.
-            for (id, call) in running {
-                if let bridge = call.bridge { bridge.didSend(connection.takeSentBytes(streamID: id)) }
-            }
-        }
+        // Writers waiting for the peer's flow-control window may go on.
+        for (id, bridge) in streaming { bridge.didSend(connection.takeSentBytes(streamID: id)) }
         if connection.isShuttingDown && running.isEmpty && connection.canClose {
             context.close(promise: nil)
         }

@@ -64,6 +64,36 @@ import Testing
             #expect(json["unknown"] as? String == "SERVICE_UNKNOWN")
         }
     }
+
+    /// A graceful shutdown does not wait out its grace period for watches that never end: they
+    /// are ended with UNAVAILABLE right after the final GOAWAY, and the client is told why.
+    @Test func shutdownEndsHealthWatches() async throws {
+        let python = try Peers.require(Peers.python, "python with grpcio-health-checking")
+        let outfile = FileManager.default.temporaryDirectory.appendingPathComponent("end-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: outfile) }
+        let coordinator = try await CoordinatorServer.start(CoordinatorConfig(host: "127.0.0.1", grpcPort: 0),
+                                                            store: InMemoryStore())
+        let peer: RunningPeer
+        do {
+            peer = try await RunningPeer.start(python, ["watch_until_end.py", "127.0.0.1:\(coordinator.grpcPort)", outfile])
+        } catch {
+            await coordinator.shutdown(gracePeriod: .zero)
+            throw error
+        }
+        defer { peer.stop() }
+        #expect(peer.firstLine == "SERVING")
+        // Without ending the watch, the shutdown would wait the whole minute and then cut the
+        // connection: the client would see UNAVAILABLE without the reason.
+        await coordinator.shutdown(gracePeriod: .seconds(60))
+        try await waitUntil("the watcher to write its final status") { FileManager.default.fileExists(atPath: outfile) }
+        try await waitUntil("the final status to be complete") {
+            ((try? String(contentsOfFile: outfile, encoding: .utf8)) ?? "").hasSuffix("\n")
+        }
+        let end = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: outfile)))
+            as? [String: String])
+        #expect(end["code"] == "UNAVAILABLE")
+        #expect(end["details"]?.contains("shutting down") == true, "\(end)")
+    }
 }
 
 /// Holds SQLite's write lock on a database from a second connection, as another process could
