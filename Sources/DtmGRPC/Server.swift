@@ -422,11 +422,7 @@ public final class GRPCServerConnection {
             sendError(streamID: id, RPCError(.resourceExhausted,
                 "header list of \(listSize == .max ? "unbounded" : String(listSize)) bytes exceeds the limit of \(limit) bytes (SETTINGS_MAX_HEADER_LIST_SIZE)"))
         case .data(let id, let bytes):
-            if case .streaming = streams[id] {
-                receiveStreamingData(id, bytes, into: &actions)
-            } else {
-                receiveData(id, bytes)
-            }
+            receiveData(id, bytes, into: &actions)
         case .endStream(let id):
             finishRequest(id, into: &actions)
         case .streamClosed(let id, _):
@@ -475,8 +471,12 @@ public final class GRPCServerConnection {
         return .success(handler)
     }
 
-    private func receiveData(_ id: Int32, _ bytes: [UInt8]) {
-        guard case .receiving(let headers, var buffer, let deadline, let since) = streams[id] else { return }
+    private func receiveData(_ id: Int32, _ bytes: [UInt8], into actions: inout [GRPCServerAction]) {
+        guard case .receiving(let headers, var buffer, let deadline, let since) = streams[id] else {
+            // Unary requests, the common case, cost one lookup; streams a second.
+            if case .streaming = streams[id] { receiveStreamingData(id, bytes, into: &actions) }
+            return
+        }
         // The 5-byte prefix tells the size up front: refuse before buffering a huge message.
         let declared = buffer.count < 5 ? Wire.declaredLength(buffer + bytes.prefix(5 - buffer.count)) : nil
         let limit = config.maxReceiveMessageSize
