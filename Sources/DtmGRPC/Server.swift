@@ -523,6 +523,17 @@ public final class GRPCServerConnection {
         if endStream { actions.append(.endOfRequests(streamID: id)) }
     }
 
+    /// The client half-closed a streaming call: fine between messages, an error inside one.
+    private func endRequests(_ id: Int32, partial: [UInt8], into actions: inout [GRPCServerAction]) {
+        if partial.isEmpty {
+            actions.append(.endOfRequests(streamID: id))
+        } else {
+            finishStreaming(streamID: id, result: .failure(RPCError(.internal,
+                "request stream ended inside a message (\(partial.count) bytes of it arrived)")))
+            actions.append(.cancel(streamID: id))
+        }
+    }
+
     /// Cuts a streaming call's DATA into messages; a bad prefix or an oversized message ends
     /// the call (and its handler) with the status a unary call would get.
     private func receiveStreamingData(_ id: Int32, _ bytes: [UInt8], into actions: inout [GRPCServerAction]) {
@@ -561,17 +572,10 @@ public final class GRPCServerConnection {
     }
 
     private func finishRequest(_ id: Int32, into actions: inout [GRPCServerAction]) {
-        if case .streaming(let partial, _) = streams[id] {
-            if partial.isEmpty {
-                actions.append(.endOfRequests(streamID: id))
-            } else {
-                finishStreaming(streamID: id, result: .failure(RPCError(.internal,
-                    "request stream ended inside a message (\(partial.count) bytes of it arrived)")))
-                actions.append(.cancel(streamID: id))
-            }
+        guard case .receiving(let headers, let buffer, let deadline, _) = streams[id] else {
+            if case .streaming(let partial, _) = streams[id] { endRequests(id, partial: partial, into: &actions) }
             return
         }
-        guard case .receiving(let headers, let buffer, let deadline, _) = streams[id] else { return }
         bufferedBytes -= buffer.count
         if let deadline, now() >= deadline {
             // Nothing was started, so nothing happens: the client is told so plainly.
