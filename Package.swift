@@ -127,7 +127,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .testTarget(name: "InteropTests", dependencies: [
-            "DtmTestSupport", "DtmServer", "DtmNet", "DtmGRPC", "DtmProto", "DtmEngine", "DtmStore",
+            "DtmTestSupport", "DtmServer", "DtmNet", "DtmGRPC", "DtmProto", "DtmEngine", "DtmStore", "CSQLite",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ],

@@ -13,12 +13,16 @@ public final class GRPCClientConnection {
     private struct Call {
         var responseHeaders: [HeaderField]?
         var buffer: [UInt8] = []
+        /// A streaming call: response messages are cut out of `buffer` as they complete.
+        var streaming = false
     }
 
     public let authority: String
     public let maxReceiveMessageSize: Int
     private let session: HTTP2Session
     private var calls: [Int32: Call] = [:]
+    /// Response messages of streaming calls not taken yet (kept after the call completes).
+    private var streamedMessages: [Int32: [[UInt8]]] = [:]
     /// Set when the server sent GOAWAY: no new calls go on this connection.
     public private(set) var isGoingAway = false
 
@@ -44,6 +48,37 @@ public final class GRPCClientConnection {
     /// identifies the call in completions.
     public func startCall(path: String, message: [UInt8], metadata: Metadata = Metadata(),
                           timeout: Duration? = nil) throws(HTTP2Error) -> Int32 {
+        let id = try session.submitRequest(headers: requestHeaders(path, metadata, timeout), body: Wire.frame(message))
+        calls[id] = Call()
+        return id
+    }
+
+    /// Opens a stream for a streaming call: request messages go with `send`, the request side
+    /// ends with `closeSend`; response messages are collected for `takeMessages`, and the
+    /// completion (a response with no message, or the status) comes from `receive`.
+    public func startStreamingCall(path: String, metadata: Metadata = Metadata(),
+                                   timeout: Duration? = nil) throws(HTTP2Error) -> Int32 {
+        let id = try session.submitRequest(headers: requestHeaders(path, metadata, timeout), body: [], open: true)
+        calls[id] = Call(streaming: true)
+        return id
+    }
+
+    /// Queues one request message of a streaming call.
+    public func send(streamID: Int32, _ message: [UInt8]) throws(HTTP2Error) {
+        try session.appendBody(streamID: streamID, Wire.frame(message))
+    }
+
+    /// Ends the request side of a streaming call (END_STREAM after the queued messages).
+    public func closeSend(streamID: Int32) throws(HTTP2Error) {
+        try session.endBody(streamID: streamID, trailers: nil)
+    }
+
+    /// Response messages of a streaming call received since the last call.
+    public func takeMessages(streamID: Int32) -> [[UInt8]] {
+        streamedMessages.removeValue(forKey: streamID) ?? []
+    }
+
+    private func requestHeaders(_ path: String, _ metadata: Metadata, _ timeout: Duration?) -> [HeaderField] {
         var headers = [
             HeaderField(":method", "POST"),
             HeaderField(":scheme", "http"),
@@ -55,9 +90,7 @@ public final class GRPCClientConnection {
         ]
         if let timeout { headers.append(HeaderField("grpc-timeout", Wire.formatTimeout(timeout))) }
         headers += metadata.headerFields
-        let id = try session.submitRequest(headers: headers, body: Wire.frame(message))
-        calls[id] = Call()
-        return id
+        return headers
     }
 
     /// Gives up on a call (deadline, caller cancelled): resets its stream and returns the
@@ -122,6 +155,7 @@ public final class GRPCClientConnection {
             guard var call = calls[id] else { return }
             calls[id] = nil  // drop our reference so the append does not copy the buffer
             call.buffer.append(contentsOf: bytes)
+            if call.streaming { cutMessages(&call, id) }
             if call.buffer.count > maxReceiveMessageSize + 5 {
                 finish(id, .failure(RPCError(.resourceExhausted,
                     "response exceeds the maximum message size of \(maxReceiveMessageSize) bytes")),
@@ -151,6 +185,17 @@ public final class GRPCClientConnection {
                        unprocessed: true)
             }
         }
+    }
+
+    /// Moves the complete messages at the front of a streaming call's buffer to `streamedMessages`.
+    private func cutMessages(_ call: inout Call, _ id: Int32) {
+        var start = 0
+        while let length = Wire.declaredLength(Array(call.buffer[start..<min(start + 5, call.buffer.count)])),
+              call.buffer.count - start >= 5 + length {
+            streamedMessages[id, default: []].append(Array(call.buffer[(start + 5)..<(start + 5 + length)]))
+            start += 5 + length
+        }
+        if start > 0 { call.buffer.removeFirst(start) }
     }
 
     private func finish(_ id: Int32, _ result: Result<GRPCResponse, RPCError>,
@@ -193,6 +238,12 @@ public final class GRPCClientConnection {
         guard code == .ok else {
             let message = trailers["grpc-message"].map(Wire.percentDecode) ?? ""
             return .failure(RPCError(code, message, metadata: trailing))
+        }
+        if call.streaming {
+            guard call.buffer.isEmpty else {
+                return .failure(RPCError(.internal, "stream ended inside a response message"))
+            }
+            return .success(GRPCResponse(message: [], metadata: initial, trailers: trailing))
         }
         return Wire.unaryMessage(from: call.buffer, maxSize: maxReceiveMessageSize).map {
             GRPCResponse(message: $0, metadata: initial, trailers: trailing)

@@ -122,6 +122,60 @@ public final class HTTP2Session {
         }
     }
 
+    /// Server: sends the response headers now and leaves the body open: it grows with
+    /// `appendBody` and ends with `endBody`. While nothing is queued the stream's data source
+    /// is deferred (no busy polling); `appendBody` resumes it.
+    public func startResponse(streamID: Int32, headers: [HeaderField]) throws(HTTP2Error) {
+        state.outgoing[streamID] = OutgoingBody(bytes: [], trailers: nil, open: true)
+        var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readBody)
+        let rv = withNV(headers) { nghttp2_submit_response(session, streamID, $0, $1, &provider) }
+        if rv != 0 {
+            state.outgoing[streamID] = nil
+            throw HTTP2Session.error(rv)
+        }
+    }
+
+    /// Queues more body bytes on a stream opened with `startResponse` or
+    /// `submitRequest(open: true)`. nghttp2 pulls them as the peer's flow-control window allows;
+    /// `unsentBodyBytes` tells how much still waits here.
+    public func appendBody(streamID: Int32, _ bytes: [UInt8]) throws(HTTP2Error) {
+        guard var body = state.outgoing[streamID], body.open else { throw HTTP2Error.invalidStream(streamID) }
+        state.outgoing[streamID] = nil  // drop our reference so the append does not copy
+        body.append(bytes)
+        let deferred = body.deferred
+        body.deferred = false
+        state.outgoing[streamID] = body
+        if deferred { _ = nghttp2_session_resume_data(session, streamID) }
+    }
+
+    /// Ends an open body: with `trailers` a trailing HEADERS frame ends the stream, without
+    /// them the last DATA frame does.
+    public func endBody(streamID: Int32, trailers: [HeaderField]?) throws(HTTP2Error) {
+        guard var body = state.outgoing[streamID], body.open else { throw HTTP2Error.invalidStream(streamID) }
+        body.open = false
+        body.trailers = trailers
+        let deferred = body.deferred
+        body.deferred = false
+        state.outgoing[streamID] = body
+        if deferred { _ = nghttp2_session_resume_data(session, streamID) }
+    }
+
+    /// Body bytes queued on the stream that nghttp2 has not taken yet (flow control holds them).
+    public func unsentBodyBytes(streamID: Int32) -> Int {
+        state.outgoing[streamID].map { $0.bytes.count - $0.offset } ?? 0
+    }
+
+    /// Body bytes nghttp2 took from the stream since the last call (for writers' backpressure).
+    public func takeSentBodyBytes(streamID: Int32) -> Int {
+        guard var body = state.outgoing[streamID] else { return 0 }
+        let sent = body.sent
+        if sent > 0 {
+            body.sent = 0
+            state.outgoing[streamID] = body
+        }
+        return sent
+    }
+
     /// Server: one HEADERS frame that ends the stream (e.g. a gRPC trailers-only response).
     public func submitHeadersOnly(streamID: Int32, headers: [HeaderField]) throws(HTTP2Error) {
         let rv = withNV(headers) { nghttp2_submit_response(session, streamID, $0, $1, nil) }
@@ -130,12 +184,13 @@ public final class HTTP2Session {
 
     /// Client: opens a stream with `headers` and sends `body`, ending the stream after it.
     /// Returns the new stream's id.
-    public func submitRequest(headers: [HeaderField], body: [UInt8]) throws(HTTP2Error) -> Int32 {
+    /// With `open`, the body stays open after `body` for `appendBody` / `endBody` (streaming).
+    public func submitRequest(headers: [HeaderField], body: [UInt8], open: Bool = false) throws(HTTP2Error) -> Int32 {
         var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readBody)
         let streamID = withNV(headers) { nghttp2_submit_request(session, nil, $0, $1, &provider, nil) }
         if streamID < 0 { throw HTTP2Session.error(streamID) }
         // nghttp2 pulls the body only from mem_send, so it is in place before it is read.
-        state.outgoing[streamID] = OutgoingBody(bytes: body, trailers: nil)
+        state.outgoing[streamID] = OutgoingBody(bytes: body, trailers: nil, open: open)
         return streamID
     }
 
@@ -194,6 +249,23 @@ private struct OutgoingBody {
     var bytes: [UInt8]
     var offset = 0
     var trailers: [HeaderField]?
+    /// More bytes may follow (a streaming body): running dry defers instead of ending.
+    var open = false
+    /// `readBody` returned NGHTTP2_ERR_DEFERRED: new bytes must resume the stream.
+    var deferred = false
+    /// Bytes taken by nghttp2 since `takeSentBodyBytes` last asked.
+    var sent = 0
+
+    mutating func append(_ more: [UInt8]) {
+        if offset == bytes.count {
+            bytes.removeAll(keepingCapacity: true)
+            offset = 0
+        } else if offset > 64 << 10 && offset > bytes.count / 2 {
+            bytes.removeFirst(offset)
+            offset = 0
+        }
+        bytes.append(contentsOf: more)
+    }
 }
 
 /// What the C callbacks write to; read by the owning session after each nghttp2 call.
@@ -356,8 +428,14 @@ private let readBody: nghttp2_data_source_read_callback = { session, streamID, b
             if let start = source.baseAddress { buffer.update(from: start + body.offset, count: count) }
         }
     }
+    if count == 0 && body.open {
+        body.deferred = true
+        state.outgoing[streamID] = body
+        return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+    }
     body.offset += count
-    guard body.offset == body.bytes.count else {
+    guard body.offset == body.bytes.count, !body.open else {
+        if body.open { body.sent += count }
         state.outgoing[streamID] = body
         return count
     }

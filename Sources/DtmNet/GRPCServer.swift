@@ -95,6 +95,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
     private struct Running {
         var task: Task<Void, Never>?
         var timer: Scheduled<Void>?
+        /// Set for a streaming call.
+        var bridge: GRPCStreamBridge?
     }
 
     private let connection: GRPCServerConnection
@@ -104,6 +106,10 @@ final class GRPCServerHandler: ChannelInboundHandler {
     /// Set for a connection over the server's limit: it is told why and closed.
     private let refusal: String?
     private var running: [Int32: Running] = [:]
+    /// The streaming calls of `running`: only they need sent bytes reported after a flush.
+    private var streaming: [Int32: GRPCStreamBridge] = [:]
+    private let streamBufferLimit: Int
+    private let streamWriteHighWater: Int
     private var context: ChannelHandlerContext?
     private var idleTimer: Scheduled<Void>?
     /// Whether a stream was ever opened: until then the idle timeout is at least the grace.
@@ -120,6 +126,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
         self.logger = logger
         self.idleTimeout = config.idleTimeout
         self.requestReceiveTimeout = config.requestReceiveTimeout
+        self.streamBufferLimit = config.maxBufferedRequestBytesPerStream
+        self.streamWriteHighWater = config.streamWriteHighWater
         self.refusal = refusal
     }
 
@@ -236,6 +244,13 @@ final class GRPCServerHandler: ChannelInboundHandler {
         // One round trip for requests already on the wire, then the final GOAWAY.
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: .milliseconds(100)) {
+            // Streaming calls (health watches) may never end on their own: they end now, and
+            // their clients reconnect elsewhere.
+            for id in bound.value.streaming.keys.sorted() {
+                bound.value.connection.finishStreaming(streamID: id, result: .failure(
+                    RPCError(.unavailable, "the server is shutting down")))
+                bound.value.stop(id, RPCError(.unavailable, "the server is shutting down"))
+            }
             bound.value.connection.finishShutdown()
             if let context = bound.value.context { bound.value.flush(context) }
         }
@@ -247,11 +262,13 @@ final class GRPCServerHandler: ChannelInboundHandler {
         slowRequestTimer?.cancel()
         slowRequestTimer = nil
         for (_, call) in running {
+            call.bridge?.close(RPCError(.cancelled, "the connection closed"))
             call.task?.cancel()
             call.timer?.cancel()
             if call.task != nil { calls.leave() }
         }
         running = [:]
+        streaming = [:]
         self.context = nil
         context.fireChannelInactive()
     }
@@ -265,12 +282,12 @@ final class GRPCServerHandler: ChannelInboundHandler {
         switch action {
         case .start(let id, let request, .sync(let handler)):
             connection.complete(streamID: id, result: Result { () throws(RPCError) in try handler(request) })
+        case .start(let id, _, .streaming):
+            // The connection starts streaming handlers with `.startStreaming`.
+            connection.complete(streamID: id, result: .failure(RPCError(.internal, "streaming handler started as unary")))
         case .start(let id, let request, .async(let handler)):
             guard calls.tryEnter() else {
-                var pushback = Metadata()
-                pushback.add("grpc-retry-pushback-ms", "1000")
-                connection.complete(streamID: id, result: .failure(RPCError(.resourceExhausted,
-                    "server is at its limit of \(calls.limit) calls in flight; retry later", metadata: pushback)))
+                connection.complete(streamID: id, result: .failure(overloaded()))
                 return
             }
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -292,12 +309,78 @@ final class GRPCServerHandler: ChannelInboundHandler {
                 }
             }
             running[id] = call
-        case .cancel(let id):
-            if let call = running.removeValue(forKey: id) {
-                call.task?.cancel()
-                call.timer?.cancel()
-                calls.leave()
+        case .startStreaming(let id, let head, let handler):
+            guard calls.tryEnter() else {
+                connection.finishStreaming(streamID: id, result: .failure(overloaded()))
+                return
             }
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            let bridge = GRPCStreamBridge(bufferLimit: streamBufferLimit, highWater: streamWriteHighWater) { output in
+                loop.execute { bound.value.apply(id, output) }
+            }
+            var call = Running(bridge: bridge)
+            call.task = bridge.run(handler, head: head)
+            if let deadline = head.deadline {
+                let remaining = max(deadline - ContinuousClock.now, .zero)
+                call.timer = loop.scheduleTask(in: .nanoseconds(remaining.nanoseconds)) {
+                    bound.value.expire(id)
+                }
+            }
+            running[id] = call
+            streaming[id] = bridge
+        case .requestMessage(let id, let message):
+            guard let bridge = running[id]?.bridge else { return }
+            if !bridge.deliver(message) {
+                connection.finishStreaming(streamID: id, result: .failure(RPCError(.resourceExhausted,
+                    "the handler is more than \(streamBufferLimit) bytes of request messages behind")))
+                stop(id, RPCError(.resourceExhausted, "request messages arrived faster than they were read"))
+            }
+        case .endOfRequests(let id):
+            running[id]?.bridge?.finishRequests()
+        case .cancel(let id):
+            stop(id, RPCError(.cancelled, "the client cancelled the call"))
+        }
+    }
+
+    private func overloaded() -> RPCError {
+        var pushback = Metadata()
+        pushback.add("grpc-retry-pushback-ms", "1000")
+        return RPCError(.resourceExhausted, "server is at its limit of \(calls.limit) calls in flight; retry later",
+                        metadata: pushback)
+    }
+
+    /// Ends a running call's work without an answer from it (the stream is already over).
+    private func stop(_ id: Int32, _ reason: RPCError) {
+        guard let call = running.removeValue(forKey: id) else { return }
+        if let bridge = call.bridge {
+            bridge.close(reason)
+            streaming[id] = nil
+        }
+        call.task?.cancel()
+        call.timer?.cancel()
+        calls.leave()
+    }
+
+    /// Output of a streaming handler, in the order it wrote it.
+    private func apply(_ id: Int32, _ output: GRPCStreamOutput) {
+        guard let call = running[id], let bridge = call.bridge else { return }
+        switch output {
+        case .message(let message):
+            if !connection.sendMessage(streamID: id, message) {
+                stop(id, RPCError(.cancelled, "the call is over"))
+            }
+        case .finish(let result):
+            running[id] = nil
+            streaming[id] = nil
+            call.timer?.cancel()
+            calls.leave()
+            bridge.close(RPCError(.cancelled, "the call finished"))
+            connection.finishStreaming(streamID: id, result: result)
+        }
+        if let context {
+            flush(context)
+            updateIdleTimer(context)
         }
     }
 
@@ -314,6 +397,10 @@ final class GRPCServerHandler: ChannelInboundHandler {
 
     private func expire(_ id: Int32) {
         guard let call = running.removeValue(forKey: id) else { return }
+        if let bridge = call.bridge {
+            bridge.close(RPCError(.deadlineExceeded, "the call's deadline passed"))
+            streaming[id] = nil
+        }
         if connection.expire(streamID: id) { call.task?.cancel() }
         calls.leave()
         if let context {
@@ -330,6 +417,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
+        // Writers waiting for the peer's flow-control window may go on.
+        for (id, bridge) in streaming { bridge.didSend(connection.takeSentBytes(streamID: id)) }
         if connection.isShuttingDown && running.isEmpty && connection.canClose {
             context.close(promise: nil)
         }

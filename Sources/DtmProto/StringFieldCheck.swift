@@ -45,7 +45,7 @@ enum StringFieldCheck {
 }
 
 /// Reads protobuf wire primitives; every read is bounds-checked and nil at the end or on a truncation.
-private struct WireReader {
+struct WireReader {
     let bytes: UnsafeRawBufferPointer
     var index = 0
 

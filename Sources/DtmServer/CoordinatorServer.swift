@@ -129,6 +129,7 @@ public final class CoordinatorServer: Sendable {
         var router = GRPCRouter()
         DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger).register(on: &router)
         HealthService(health: { await store.health() }).register(on: &router)
+        ReflectionService().register(on: &router)  // last: it lists what is registered before it
         let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
                                      wake: { await cron.wake() })
         let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)

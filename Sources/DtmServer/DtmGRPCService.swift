@@ -91,8 +91,13 @@ public struct DtmGRPCService: Sendable {
 
 /// Decodes a request message, turning bad bytes into INVALID_ARGUMENT that names the type.
 func decode<M: ProtoMessage>(_ type: M.Type, _ request: GRPCRequest) throws(RPCError) -> M {
+    try decode(type, request.message)
+}
+
+/// Decodes one message (e.g. of a stream), as `decode(_:_:)` does a unary request.
+func decode<M: ProtoMessage>(_ type: M.Type, _ message: [UInt8]) throws(RPCError) -> M {
     do {
-        return try M(decoding: request.message)
+        return try M(decoding: message)
     } catch {
         throw RPCError(.invalidArgument, "request is not a valid \(M.protoName): \(error)")
     }

@@ -15,9 +15,9 @@ import Testing
         var resets: [Int32: UInt32] = [:]
         var goAwayCode: UInt32?
 
-        init(config: GRPCServerConfig = GRPCServerConfig(),
+        init(router: GRPCRouter = testRouter(), config: GRPCServerConfig = GRPCServerConfig(),
              now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) throws {
-            server = try GRPCServerConnection(router: testRouter(), config: config, now: now)
+            server = try GRPCServerConnection(router: router, config: config, now: now)
             decoder = try HPACKDecoder()
             try send(RawFrames.preface + RawFrames.emptySettings)
             try send(RawFrames.settingsAck)
@@ -67,6 +67,29 @@ import Testing
             #expect(answer["grpc-status"] == String(GRPCStatusCode.resourceExhausted.rawValue))
             #expect(Wire.percentDecode(answer["grpc-message"] ?? "").contains("exceeds the limit of 16384 bytes"))
         }
+    }
+
+    /// A streaming call whose request trailers pass the header list limit ends with
+    /// RESOURCE_EXHAUSTED and its handler is cancelled, instead of waiting for more requests.
+    @Test func oversizedTrailersEndAStreamingCall() throws {
+        let peer = try RawPeer(router: streamingRouter(HandlerLog()))
+        try peer.send(RawFrames.headers(stream: 1, block: RawFrames.grpcRequest(path: "/test.Stream/Echo")))
+        guard case .startStreaming(1, _, _)? = peer.actions.first else {
+            Issue.record("no streaming call started: \(peer.actions)")
+            return
+        }
+        // 4 KB on the wire (one frame), 20 KB once decoded.
+        let trailers = RawFrames.indexing("x-big", String(repeating: "b", count: 4000))
+            + [UInt8](repeating: RawFrames.indexed(62)[0], count: 4)
+        try peer.send(RawFrames.headers(stream: 1, block: trailers, endStream: true))
+        guard case .cancel(1)? = peer.actions.last else {
+            Issue.record("the handler was not cancelled: \(peer.actions)")
+            return
+        }
+        let answer = try #require(peer.blocks[1]?.last)
+        #expect(answer["grpc-status"] == String(GRPCStatusCode.resourceExhausted.rawValue))
+        #expect(Wire.percentDecode(answer["grpc-message"] ?? "").contains("exceeds the limit of 16384 bytes"))
+        #expect(peer.server.inFlight == 0)
     }
 
     /// A request whose header list fits is served; one just over the limit is refused with a

@@ -65,13 +65,27 @@ let samples: [any ProtoMessage] = [
     WorkflowData(),
     WorkflowData(data: nonUTF8),
     WorkflowData(data: oneMiB),
+    ServerReflectionRequest(request: nil),
+    ServerReflectionRequest(host: "localhost:36790", request: .listServices("")),
+    ServerReflectionRequest(request: .fileByFilename("google/protobuf/empty.proto")),
+    ServerReflectionRequest(request: .fileContainingSymbol("dtmgimp.Dtm.NewGid")),
+    ServerReflectionRequest(request: .fileContainingExtension(containingType: "a.B", extensionNumber: -7)),
+    ServerReflectionRequest(request: .allExtensionNumbersOfType("a.B")),
+    ServerReflectionResponse(originalRequest: nil, response: nil),
+    ServerReflectionResponse(validHost: "h", originalRequest: ServerReflectionRequest(request: .listServices("*")),
+                             response: .services(["dtmgimp.Dtm", "grpc.health.v1.Health"])),
+    ServerReflectionResponse(originalRequest: nil, response: .services([])),
+    ServerReflectionResponse(originalRequest: nil, response: .fileDescriptors([[10, 3, 97, 98, 99], [], nonUTF8])),
+    ServerReflectionResponse(originalRequest: nil, response: .extensionNumbers(baseTypeName: "a.B", numbers: [1, 100, -3])),
+    ServerReflectionResponse(originalRequest: ServerReflectionRequest(request: .fileContainingSymbol("x")),
+                             response: .error(code: 5, message: "unknown symbol 'x' ☃")),
 ]
 
 /// One value of every message type, for tests that decode one type's bytes as another.
 let allTypes: [any ProtoMessage.Type] = [
     Empty.self, DtmTransOptions.self, DtmRequest.self, DtmGidReply.self, DtmBranchRequest.self,
     DtmProgressesReply.self, DtmTransaction.self, DtmProgress.self, DtmTopicRequest.self,
-    BusiReqGrpc.self, BusiReply.self, WorkflowData.self,
+    BusiReqGrpc.self, BusiReply.self, WorkflowData.self, ServerReflectionRequest.self, ServerReflectionResponse.self,
 ]
 
 /// A short name for test output (samples can hold 1 MiB).

@@ -53,9 +53,12 @@ struct ServerDriver {
                 switch handler {
                 case .sync(let body):
                     server.complete(streamID: id, result: Result { () throws(RPCError) in try body(request) })
-                case .async:
+                case .async, .streaming:
                     waiting.append(id)
                 }
+            case .startStreaming(let id, _, _), .requestMessage(let id, _), .endOfRequests(let id):
+                // The fuzz router has no streaming method.
+                try require(false, "streaming action for stream \(id) from a unary-only router")
             case .cancel(let id):
                 try require(started.contains(id), "cancel for stream \(id) that never started")
                 waiting.removeAll { $0 == id }
