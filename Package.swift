@@ -95,7 +95,8 @@ let package = Package(
         ]),
 
         // Shared by the test targets: the polling helper and the scoped start / run / stop helper.
-        .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet"], path: "Tests/DtmTestSupport"),
+        .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet", "DtmEngine", "CSQLite"],
+                path: "Tests/DtmTestSupport"),
 
         // Fuzz targets (Fuzz/README.md): the bodies, a libFuzzer/replay driver and a test that
         // replays the committed corpus in every ordinary test run.

@@ -2,6 +2,7 @@ import DtmEngine
 import Logging
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// The connection pool and the rules every store call follows: a bounded wait, errors mapped to
 /// `StoreError`, and transactions retried when PostgreSQL rolled them back for a serialization
@@ -65,14 +66,14 @@ final class PostgresDatabase: Sendable {
         var attempt = 1
         while true {
             do {
-                return try await withTimeout(context, timeout ?? configuration.operationTimeout) {
-                    try await self.client.withConnection { connection in try await body(connection) }
+                return try await leased(context, timeout ?? configuration.operationTimeout) { connection in
+                    try await body(connection)
                 }
             } catch let error as StoreError {
                 throw error
             } catch {
                 let failure = Failure(error, context: context)
-                if idempotent, failure.kind == .connection, attempt < Self.readAttempts {
+                if failure.kind == .stale || (idempotent && failure.kind == .connection), attempt < Self.readAttempts {
                     try? await Task.sleep(for: .milliseconds(20 * attempt))
                     attempt += 1
                     continue
@@ -90,24 +91,26 @@ final class PostgresDatabase: Sendable {
         var attempt = 1
         while true {
             do {
-                return try await withTimeout(context, configuration.operationTimeout) {
-                    try await self.client.withConnection { connection in
-                        try await connection.query("BEGIN", logger: self.logger)
-                        do {
-                            let value = try await body(connection)
-                            try await connection.query("COMMIT", logger: self.logger)
-                            return value
-                        } catch {
-                            // A rollback that fails leaves a broken connection, which the pool drops.
-                            _ = try? await connection.query("ROLLBACK", logger: self.logger)
-                            throw error
-                        }
+                return try await leased(context, configuration.operationTimeout) { connection in
+                    try await connection.query("BEGIN", logger: self.logger)
+                    do {
+                        let value = try await body(connection)
+                        try await connection.query("COMMIT", logger: self.logger)
+                        return value
+                    } catch {
+                        // A rollback that fails leaves a broken connection, which the pool drops.
+                        _ = try? await connection.query("ROLLBACK", logger: self.logger)
+                        throw error
                     }
                 }
             } catch let error as StoreError {
                 throw error
             } catch {
                 let failure = Failure(error, context: context)
+                if failure.kind == .stale, attempt < Self.readAttempts {
+                    attempt += 1
+                    continue
+                }
                 if failure.kind == .conflict, attempt < Self.conflictAttempts {
                     logger.debug("transaction conflict, running it again", metadata: [
                         "operation": "\(context)", "attempt": "\(attempt)", "error": "\(failure.message)",
@@ -121,42 +124,107 @@ final class PostgresDatabase: Sendable {
         }
     }
 
-    /// Bounds the wait for a connection: while PostgreSQL is unreachable a call fails after the
-    /// operation timeout instead of hanging. Work that has started is not abandoned: when it
-    /// finishes after the timer, its result (a commit that happened) is what the caller gets.
-    private func withTimeout<T: Sendable>(
-        _ context: String, _ timeout: Duration, _ work: @escaping @Sendable () async throws -> T
+    /// Runs `body` on a pooled connection within `timeout`, counted from the lease request.
+    ///
+    /// While PostgreSQL is unreachable a call fails after the timeout instead of hanging. A call
+    /// whose statement does not come back in time (a server that died without closing the
+    /// socket, a network that went silent) gets its connection closed, which fails the statement
+    /// at once and makes the pool replace the connection: no call waits on a dead socket. A call
+    /// that still finishes within a short grace after the timer (a commit that happened) returns
+    /// its result; otherwise the caller gets `.database`, as for any lost connection.
+    private func leased<T: Sendable>(
+        _ context: String, _ timeout: Duration,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
-        return try await withThrowingTaskGroup(of: Outcome<T>.self) { group in
-            group.addTask { .finished(try await work()) }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return .timedOut
+        let inUse = ConnectionSlot()
+        let work = Task {
+            try await self.client.withConnection { connection in
+                // The pool can hand out a connection the server closed a moment ago (it hears of
+                // the close later), and postgres-nio never answers a statement written to a
+                // closed channel. Nothing was sent: safe to run again on another connection.
+                guard !connection.isClosed else { throw StaleConnection() }
+                inUse.connection.withLock { $0 = connection }
+                defer { inUse.connection.withLock { $0 = nil } }
+                return try await body(connection)
             }
-            defer { group.cancelAll() }
-            while let next = try await group.next() {
-                switch next {
-                case .finished(let value):
-                    return value
-                case .timedOut where !Task.isCancelled:
-                    // Cancels a lease that is still waiting; a statement in flight runs to its end.
-                    group.cancelAll()
-                    do {
-                        if case .finished(let value)? = try await group.next() { return value }
-                    } catch {}
-                    throw StoreError.database("PostgreSQL did not answer \(context) within \(timeout) "
-                                              + "(\(configuration.redactedURL) unreachable or overloaded)")
-                case .timedOut:
-                    continue
+        }
+        let outcome = OneShot<T>()
+        let timeoutMessage = "PostgreSQL did not answer \(context) within \(timeout) "
+            + "(\(configuration.redactedURL) unreachable or overloaded)"
+        let logger = logger
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                outcome.install(continuation)
+                let timer = Task {
+                    guard (try? await Task.sleep(for: timeout)) != nil, !outcome.isFinished else { return }
+                    work.cancel()  // withdraws a lease still waiting in the pool's queue
+                    var deadConnection = false
+                    if let stuck = inUse.connection.withLock({ $0 }) {
+                        // Closed already: the server dropped it around the time the statement was
+                        // written, which postgres-nio may never report.
+                        deadConnection = stuck.isClosed
+                        logger.warning("closing a PostgreSQL connection whose statement did not return in time",
+                                       metadata: ["operation": "\(context)", "timeout": "\(timeout)",
+                                                  "already_closed": "\(deadConnection)"])
+                        Task { try? await stuck.close() }
+                    }
+                    try? await Task.sleep(for: .seconds(2))
+                    outcome.finish(.failure(TimedOut(message: timeoutMessage, deadConnection: deadConnection)))
+                }
+                Task {
+                    let result = await work.result
+                    timer.cancel()
+                    outcome.finish(result.mapError { $0 })
                 }
             }
-            throw StoreError.database("\(context) was cancelled")
+        } onCancel: {
+            work.cancel()
         }
     }
+}
 
-    private enum Outcome<T: Sendable>: Sendable {
-        case finished(T)
-        case timedOut
+/// A pooled connection that turned out to be closed before it was used.
+struct StaleConnection: Error {}
+
+/// A call that did not finish within its operation timeout.
+struct TimedOut: Error {
+    let message: String
+    /// Its connection had been closed by the server: a lost connection, not a slow database.
+    let deadConnection: Bool
+}
+
+/// The connection a call is using, for its timer to close.
+private final class ConnectionSlot: Sendable {
+    let connection = Mutex<PostgresConnection?>(nil)
+}
+
+/// Resumes a continuation once, with whichever result comes first.
+private final class OneShot<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var result: Result<T, any Error>?
+    }
+    private let state = Mutex(State())
+
+    var isFinished: Bool { state.withLock { $0.result != nil } }
+
+    func install(_ continuation: CheckedContinuation<T, any Error>) {
+        let early = state.withLock { state -> Result<T, any Error>? in
+            if let result = state.result { return result }
+            state.continuation = continuation
+            return nil
+        }
+        if let early { continuation.resume(with: early) }
+    }
+
+    func finish(_ result: Result<T, any Error>) {
+        let continuation = state.withLock { state -> CheckedContinuation<T, any Error>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(with: result)
     }
 }
 
@@ -164,11 +232,22 @@ final class PostgresDatabase: Sendable {
 /// trying again is safe. Messages name the SQLSTATE and the server's text, never bound values
 /// (they can hold branch headers).
 struct Failure {
-    enum Kind { case conflict, unique, connection, other }
+    /// `stale`: the connection was closed before anything was sent on it.
+    enum Kind { case conflict, unique, connection, stale, other }
     let kind: Kind
     let message: String
 
     init(_ error: any Error, context: String) {
+        if let timedOut = error as? TimedOut {
+            message = timedOut.message
+            kind = timedOut.deadConnection ? .connection : .other
+            return
+        }
+        if error is StaleConnection {
+            message = "\(context): PostgreSQL connection closed by the server"
+            kind = .stale
+            return
+        }
         if let error = error as? PSQLError {
             if let state = error.serverInfo?[.sqlState] {
                 let text = error.serverInfo?[.message] ?? ""

@@ -1,4 +1,4 @@
-import CSQLite
+import DtmTestSupport
 import DtmEngine
 import DtmGRPC
 import DtmNet
@@ -34,7 +34,7 @@ import Testing
             await #expect(throws: RPCError.self) { try await check("no.such.Service") }
             #expect(try await submit("before") == 200)
 
-            let lock = try WriteLock(path: path)
+            let lock = try SQLiteWriteLock(path: path)
             let ping = try await api.get("/api/ping")
             #expect(ping.status == 503, "\(ping)")
             #expect((ping.json["message"] as? String)?.contains("store unhealthy") == true, "\(ping)")
@@ -50,26 +50,4 @@ import Testing
             #expect(try await store.findGlobal(gid: "after") != nil)
         } }
     }
-}
-
-/// Holds SQLite's write lock on a database from a second connection, as another process could.
-final class WriteLock {
-    private var db: OpaquePointer?
-
-    init(path: String) throws {
-        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK,
-              sqlite3_exec(db, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK else {
-            defer { sqlite3_close_v2(db) }
-            throw StoreError.database("cannot lock \(path)")
-        }
-    }
-
-    func release() {
-        guard db != nil else { return }
-        sqlite3_exec(db, "COMMIT", nil, nil, nil)
-        sqlite3_close_v2(db)
-        db = nil
-    }
-
-    deinit { release() }
 }

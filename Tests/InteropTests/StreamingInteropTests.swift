@@ -1,4 +1,3 @@
-import CSQLite
 import DtmEngine
 import DtmServer
 import DtmStore
@@ -94,27 +93,4 @@ import Testing
         #expect(end["code"] == "UNAVAILABLE")
         #expect(end["details"]?.contains("shutting down") == true, "\(end)")
     }
-}
-
-/// Holds SQLite's write lock on a database from a second connection, as another process could
-/// (the store's health probe then fails).
-final class SQLiteWriteLock {
-    private var db: OpaquePointer?
-
-    init(path: String) throws {
-        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK,
-              sqlite3_exec(db, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK else {
-            defer { sqlite3_close_v2(db) }
-            throw StoreError.database("cannot lock \(path)")
-        }
-    }
-
-    func release() {
-        guard db != nil else { return }
-        sqlite3_exec(db, "COMMIT", nil, nil, nil)
-        sqlite3_close_v2(db)
-        db = nil
-    }
-
-    deinit { release() }
 }
