@@ -130,7 +130,7 @@ public struct TransactionDriver: Sendable {
                 }
                 switch decision {
                 case .launch(let calls):
-                    guard !calls.isEmpty, await pass.flush() else { break loop }
+                    guard !calls.isEmpty, await pass.flush(), await pass.holdLease() else { break loop }
                     let current = pass.state.global
                     for call in calls {
                         pass.state.memory.launched(call.key)
@@ -186,11 +186,16 @@ private struct Pass {
     var report: PassReport
     /// Branch results recorded in `state` but not stored yet.
     var pending: [BranchUpdate] = []
+    /// Until when this pass's lease is known to hold: from the row at the pass start (a claim or
+    /// a request leased it), then from its own renewals. The cron renews leases of running passes
+    /// too, without telling the pass: this is a lower bound.
+    var leaseUntil: Date
 
     init(driver: TransactionDriver, report: PassReport, now: Date) {
         let global = report.global
         self.driver = driver
         self.report = report
+        leaseUntil = global.nextCronTime
         state = PassState(global: global, branches: report.branches, memory: PassMemory(startedAt: now),
                           now: now, config: driver.config)
         schedule = CronSchedule(
@@ -235,6 +240,27 @@ private struct Pass {
             try await store.updateBranches(gid: gid, expecting: expecting, owner: fence, updates: updates, now: now)
         }) else { return false }
         pending = []
+        return true
+    }
+
+    /// Before branch calls start: the lease must outlast them, or another coordinator could
+    /// claim the transaction and call the same branch while these calls still run (a lease that
+    /// the cron could not renew while the store was unreachable lapses). When less than the call
+    /// timeout is left, the lease is renewed with an owner-checked write first; false, and no
+    /// call, when that fails. Rows without an owner (not written by a leasing coordinator) keep
+    /// the old behaviour.
+    mutating func holdLease() async -> Bool {
+        guard !fence.isEmpty else { return true }
+        let now = driver.clock.now()
+        let calls = Double(state.global.requestTimeout(config))
+        guard leaseUntil.timeIntervalSince(now) <= calls + 1 else { return true }
+        let until = now.addingTimeInterval(max(Double(max(1, config.retryInterval)), calls + 2))
+        let update = GlobalUpdate(nextCronTime: until, expectedOwner: fence)
+        let (store, gid, status) = (driver.store, gid, state.global.status)
+        guard await write({ () async throws(StoreError) in
+            try await store.changeStatus(gid: gid, from: status, to: status, update: update, now: now)
+        }) else { return false }
+        leaseUntil = until
         return true
     }
 
