@@ -7,6 +7,9 @@ let package = Package(
     products: [
         .executable(name: "dtm", targets: ["dtm"]),
         .executable(name: "dtm-bench", targets: ["dtm-bench"]),
+        // The Swift SDK for services taking part in DTM transactions (issue 12).
+        .library(name: "DtmClient", targets: ["DtmClient"]),
+        .library(name: "DtmClientHummingbird", targets: ["DtmClientHummingbird"]),
     ],
     dependencies: [
         // Socket I/O and event loops; nghttp2 does the HTTP/2 protocol work in memory.
@@ -82,6 +85,24 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // The client SDK: Saga, Msg, TCC, Workflow, the sub-transaction barrier (SQLite) and
+        // branch-service helpers. Never depends on the coordinator (engine, store, server).
+        .target(name: "DtmClient", dependencies: [
+            "DtmProto", "DtmGRPC", "DtmNet", "CSQLite",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // DtmClient's branch handlers as Hummingbird routes.
+        .target(name: "DtmClientHummingbird", dependencies: [
+            "DtmClient",
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
+
+        // The bank-transfer quick start of the SDK (README "The Swift SDK").
+        .executableTarget(name: "bank-transfer", dependencies: ["DtmClient", "DtmGRPC", "DtmNet"]),
+
         // Shared by the test targets: the polling helper and the scoped start / run / stop helper.
         .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet"], path: "Tests/DtmTestSupport"),
 
@@ -117,6 +138,15 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ],
                     exclude: ["python"]),
+        .testTarget(name: "DtmClientTests", dependencies: [
+            "DtmClient", "DtmClientHummingbird", "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore",
+            "DtmNet", "DtmGRPC", "DtmProto",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )
