@@ -101,7 +101,9 @@ let package = Package(
         ]),
 
         // The bank-transfer quick start of the SDK (README "The Swift SDK").
-        .executableTarget(name: "bank-transfer", dependencies: ["DtmClient", "DtmGRPC", "DtmNet"]),
+        .executableTarget(name: "bank-transfer", dependencies: [
+            "DtmClient", "DtmGRPC", "DtmNet", .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // Shared by the test targets: the polling helper and the scoped start / run / stop helper.
         .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet"], path: "Tests/DtmTestSupport"),

@@ -10,6 +10,7 @@ import DtmClient
 import DtmGRPC
 import DtmNet
 import Foundation
+import Logging
 
 /// One service: an account table in its own SQLite file, and the branch handlers.
 struct AccountService {
@@ -97,8 +98,10 @@ struct BankTransfer {
         var inRouter = GRPCRouter()
         out.register(on: &outRouter, action: "TransOut", sign: -1) { $0.transOutResult == "FAILURE" }
         into.register(on: &inRouter, action: "TransIn", sign: 1) { $0.transInResult == "FAILURE" }
-        let outServer = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: outRouter)
-        let inServer = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: inRouter)
+        var logger = Logger(label: "bank-transfer")
+        logger.logLevel = .warning
+        let outServer = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: outRouter, logger: logger)
+        let inServer = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: inRouter, logger: logger)
         let client = DtmClient(.grpc(dtm))
         let bank = Bank(client: client, out: out, into: into,
                         outTarget: "127.0.0.1:\(outServer.port)", inTarget: "127.0.0.1:\(inServer.port)")
