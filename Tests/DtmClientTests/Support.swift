@@ -97,6 +97,23 @@ final class Bank: Sendable {
         calls.withLock { $0.filter { $0.hasPrefix(gid + " ") }.map { String($0.dropFirst(gid.count + 1)) } }
     }
 
+    func record(_ gid: String, _ entry: String) {
+        calls.withLock { $0.append("\(gid) \(entry)") }
+    }
+
+    /// An XA branch without an XA database: the action "prepares" and registers the branch
+    /// (refusing when the transfer asks TransIn to fail); commit and rollback are only recorded.
+    func handleXA(_ request: BranchRequest, _ transport: Transport, client: DtmClient) async throws -> [UInt8]? {
+        record(request.info.gid, "Xa/\(request.info.op)")
+        if request.info.op == "action" {
+            if try Transfer(decoding: request.body, transport).transInResult == "FAILURE" {
+                throw DtmClientError.failure("Xa refused")
+            }
+            try await client.registerXABranch(request.info)
+        }
+        return nil
+    }
+
     /// The business logic of one branch method, shared by the gRPC and the HTTP service.
     func handle(_ method: String, _ request: BranchRequest, _ transport: Transport) async throws -> [UInt8]? {
         calls.withLock { $0.append("\(request.info.gid) \(method)/\(request.info.op)") }
@@ -205,6 +222,9 @@ struct Fixture: Sendable {
                         try await bank.handle(method, request, .grpc) ?? []
                     }
                 }
+                router.registerBranch("/bank.Bank/Xa") { request in
+                    try await bank.handleXA(request, .grpc, client: client) ?? []
+                }
                 workflows.serve(on: &router)
                 try await withStarted(try await GRPCServer.start(host: "127.0.0.1", port: 0, router: router,
                                                                  logger: testLogger)) { grpcServer in
@@ -213,6 +233,9 @@ struct Fixture: Sendable {
                         httpRouter.dtmBranch(RouterPath("/api/bank/\(method)")) { request in
                             try await bank.handle(method, request, .http)
                         }
+                    }
+                    httpRouter.dtmBranch("/api/bank/Xa") { request in
+                        try await bank.handleXA(request, .http, client: client)
                     }
                     httpRouter.dtmBranch("/api/bank/workflow/resume") { request in
                         try await workflows.resume(query: request.query, body: request.body)

@@ -180,6 +180,41 @@ import Testing
         }
     }
 
+    /// XA: both actions prepare and register; the coordinator commits both at their phase2_url.
+    @Test(arguments: Transport.allCases)
+    func xaCommits(_ transport: Transport) async throws {
+        try await Fixture.with(transport) { f in
+            let gid = uniqueGid("xa-ok")
+            try await f.client.xaGlobalTransaction(gid: gid) { xa in
+                try await xa.callBranch(f.payload(), url: f.url("Xa"))
+                try await xa.callBranch(f.payload(), url: f.url("Xa"))
+            }
+            let final = try await f.waitFinal(gid)
+            #expect(final.status == "succeed")
+            #expect(try await f.branchStatuses(gid) == ["prepared", "succeed", "prepared", "succeed"])
+            #expect(f.bank.calls(gid) == ["Xa/action", "Xa/action", "Xa/commit", "Xa/commit"])
+        }
+    }
+
+    /// XA: the second action refuses before registering; the scope aborts and the coordinator
+    /// rolls back the first branch only.
+    @Test(arguments: Transport.allCases)
+    func xaRollsBack(_ transport: Transport) async throws {
+        try await Fixture.with(transport) { f in
+            let gid = uniqueGid("xa-fail")
+            await #expect(throws: DtmClientError.failure("Xa refused")) {
+                try await f.client.xaGlobalTransaction(gid: gid) { xa in
+                    try await xa.callBranch(f.payload(), url: f.url("Xa"))
+                    try await xa.callBranch(f.payload(Transfer(transInResult: "FAILURE")), url: f.url("Xa"))
+                }
+            }
+            let final = try await f.waitFinal(gid)
+            #expect(final.status == "failed")
+            #expect(try await f.branchStatuses(gid) == ["succeed", "prepared"])
+            #expect(f.bank.calls(gid) == ["Xa/action", "Xa/action", "Xa/rollback"])
+        }
+    }
+
     /// Coordinator refusals come back typed: aborting a finished saga is a FAILURE.
     @Test(arguments: Transport.allCases)
     func coordinatorFailureIsTyped(_ transport: Transport) async throws {
