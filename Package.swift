@@ -10,6 +10,7 @@ let package = Package(
         // The Swift SDK for services taking part in DTM transactions (issue 12).
         .library(name: "DtmClient", targets: ["DtmClient"]),
         .library(name: "DtmClientHummingbird", targets: ["DtmClientHummingbird"]),
+        .library(name: "DtmClientPostgres", targets: ["DtmClientPostgres"]),
     ],
     dependencies: [
         // Socket I/O and event loops; nghttp2 does the HTTP/2 protocol work in memory.
@@ -24,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         // Hummingbird runs as a service; its graceful shutdown is triggered through this.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // DtmClientPostgres: the SDK's barrier on PostgreSQL.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -100,6 +103,12 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
 
+        // DtmClient's barrier on PostgreSQL (DTM's dtm_barrier.barrier table), over postgres-nio.
+        .target(name: "DtmClientPostgres", dependencies: [
+            "DtmClient",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The bank-transfer quick start of the SDK (README "The Swift SDK").
         .executableTarget(name: "bank-transfer", dependencies: [
             "DtmClient", "DtmGRPC", "DtmNet", .product(name: "Logging", package: "swift-log"),
@@ -149,6 +158,11 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["python"]),
+        .testTarget(name: "DtmClientPostgresTests", dependencies: [
+            "DtmClient", "DtmClientPostgres", "DtmTestSupport",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )
