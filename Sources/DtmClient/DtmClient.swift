@@ -25,7 +25,8 @@ public final class DtmClient: Sendable {
     public let callTimeout: Duration
     let grpc: GRPCClient
     let http: HTTPClient
-    private let ownsClients: Bool
+    private let ownsGRPC: Bool
+    private let ownsHTTP: Bool
 
     /// - Parameters:
     ///   - grpcClient, httpClient: shared clients to use; the client makes (and shuts down) its own
@@ -34,16 +35,16 @@ public final class DtmClient: Sendable {
                 grpcClient: GRPCClient? = nil, httpClient: HTTPClient? = nil) {
         self.endpoint = endpoint
         self.callTimeout = callTimeout
-        self.ownsClients = grpcClient == nil && httpClient == nil
+        self.ownsGRPC = grpcClient == nil
+        self.ownsHTTP = httpClient == nil
         self.grpc = grpcClient ?? GRPCClient()
         self.http = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton)
     }
 
     /// Closes the connections this client opened.
     public func shutdown() async {
-        guard ownsClients else { return }
-        await grpc.shutdown()
-        try? await http.shutdown()
+        if ownsGRPC { await grpc.shutdown() }
+        if ownsHTTP { try? await http.shutdown() }
     }
 
     /// The coordinator's address as branch calls report it (`dtm` / `dtm-dtm`).
