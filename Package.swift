@@ -7,6 +7,10 @@ let package = Package(
     products: [
         .executable(name: "dtm", targets: ["dtm"]),
         .executable(name: "dtm-bench", targets: ["dtm-bench"]),
+        // The Swift SDK for services taking part in DTM transactions (issue 12).
+        .library(name: "DtmClient", targets: ["DtmClient"]),
+        .library(name: "DtmClientHummingbird", targets: ["DtmClientHummingbird"]),
+        .library(name: "DtmClientPostgres", targets: ["DtmClientPostgres"]),
     ],
     dependencies: [
         // Socket I/O and event loops; nghttp2 does the HTTP/2 protocol work in memory.
@@ -21,8 +25,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         // Hummingbird runs as a service; its graceful shutdown is triggered through this.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
-        // The PostgreSQL store (several coordinators on one database): pooled connections,
-        // prepared statements, the wire protocol over NIO.
+        // The PostgreSQL store (several coordinators on one database) and the SDK's barrier on
+        // PostgreSQL: pooled connections, prepared statements, the wire protocol over NIO.
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // TLS settings of the PostgreSQL connections (sslmode); postgres-nio already builds it.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
@@ -94,6 +98,32 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // The client SDK: Saga, Msg, TCC, Workflow, the sub-transaction barrier (SQLite) and
+        // branch-service helpers. Never depends on the coordinator (engine, store, server).
+        .target(name: "DtmClient", dependencies: [
+            "DtmProto", "DtmGRPC", "DtmNet", "CSQLite",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // DtmClient's branch handlers as Hummingbird routes.
+        .target(name: "DtmClientHummingbird", dependencies: [
+            "DtmClient",
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
+
+        // DtmClient's barrier on PostgreSQL (DTM's dtm_barrier.barrier table), over postgres-nio.
+        .target(name: "DtmClientPostgres", dependencies: [
+            "DtmClient",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The bank-transfer quick start of the SDK (README "The Swift SDK").
+        .executableTarget(name: "bank-transfer", dependencies: [
+            "DtmClient", "DtmGRPC", "DtmNet", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // Shared by the test targets: the polling helper and the scoped start / run / stop helper.
         .target(name: "DtmTestSupport", dependencies: ["DtmServer", "DtmNet", "DtmEngine", "CSQLite"],
                 path: "Tests/DtmTestSupport"),
@@ -133,6 +163,20 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ],
                     exclude: ["python"]),
+        .testTarget(name: "DtmClientTests", dependencies: [
+            "DtmClient", "DtmClientHummingbird", "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore",
+            "DtmNet", "DtmGRPC", "DtmProto",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], exclude: ["python"]),
+        .testTarget(name: "DtmClientPostgresTests", dependencies: [
+            "DtmClient", "DtmClientPostgres", "DtmTestSupport",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )
