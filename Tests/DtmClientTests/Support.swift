@@ -15,6 +15,11 @@ import Testing
 
 /// Engine settings that keep tests quick: retries every second; nothing times out unless asked.
 let quickEngine = EngineConfig(retryInterval: 1, timeoutToFail: 600, requestTimeout: 30, transCronInterval: 1)
+/// A workflow is run by its client; the coordinator resumes one still unfinished when its retry
+/// interval passes, possibly while the client still runs it (DTM's at-least-once: the barrier
+/// makes that harmless). Tests that count exact calls give the client 10 s, so that a loaded
+/// machine does not turn them into resume tests.
+let patientEngine = EngineConfig(retryInterval: 10, timeoutToFail: 600, requestTimeout: 30, transCronInterval: 1)
 
 let testLogger: Logger = {
     var logger = Logger(label: "dtm.client.test")

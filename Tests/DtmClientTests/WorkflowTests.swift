@@ -9,7 +9,7 @@ import Testing
     /// again returns the stored result without calling anything.
     @Test(arguments: Transport.allCases)
     func workflowSucceeds(_ transport: Transport) async throws {
-        try await Fixture.with(transport) { f in
+        try await Fixture.with(transport, engine: patientEngine) { f in
             let name = "transfer-ok-\(transport)"
             try f.workflows.register(name) { wf, data in
                 try wf.newBranch().onRollback { barrier in
@@ -36,7 +36,7 @@ import Testing
     /// failed, and running it again reports the FAILURE without calling anything.
     @Test(arguments: Transport.allCases)
     func workflowFailureRollsBack(_ transport: Transport) async throws {
-        try await Fixture.with(transport) { f in
+        try await Fixture.with(transport, engine: patientEngine) { f in
             let name = "transfer-fail-\(transport)"
             try f.workflows.register(name) { wf, data in
                 try wf.newBranch().onRollback { barrier in
