@@ -23,7 +23,7 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dtm-sdk-busi-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let log = dir.appendingPathComponent("calls.jsonl")
-        let peer = try await PythonPeer.start(python, Self.repoRoot.appendingPathComponent("Tests/InteropTests/python"),
+        let peer = try await RunningPeer.start(python, in: Self.repoRoot.appendingPathComponent("Tests/InteropTests/python"),
                                               ["e2e_busi.py", "--log", log.path, "--control", dir.appendingPathComponent("control").path,
                                                "--remove-on-exit", dir.path])
         defer { peer.stop() }
@@ -79,7 +79,7 @@ import Testing
         try await Fixture.with(.http) { f in
             let dtm = "http://127.0.0.1:\(f.coordinator.httpPort)/api/dtmsvr"
             let busi = "http://127.0.0.1:\(f.httpPort)/api/bank"
-            let peer = try await PythonPeer.start(python, Self.repoRoot.appendingPathComponent("Tests/DtmClientTests/python"),
+            let peer = try await RunningPeer.start(python, in: Self.repoRoot.appendingPathComponent("Tests/DtmClientTests/python"),
                                                   ["dtmcli_to_swift.py", dtm, busi])
             defer { peer.stop() }
             let gids = try #require(try JSONSerialization.jsonObject(with: Data(peer.firstLine.utf8)) as? [String: String],
@@ -96,40 +96,5 @@ import Testing
             #expect(f.bank.calls(gids["saga_rollback"] ?? "").contains("TransInRevert/compensate"))
             #expect(f.bank.calls(gids["tcc_rollback"] ?? "").contains("TransInRevert/cancel"))
         }
-    }
-}
-
-/// A Python process that prints one line when ready and exits when its stdin closes.
-final class PythonPeer: @unchecked Sendable {
-    private let process = Process()
-    private let stdin = Pipe()
-    let firstLine: String
-
-    static func start(_ python: String, _ directory: URL, _ arguments: [String]) async throws -> PythonPeer {
-        try await onOwnThread { try PythonPeer(python, directory, arguments) }
-    }
-
-    private init(_ python: String, _ directory: URL, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardInput = stdin
-        try process.run()
-        var line = Data()
-        while true {
-            let byte = out.fileHandleForReading.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
-        }
-        firstLine = String(decoding: line, as: UTF8.self)
-        guard !firstLine.isEmpty else { throw DtmClientError.transport("\(arguments.first ?? python) printed nothing") }
-    }
-
-    func stop() {
-        try? stdin.fileHandleForWriting.close()
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
     }
 }

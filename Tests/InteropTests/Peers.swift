@@ -87,39 +87,9 @@ enum PeerError: Error {
     case badOutput(String)
 }
 
-/// A long-running peer that prints one line (e.g. its port) when ready and stops when its
-/// stdin closes or on `stop()`.
-final class RunningPeer: @unchecked Sendable {
-    let process = Process()
-    private let stdin = Pipe()
-    let firstLine: String
-
-    /// Starts the peer and waits (off the cooperative pool) for its first line.
+extension RunningPeer {
+    /// A peer from the interop tests' python folder.
     static func start(_ executable: String, _ arguments: [String]) async throws -> RunningPeer {
-        try await onOwnThread { try RunningPeer(executable, arguments) }
-    }
-
-    private init(_ executable: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = Peers.pythonDir
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardInput = stdin
-        try process.run()
-        var line = Data()
-        while true {
-            let byte = out.fileHandleForReading.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
-        }
-        firstLine = String(decoding: line, as: UTF8.self)
-        guard !firstLine.isEmpty else { throw PeerError.badOutput("\(executable) printed nothing") }
-    }
-
-    func stop() {
-        try? stdin.fileHandleForWriting.close()
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        try await start(executable, in: Peers.pythonDir, arguments)
     }
 }
