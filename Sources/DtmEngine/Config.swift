@@ -21,6 +21,9 @@ public struct EngineConfig: Sendable, Equatable {
     /// are abandoned and the retry loop takes the transaction up again later.
     public var maxPassDuration: Int64
 
+    /// How long a claim or a renewal leases a transaction: one retry interval (at least 1 s).
+    public var leaseSeconds: Double { Double(max(1, retryInterval)) }
+
     public init(retryInterval: Int64 = 10, timeoutToFail: Int64 = 35, requestTimeout: Int64 = 3,
                 transCronInterval: Int64 = 3, maxRetryInterval: Int64 = 3600,
                 limits: RequestLimits = RequestLimits(), maxCallsInFlight: Int = 64,

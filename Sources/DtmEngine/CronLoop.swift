@@ -109,7 +109,7 @@ public actor CronLoop {
             // Lease keeper: a pass may outlive the lease its claim took (slow branches, a long
             // request_timeout); another coordinator must not take the transaction meanwhile.
             // Real time, not the injected sleep: leases are wall-clock deadlines in the store.
-            let period = Self.renewalPeriod(lease: Double(max(1, config.retryInterval)))
+            let period = Self.renewalPeriod(lease: config.leaseSeconds)
             group.addTask {
                 while !Task.isCancelled {
                     await CronLoop.taskSleep(period)
@@ -167,7 +167,7 @@ public actor CronLoop {
     /// calls it every renewal period; tests may call it directly.
     public func renewLeases() async {
         let now = driver.clock.now()
-        let lease = Double(max(1, config.retryInterval))
+        let lease = config.leaseSeconds
         let margin = Self.renewalMargin(lease: lease)
         let ending = running.filter { $0.value.timeIntervalSince(now) < margin }.keys.sorted()
         guard !ending.isEmpty else { return }
@@ -240,7 +240,7 @@ public actor CronLoop {
         guard limit > 0 else { return [] }
         let now = driver.clock.now()
         do {
-            return try await driver.store.claimDue(now: now, leaseUntil: now.addingTimeInterval(Double(config.retryInterval)),
+            return try await driver.store.claimDue(now: now, leaseUntil: now.addingTimeInterval(config.leaseSeconds),
                                                    owner: owner, limit: limit)
         } catch {
             await onEvent?(.claimFailed(error))

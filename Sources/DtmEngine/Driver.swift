@@ -254,7 +254,7 @@ private struct Pass {
         let now = driver.clock.now()
         let calls = Double(state.global.requestTimeout(config))
         guard leaseUntil.timeIntervalSince(now) <= calls + 1 else { return true }
-        let until = now.addingTimeInterval(max(Double(max(1, config.retryInterval)), calls + 2))
+        let until = now.addingTimeInterval(max(config.leaseSeconds, calls + 2))
         let update = GlobalUpdate(nextCronTime: until, expectedOwner: fence)
         let (store, gid, status) = (driver.store, gid, state.global.status)
         guard await write({ () async throws(StoreError) in

@@ -15,10 +15,6 @@ final class PostgresDatabase: Sendable {
     let client: PostgresClient
     let configuration: PostgresConfiguration
     let logger: Logger
-    /// Transactions rolled back by PostgreSQL for a conflict are run again up to this many times.
-    static let conflictAttempts = 8
-    /// Reads that lost their connection are run again up to this many times.
-    static let readAttempts = 4
 
     init(configuration: PostgresConfiguration, logger: Logger) {
         var config: PostgresClient.Configuration
@@ -63,24 +59,8 @@ final class PostgresDatabase: Sendable {
         _ context: String, idempotent: Bool = false, timeout: Duration? = nil,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws(StoreError) -> T {
-        var attempt = 1
-        while true {
-            do {
-                return try await leased(context, timeout ?? configuration.operationTimeout) { connection in
-                    try await body(connection)
-                }
-            } catch let error as StoreError {
-                throw error
-            } catch {
-                let failure = Failure(error, context: context)
-                if failure.kind == .stale || (idempotent && failure.kind == .connection), attempt < Self.readAttempts {
-                    try? await Task.sleep(for: .milliseconds(20 * attempt))
-                    attempt += 1
-                    continue
-                }
-                throw failure.storeError
-            }
-        }
+        try await run(context, timeout: timeout ?? configuration.operationTimeout,
+                      retrying: idempotent ? [.stale, .connection] : [.stale], body)
     }
 
     /// Runs `body` in one transaction (BEGIN … COMMIT), rolled back when it throws; run again
@@ -88,38 +68,40 @@ final class PostgresDatabase: Sendable {
     func transaction<T: Sendable>(
         _ context: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws(StoreError) -> T {
+        try await run(context, timeout: configuration.operationTimeout, retrying: [.stale, .conflict]) { connection in
+            try await connection.query("BEGIN", logger: self.logger)
+            do {
+                let value = try await body(connection)
+                try await connection.query("COMMIT", logger: self.logger)
+                return value
+            } catch {
+                // A rollback that fails leaves a broken connection, which the pool drops.
+                _ = try? await connection.query("ROLLBACK", logger: self.logger)
+                throw error
+            }
+        }
+    }
+
+    /// One call, run again (up to `Failure.Kind.attempts`) while it fails in a way `retrying`
+    /// names; a `StoreError` from `body` or the timeout is never retried.
+    private func run<T: Sendable>(
+        _ context: String, timeout: Duration, retrying: Set<Failure.Kind>,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws(StoreError) -> T {
         var attempt = 1
         while true {
             do {
-                return try await leased(context, configuration.operationTimeout) { connection in
-                    try await connection.query("BEGIN", logger: self.logger)
-                    do {
-                        let value = try await body(connection)
-                        try await connection.query("COMMIT", logger: self.logger)
-                        return value
-                    } catch {
-                        // A rollback that fails leaves a broken connection, which the pool drops.
-                        _ = try? await connection.query("ROLLBACK", logger: self.logger)
-                        throw error
-                    }
-                }
+                return try await leased(context, timeout, body)
             } catch let error as StoreError {
                 throw error
             } catch {
                 let failure = Failure(error, context: context)
-                if failure.kind == .stale, attempt < Self.readAttempts {
-                    attempt += 1
-                    continue
-                }
-                if failure.kind == .conflict, attempt < Self.conflictAttempts {
-                    logger.debug("transaction conflict, running it again", metadata: [
-                        "operation": "\(context)", "attempt": "\(attempt)", "error": "\(failure.message)",
-                    ])
-                    attempt += 1
-                    try? await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 << min(attempt, 6)))))
-                    continue
-                }
-                throw failure.storeError
+                guard retrying.contains(failure.kind), attempt < failure.kind.attempts else { throw failure.storeError }
+                logger.debug("running a PostgreSQL call again", metadata: [
+                    "operation": "\(context)", "attempt": "\(attempt)", "error": "\(failure.message)",
+                ])
+                if let pause = failure.kind.pause(after: attempt) { try? await Task.sleep(for: pause) }
+                attempt += 1
             }
         }
     }
@@ -233,7 +215,22 @@ private final class OneShot<T: Sendable>: Sendable {
 /// (they can hold branch headers).
 struct Failure {
     /// `stale`: the connection was closed before anything was sent on it.
-    enum Kind { case conflict, unique, connection, stale, other }
+    enum Kind {
+        case conflict, unique, connection, stale, other
+
+        /// How many times a call failing this way is tried in all, when it may be retried.
+        var attempts: Int { self == .conflict ? 8 : 4 }
+
+        /// The wait before the next attempt: none for a stale connection (take another one now),
+        /// a growing one while the pool reconnects, random while a conflicting transaction ends.
+        func pause(after attempt: Int) -> Duration? {
+            switch self {
+            case .stale: nil
+            case .conflict: .milliseconds(Int.random(in: 1...(5 << min(attempt + 1, 6))))
+            default: .milliseconds(20 * attempt)
+            }
+        }
+    }
     let kind: Kind
     let message: String
 

@@ -614,43 +614,17 @@ public final class PostgresStore: TransactionStore {
     }
 }
 
-/// A branch row as read, before its status is checked (outside the connection's closure, so
-/// that an unknown status is a typed `StoreError`).
-private struct StoredBranch: Sendable {
-    let id: Int64
-    let gid: String
-    let url: String
-    let binData: [UInt8]
-    let branchID: String
-    let op: String
-    let status: String
-    let createTime: Int64
-    let updateTime: Int64
-    let finishTime: Int64?
-    let rollbackTime: Int64?
-
+extension StoredBranch {
+    /// Read inside the connection's closure; the status is checked outside it (`decoded()`), so
+    /// an unknown one is a typed `StoreError`.
     init(_ row: PostgresRow) throws {
         let c = row.makeRandomAccess()
-        id = try c[0].decode(Int64.self)
-        gid = try c[1].decode(String.self)
-        url = try c[2].decode(String.self)
-        binData = Array(try c[3].decode(ByteBuffer.self).readableBytesView)
-        branchID = try c[4].decode(String.self)
-        op = try c[5].decode(String.self)
-        status = try c[6].decode(String.self)
-        createTime = try c[7].decode(Int64.self)
-        updateTime = try c[8].decode(Int64.self)
-        finishTime = try c[9].decode(Int64?.self)
-        rollbackTime = try c[10].decode(Int64?.self)
-    }
-
-    func decoded() throws(StoreError) -> BranchRecord {
-        BranchRecord(id: id, gid: gid, url: url, binData: binData, branchID: branchID, op: BranchOp(op),
-                     status: try storedBranchStatus(status),
-                     createTime: Date(microsecondsSince1970: createTime),
-                     updateTime: Date(microsecondsSince1970: updateTime),
-                     finishTime: finishTime.map(Date.init(microsecondsSince1970:)),
-                     rollbackTime: rollbackTime.map(Date.init(microsecondsSince1970:)))
+        self.init(id: try c[0].decode(Int64.self), gid: try c[1].decode(String.self), url: try c[2].decode(String.self),
+                  binData: Array(try c[3].decode(ByteBuffer.self).readableBytesView),
+                  branchID: try c[4].decode(String.self), op: try c[5].decode(String.self),
+                  status: try c[6].decode(String.self), createTime: try c[7].decode(Int64.self),
+                  updateTime: try c[8].decode(Int64.self), finishTime: try c[9].decode(Int64?.self),
+                  rollbackTime: try c[10].decode(Int64?.self))
     }
 }
 

@@ -27,7 +27,6 @@ extension SQLValue {
 
 extension Row {
     func time(_ column: Int32) -> Date { Date(microsecondsSince1970: int(column)) }
-    func optionalTime(_ column: Int32) -> Date? { optionalInt(column).map(Date.init(microsecondsSince1970:)) }
 }
 
 package enum GlobalColumns {
@@ -141,12 +140,47 @@ package struct StoredGlobal {
     }
 }
 
-/// The stored form of a branch status; an unknown one means the row was written by something else.
-package func storedBranchStatus(_ raw: String) throws(StoreError) -> BranchStatus {
-    guard let status = BranchStatus(rawValue: raw) else {
-        throw .database("unknown branch status '\(raw)' in the database")
+/// A `trans_branch_op` row as stored (times in microseconds since 1970), before it is read as a
+/// model value: shared by the stores, like `StoredGlobal`.
+package struct StoredBranch: Sendable {
+    package var id: Int64
+    package var gid: String
+    package var url: String
+    package var binData: [UInt8]
+    package var branchID: String
+    package var op: String
+    package var status: String
+    package var createTime: Int64
+    package var updateTime: Int64
+    package var finishTime: Int64?
+    package var rollbackTime: Int64?
+
+    package init(id: Int64, gid: String, url: String, binData: [UInt8], branchID: String, op: String,
+                 status: String, createTime: Int64, updateTime: Int64, finishTime: Int64?, rollbackTime: Int64?) {
+        self.id = id
+        self.gid = gid
+        self.url = url
+        self.binData = binData
+        self.branchID = branchID
+        self.op = op
+        self.status = status
+        self.createTime = createTime
+        self.updateTime = updateTime
+        self.finishTime = finishTime
+        self.rollbackTime = rollbackTime
     }
-    return status
+
+    /// An unknown status means the row was written by something else: reported, not guessed.
+    package func decoded() throws(StoreError) -> BranchRecord {
+        guard let status = BranchStatus(rawValue: status) else {
+            throw .database("unknown branch status '\(self.status)' in the database")
+        }
+        return BranchRecord(
+            id: id, gid: gid, url: url, binData: binData, branchID: branchID, op: BranchOp(op), status: status,
+            createTime: Date(microsecondsSince1970: createTime), updateTime: Date(microsecondsSince1970: updateTime),
+            finishTime: finishTime.map(Date.init(microsecondsSince1970:)),
+            rollbackTime: rollbackTime.map(Date.init(microsecondsSince1970:)))
+    }
 }
 
 package enum BranchColumns {
@@ -164,12 +198,11 @@ package enum BranchColumns {
     }
 
     static func decode(_ row: borrowing Row) throws(StoreError) -> BranchRecord {
-        BranchRecord(
-            id: row.int(0), gid: row.text(1), url: row.text(2), binData: row.blob(3),
-            branchID: row.text(4), op: BranchOp(row.text(5)),
-            status: try storedBranchStatus(row.text(6)),
-            createTime: row.time(7), updateTime: row.time(8), finishTime: row.optionalTime(9),
-            rollbackTime: row.optionalTime(10))
+        try StoredBranch(
+            id: row.int(0), gid: row.text(1), url: row.text(2), binData: row.blob(3), branchID: row.text(4),
+            op: row.text(5), status: row.text(6), createTime: row.int(7), updateTime: row.int(8),
+            finishTime: row.optionalInt(9), rollbackTime: row.optionalInt(10)
+        ).decoded()
     }
 }
 
