@@ -198,9 +198,10 @@ struct Fixture: Sendable {
 
     /// Waits until `gid` is `succeed` or `failed` and returns it.
     @discardableResult
-    func waitFinal(_ gid: String) async throws -> Stored {
+    func waitFinal(_ gid: String, timeout: Duration = .seconds(30)) async throws -> Stored {
         var last: Stored?
-        try await waitUntil("\(gid) to finish (now \(last?.status ?? "missing"), bank calls \(bank.calls(gid)))") {
+        try await waitUntil("\(gid) to finish (now \(last?.status ?? "missing"), bank calls \(bank.calls(gid)))",
+                            timeout: timeout) {
             last = try await global(gid)
             return last?.isFinished ?? false
         }

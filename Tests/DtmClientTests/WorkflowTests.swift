@@ -71,7 +71,9 @@ import Testing
     /// run takes branch 1 from its record and finishes branch 2.
     @Test(arguments: Transport.allCases)
     func workflowResumesAfterCrash(_ transport: Transport) async throws {
-        try await Fixture.with(transport) { f in
+        // The coordinator resumes after 10 s, not 1 s: a loaded machine must not let it resume
+        // while the first run is still going (then branch 1 legitimately runs twice).
+        try await Fixture.with(transport, engine: patientEngine) { f in
             let name = "transfer-resume-\(transport)"
             let crashes = Mutex(1)
             try f.workflows.register(name) { wf, data in
@@ -91,7 +93,7 @@ import Testing
                 try await f.workflows.execute(name, gid: gid, data: f.payload())
             }
             #expect(try await f.global(gid)?.status == "prepared")
-            #expect(try await f.waitFinal(gid).status == "succeed")
+            #expect(try await f.waitFinal(gid, timeout: .seconds(90)).status == "succeed")
             #expect(try await f.bank.balances() == [70, 130])
             #expect(f.bank.calls(gid) == ["TransOut/action", "TransIn/action"], "branch 1 ran once")
         }
