@@ -153,7 +153,7 @@ let package = Package(
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
-        .testTarget(name: "DtmConfigTests", dependencies: ["DtmConfig", "DtmServer", "DtmEngine"]),
+        .testTarget(name: "DtmConfigTests", dependencies: ["DtmConfig", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
         .testTarget(name: "DtmStoreTests", dependencies: [
             "DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport",

@@ -182,25 +182,17 @@ private func loadError(_ arguments: [String] = [], environment: [String: String]
     }
 
     @Test func unreadableFile() {
-        let error = ConfigLoaderError.capture {
-            try ConfigLoader.load(arguments: ["--config", "/nonexistent/dtm.yml"], environment: [:])
+        var error: ConfigError?
+        do {
+            _ = try ConfigLoader.load(arguments: ["--config", "/nonexistent/dtm.yml"], environment: [:])
+        } catch let caught {
+            error = caught
         }
         guard case .unreadableFile(let path, _) = error else {
             Issue.record("expected unreadableFile, got \(String(describing: error))")
             return
         }
         #expect(path == "/nonexistent/dtm.yml")
-    }
-}
-
-private enum ConfigLoaderError {
-    static func capture(_ body: () throws(ConfigError) -> LoadedConfig) -> ConfigError? {
-        do {
-            _ = try body()
-            return nil
-        } catch {
-            return error
-        }
     }
 }
 
