@@ -70,8 +70,8 @@ public struct BranchClientConfig: Sendable {
 /// A running coordinator: store, engine, background loop, branch clients, the gRPC server
 /// and the HTTP JSON API — everything `dtm` starts, startable in process by tests. Its parts run
 /// as services of one `ServiceGroup`, which stops them in reverse order: the HTTP and gRPC
-/// listeners first (no new work; requests in flight finish), then the retry loop, then the
-/// branch clients, then the caller's services (the store).
+/// listeners first (no new work; requests in flight finish), then the retry loop (passes under
+/// way finish), then the branch clients, then the caller's services (the store).
 public final class CoordinatorServer: Sendable {
     public let config: CoordinatorConfig
     public let store: any TransactionStore
@@ -188,9 +188,9 @@ public final class CoordinatorServer: Sendable {
         try await running.value.get()
     }
 
-    /// Graceful stop: no new calls, calls in flight finish (up to `gracePeriod`, then whatever
-    /// still runs is cancelled), then the background loop stops. Unfinished transactions stay in
-    /// the store for the next start.
+    /// Graceful stop: no new calls, calls in flight and passes under way finish (up to
+    /// `gracePeriod`, then whatever still runs is cancelled), then the background loop stops.
+    /// Unfinished transactions stay in the store for the next start.
     public func shutdown(gracePeriod: Duration = .seconds(5)) async {
         logger.info("shutting down")
         await group.triggerGracefulShutdown()

@@ -23,14 +23,20 @@ public struct CoordinatorLifecycle: Sendable {
     }
 }
 
-/// The retry loop: runs until graceful shutdown, then stops claiming and cancels the passes
-/// still running (their transactions stay leased in the store and are taken up again when the
-/// lease ends, by this coordinator's next start or by another).
+/// The retry loop: runs until graceful shutdown, then starts and claims nothing more and ends
+/// once its running passes have ended. Cancellation (the group's bound) cancels those passes:
+/// their transactions stay leased in the store and are taken up again when the lease ends, by
+/// this coordinator's next start or by another.
 struct RetryLoopService: Service {
     let cron: CronLoop
 
     func run() async {
-        await cancelWhenGracefulShutdown { await cron.run() }
+        let cron = self.cron
+        await withGracefulShutdownHandler {
+            await cron.run()
+        } onGracefulShutdown: {
+            Task { await cron.drain() }
+        }
     }
 }
 
