@@ -184,7 +184,7 @@ public final class CoordinatorServer: Sendable {
 
     /// Waits until the coordinator has stopped (after a signal of its lifecycle, or `shutdown`);
     /// throws what made a service fail.
-    public func run() async throws {
+    public func waitUntilStopped() async throws {
         try await running.value.get()
     }
 

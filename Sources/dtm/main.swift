@@ -70,7 +70,7 @@ enum Dtm {
             "grpc": "\(config.host):\(coordinator.grpcPort)", "http": "\(config.host):\(coordinator.httpPort)",
             "store": "\(store.description)", "owner": "\(owner)",
             "shutdown_timeout": "\(settings.shutdownTimeout)"])
-        try await coordinator.run()
+        try await coordinator.waitUntilStopped()
         logger.info("stopped")
     }
 }
