@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // TLS settings of the PostgreSQL connections (sslmode); postgres-nio already builds it.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // The `dtm` configuration file (YAML, DTM's conf.yml keys).
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -82,14 +84,26 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], resources: [.embedInCode("openapi.json")]),
-        .executableTarget(name: "dtm", dependencies: [
-            "DtmServer", "DtmEngine", "DtmStore", "DtmPostgres", "DtmGRPC",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        // The settings of `dtm`, each declared once (flag, env var, YAML key, default, check), read
+        // from flags > environment > file > defaults; and the process's services in one ServiceGroup.
+        .target(name: "DtmConfig", dependencies: [
+            "DtmServer", "DtmEngine", "DtmGRPC", "DtmStore", "DtmPostgres",
+            .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "dtm", dependencies: [
+            "DtmConfig", "DtmServer",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
 
         // Load generator for tools/bench-saga (not shipped): Submits over gRPC, a busi server, a raw SQLite baseline.
@@ -139,6 +153,7 @@ let package = Package(
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
+        .testTarget(name: "DtmConfigTests", dependencies: ["DtmConfig", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
         .testTarget(name: "DtmStoreTests", dependencies: [
             "DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport",

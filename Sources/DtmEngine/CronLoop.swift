@@ -31,6 +31,8 @@ public actor CronLoop {
     private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
     private var pollRequested = false
+    /// Set by `drain()`: `run()` starts and claims nothing more and returns once no pass runs.
+    private var draining = false
 
     /// - Parameters:
     ///   - sleep: waits the given seconds; must return early when the task is cancelled.
@@ -57,6 +59,15 @@ public actor CronLoop {
     /// Hands over a transaction a request just stored or moved; `run()` starts it at once.
     public func enqueue(_ pass: ScheduledPass) {
         ready.append(pass)
+        signal?.yield()
+    }
+
+    /// Graceful stop: `run()` starts no more passes and claims nothing, and returns once the
+    /// passes already running have ended (their leases are renewed meanwhile). Handed-over
+    /// passes not yet started stay in the store for the cron of the next coordinator. Cancel
+    /// `run()` to stop at once.
+    public func drain() {
+        draining = true
         signal?.yield()
     }
 
@@ -118,6 +129,11 @@ public actor CronLoop {
                 }
             }
             while !Task.isCancelled {
+                if draining {
+                    if running.isEmpty { break }
+                    guard await wakeups.next(isolation: self) != nil else { break }
+                    continue
+                }
                 while running.count < maxConcurrent, let pass = takeReady() {
                     start(pass, in: &group)
                 }
@@ -149,6 +165,7 @@ public actor CronLoop {
         continuation.finish()
         signal = nil
         sleeperArmed = false
+        draining = false
     }
 
     /// How often `run()` renews leases: a quarter lease, at most a second, at least 0.2 s.

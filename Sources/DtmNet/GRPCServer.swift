@@ -67,17 +67,29 @@ public final class GRPCServer: Sendable {
     public var connectionCount: Int { connections.withLockedValue { $0.count } }
 
     /// Stops accepting, sends GOAWAY on every connection, lets calls in flight finish for up
-    /// to `gracePeriod`, then closes whatever is left.
+    /// to `gracePeriod` (less when the calling task is cancelled: then at once), then closes
+    /// whatever is left.
     public func shutdown(gracePeriod: Duration = .seconds(5)) async {
         try? await serverChannel.close()
         let open = connections.withLockedValue { Array($0.values) }
         for channel in open {
             channel.pipeline.fireUserInboundEventTriggered(GRPCServerHandler.GracefulShutdown())
         }
-        let deadline = ContinuousClock.now + gracePeriod
-        while connectionCount > 0 && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
+        // Done when every connection has closed, the grace period is over, or the task is cancelled.
+        let loop = serverChannel.eventLoop
+        let done = loop.makePromise(of: Void.self)
+        let completed = NIOLockedValueBox(false)
+        @Sendable func finish() {
+            if completed.withLockedValue({ was in defer { was = true }; return !was }) { done.succeed() }
         }
+        EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: loop).whenComplete { _ in finish() }
+        let timer = loop.scheduleTask(in: .nanoseconds(gracePeriod.nanoseconds)) { finish() }
+        await withTaskCancellationHandler {
+            try? await done.futureResult.get()
+        } onCancel: {
+            finish()
+        }
+        timer.cancel()
         let left = connections.withLockedValue { Array($0.values) }
         for channel in left { try? await channel.close() }
         logger.info("gRPC server stopped", metadata: ["forced": "\(left.count)"])

@@ -4,6 +4,7 @@ import DtmGRPC
 import DtmNet
 import Foundation
 import Logging
+import ServiceLifecycle
 
 /// Settings of a coordinator process; defaults are DTM's.
 public struct CoordinatorConfig: Sendable {
@@ -67,45 +68,47 @@ public struct BranchClientConfig: Sendable {
 }
 
 /// A running coordinator: store, engine, background loop, branch clients, the gRPC server
-/// and the HTTP JSON API — everything `dtm` starts, startable in process by tests.
+/// and the HTTP JSON API — everything `dtm` starts, startable in process by tests. Its parts run
+/// as services of one `ServiceGroup`, which stops them in reverse order: the HTTP and gRPC
+/// listeners first (no new work; requests in flight finish), then the retry loop (passes under
+/// way finish), then the branch clients, then the caller's services (the store).
 public final class CoordinatorServer: Sendable {
     public let config: CoordinatorConfig
     public let store: any TransactionStore
     public let engine: Coordinator
     public let cron: CronLoop
     private let grpcServer: GRPCServer
-    private let httpServer: HTTPAPIServer
-    private let grpcClient: GRPCClient
-    private let httpClient: HTTPClient
-    private let cronTask: Task<Void, Never>
+    private let group: ServiceGroup
+    private let running: Task<Result<Void, any Error>, Never>
     private let logger: Logger
 
     /// The bound gRPC port (differs from `config.grpcPort` when that is 0).
     public var grpcPort: Int { grpcServer.port }
     /// The bound HTTP port (differs from `config.httpPort` when that is 0).
-    public var httpPort: Int { httpServer.port }
+    public let httpPort: Int
 
     private init(config: CoordinatorConfig, store: any TransactionStore, engine: Coordinator, cron: CronLoop,
-                 grpcServer: GRPCServer, httpServer: HTTPAPIServer, grpcClient: GRPCClient, httpClient: HTTPClient,
-                 cronTask: Task<Void, Never>, logger: Logger) {
+                 grpcServer: GRPCServer, httpPort: Int, group: ServiceGroup,
+                 running: Task<Result<Void, any Error>, Never>, logger: Logger) {
         self.config = config
         self.store = store
         self.engine = engine
         self.cron = cron
         self.grpcServer = grpcServer
-        self.httpServer = httpServer
-        self.grpcClient = grpcClient
-        self.httpClient = httpClient
-        self.cronTask = cronTask
+        self.httpPort = httpPort
+        self.group = group
+        self.running = running
         self.logger = logger
     }
 
-    /// Starts the coordinator on `store`. The background loop's first pass resumes every
-    /// unfinished transaction already in the store (crash recovery). `branchCaller` replaces
-    /// the gRPC/HTTP branch clients (tests that must not call out).
+    /// Starts the coordinator on `store` and returns once both ports listen. The background
+    /// loop's first pass resumes every unfinished transaction already in the store (crash
+    /// recovery). `branchCaller` replaces the gRPC/HTTP branch clients (tests that must not
+    /// call out). `lifecycle` adds signals and the caller's services (the `dtm` executable).
     public static func start(_ config: CoordinatorConfig = CoordinatorConfig(), store: any TransactionStore,
                              branchCaller: (any BranchCaller)? = nil,
-                             logger: Logger = Logger(label: "dtm")) async throws -> CoordinatorServer {
+                             logger: Logger = Logger(label: "dtm"),
+                             lifecycle: CoordinatorLifecycle = CoordinatorLifecycle()) async throws -> CoordinatorServer {
         let clients = config.branchClients
         let grpcClient = GRPCClient(config: GRPCClientConfig(connectTimeout: clients.connectTimeout,
                                                              maxReceiveMessageSize: clients.maxReceiveMessageSize,
@@ -122,7 +125,6 @@ public final class CoordinatorServer: Sendable {
         let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) },
                                  runNow: { await cron.runNow($0) },
                                  admission: AdmissionGate(limit: config.maxPendingTransactions))
-        let cronTask = Task { await cron.run() }
 
         let topics = TopicRegistry(store: store, clock: driver.clock)
         let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
@@ -133,46 +135,79 @@ public final class CoordinatorServer: Sendable {
         let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
                                      wake: { await cron.wake() })
         let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)
-        func abandon() async {
-            cronTask.cancel()
-            await cronTask.value
-            try? await httpClient.shutdown()
-            await grpcClient.shutdown()
-        }
         let grpcServer: GRPCServer
         do {
             grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
                                                     config: config.grpc, logger: logger)
         } catch {
-            await abandon()
+            try? await httpClient.shutdown()
+            await grpcClient.shutdown()
             throw error
         }
-        let httpServer: HTTPAPIServer
-        do {
-            httpServer = try await HTTPAPIServer.start(host: config.host, port: config.httpPort,
-                                                       router: api.makeRouter(), limits: config.http, logger: logger)
-        } catch {
-            await grpcServer.shutdown(gracePeriod: .zero)
-            await abandon()
-            throw error
+        let (ready, readiness) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
+        let http = HTTPAPIServer.application(host: config.host, port: config.httpPort, router: api.makeRouter(),
+                                             limits: config.http, logger: logger,
+                                             onServerRunning: { readiness.yield(.success($0)) })
+        // Started together; stopped one by one from the last to the first.
+        let services: [any Service] = lifecycle.services + [
+            BranchClientsService(grpcClient: grpcClient, httpClient: httpClient),
+            RetryLoopService(cron: cron),
+            GRPCListenerService(server: grpcServer),
+            http,
+        ]
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: lifecycle.signals,
+                                                      logger: logger)
+        configuration.maximumGracefulShutdownDuration = lifecycle.shutdownTimeout
+        let group = ServiceGroup(configuration: configuration)
+        let running = Task { () -> Result<Void, any Error> in
+            let result: Result<Void, any Error>
+            do {
+                try await group.run()
+                result = .success(())
+            } catch {
+                result = .failure(error)
+            }
+            // Read only when the group ends before the HTTP server listened.
+            readiness.yield(.failure(result.failure ?? CoordinatorStopped()))
+            readiness.finish()
+            return result
         }
-        return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
-                                 httpServer: httpServer, grpcClient: grpcClient, httpClient: httpClient,
-                                 cronTask: cronTask, logger: logger)
+        var iterator = ready.makeAsyncIterator()
+        switch await iterator.next() ?? .failure(CoordinatorStopped()) {
+        case .success(let port):
+            return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
+                                     httpPort: port, group: group, running: running, logger: logger)
+        case .failure:
+            throw await running.value.failure ?? CoordinatorStopped()
+        }
     }
 
-    /// Graceful stop: no new calls, calls in flight finish (up to `gracePeriod`), then the
-    /// background loop stops. Unfinished transactions stay in the store for the next start.
+    /// Waits until the coordinator has stopped (after a signal of its lifecycle, or `shutdown`);
+    /// throws what made a service fail.
+    public func waitUntilStopped() async throws {
+        try await running.value.get()
+    }
+
+    /// Graceful stop: no new calls, calls in flight and passes under way finish (up to
+    /// `gracePeriod`, then whatever still runs is cancelled), then the background loop stops.
+    /// Unfinished transactions stay in the store for the next start.
     public func shutdown(gracePeriod: Duration = .seconds(5)) async {
         logger.info("shutting down")
-        async let grpcStopped: Void = grpcServer.shutdown(gracePeriod: gracePeriod)
-        async let httpStopped: Void = httpServer.shutdown(gracePeriod: gracePeriod)
-        _ = await (grpcStopped, httpStopped)
-        logger.info("servers stopped; stopping the retry loop")
-        cronTask.cancel()
-        await cronTask.value
-        await grpcClient.shutdown()
-        try? await httpClient.shutdown()
+        await group.triggerGracefulShutdown()
+        let running = self.running
+        let bound = Task {
+            try await Task.sleep(for: gracePeriod)
+            running.cancel()
+        }
+        _ = await running.value
+        bound.cancel()
+    }
+}
+
+extension Result {
+    fileprivate var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
     }
 }
 

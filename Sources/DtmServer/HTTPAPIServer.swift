@@ -34,26 +34,8 @@ final class HTTPAPIServer: Sendable {
     static func start(host: String, port: Int, router: Router<BasicRequestContext>,
                       limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger) async throws -> HTTPAPIServer {
         let (ready, readiness) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
-        let routes = router.buildResponder()
-        // Requests in flight across all connections; past the limit a request is refused at once
-        // with 503 and Retry-After instead of queueing.
-        let admission = AdmissionGate(limit: limits.maxConcurrentRequests)
-        let refusal = #"{"message":"server is at its limit of \#(admission.limit) requests in flight; retry later"}"#
-        let responder = CallbackResponder<BasicRequestContext> { request, context in
-            guard let permit = admission.enter() else {
-                return Response(status: .serviceUnavailable,
-                                headers: [.retryAfter: "1", .contentType: "application/json; charset=utf-8"],
-                                body: ResponseBody(byteBuffer: ByteBuffer(string: refusal)))
-            }
-            defer { withExtendedLifetime(permit) {} }
-            return try await routes.respond(to: request, context: context)
-        }
-        let idle = limits.idleTimeout.map { TimeAmount.nanoseconds($0.saturatingNanoseconds) }
-        let app = Application(
-            responder: responder, server: .http1(configuration: .init(idleTimeout: idle)),
-            configuration: ApplicationConfiguration(address: .hostname(host, port: port)),
-            onServerRunning: { channel in readiness.yield(.success(channel.localAddress?.port ?? port)) },
-            logger: logger)
+        let app = application(host: host, port: port, router: router, limits: limits, logger: logger,
+                              onServerRunning: { readiness.yield(.success($0)) })
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         let task = Task {
             do {
@@ -72,6 +54,34 @@ final class HTTPAPIServer: Sendable {
             await task.value
             throw error
         }
+    }
+
+    /// The HTTP server as a service (Hummingbird's `Application`): binds when it runs, reports the
+    /// bound port to `onServerRunning`, and on graceful shutdown stops accepting and lets requests
+    /// in flight finish.
+    static func application(host: String, port: Int, router: Router<BasicRequestContext>,
+                            limits: HTTPServerLimits, logger: Logger,
+                            onServerRunning: @escaping @Sendable (Int) async -> Void) -> any Service {
+        let routes = router.buildResponder()
+        // Requests in flight across all connections; past the limit a request is refused at once
+        // with 503 and Retry-After instead of queueing.
+        let admission = AdmissionGate(limit: limits.maxConcurrentRequests)
+        let refusal = #"{"message":"server is at its limit of \#(admission.limit) requests in flight; retry later"}"#
+        let responder = CallbackResponder<BasicRequestContext> { request, context in
+            guard let permit = admission.enter() else {
+                return Response(status: .serviceUnavailable,
+                                headers: [.retryAfter: "1", .contentType: "application/json; charset=utf-8"],
+                                body: ResponseBody(byteBuffer: ByteBuffer(string: refusal)))
+            }
+            defer { withExtendedLifetime(permit) {} }
+            return try await routes.respond(to: request, context: context)
+        }
+        let idle = limits.idleTimeout.map { TimeAmount.nanoseconds($0.saturatingNanoseconds) }
+        return Application(
+            responder: responder, server: .http1(configuration: .init(idleTimeout: idle)),
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port)),
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
+            logger: logger)
     }
 
     /// Stops accepting connections and lets requests in flight finish, for at most `gracePeriod`.

@@ -58,4 +58,22 @@ import Testing
         #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(output)")
         #expect(output.contains("received SIGTERM"), "\(output)")
     }
+
+    /// `dtm check-config` prints the effective settings (password redacted) and exits 0; a bad
+    /// value makes it, and `dtm` itself, exit non-zero naming the key, the value and what is allowed.
+    @Test func checkConfigAndBadValues() async throws {
+        let binary = try #require(Peers.dtmBinary, "build first: swift build")
+        let ok = try await Peers.run(binary, ["check-config", "--store", "postgres://dtm:hunter2@db:5432/dtm",
+                                              "--retry-interval=12", "--timeout-to-fail", "40"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("Store:") && ok.stdout.contains("dtm:***@db:5432/dtm"), "\(ok.stdout)")
+        #expect(!ok.stdout.contains("hunter2") && !ok.stderr.contains("hunter2"))
+        #expect(ok.stdout.contains(/RetryInterval: +12 +# flag --retry-interval/), "\(ok.stdout)")
+        for arguments in [["check-config", "--http-port", "80a"], ["--http-port", "80a"]] {
+            let bad = try await Peers.run(binary, arguments)
+            #expect(bad.status != 0)
+            #expect(bad.stderr.contains(#"invalid HttpPort "80a" (from flag --http-port): allowed is a whole number in 0...65535"#),
+                    "\(bad.stderr)")
+        }
+    }
 }
