@@ -75,22 +75,27 @@ extension PostgresBarrierDatabase {
         try await client.withConnection { connection in
             let transaction = PostgresBarrierTransaction(connection: connection, tableName: tableName, logger: logger)
             try await Self.run("BEGIN", on: transaction)
+            let earlier: String?
             do {
                 if try await transaction.insertBarrier(Self.branchRow(info, reason: BranchOp.action)) == 0 {
                     // The row is there and committed: a rollback came first, or the branch already committed.
-                    let reason = try await transaction.barrierReason(gid: info.gid, branchID: info.branchID,
-                                                                     op: BranchOp.action, barrierID: "01")
-                    try await Self.run("ROLLBACK", on: transaction)
-                    if reason == BranchOp.rollback {
-                        throw DtmClientError.failure("XA branch \(info.gid)/\(info.branchID) was rolled back before its action ran")
-                    }
-                    return
+                    earlier = try await transaction.barrierReason(gid: info.gid, branchID: info.branchID,
+                                                                  op: BranchOp.action, barrierID: "01") ?? ""
+                } else {
+                    earlier = nil
+                    try await body(transaction)
+                    try await coordinator.registerXABranch(info)
                 }
-                try await body(transaction)
-                try await coordinator.registerXABranch(info)
             } catch {
                 _ = try? await connection.query("ROLLBACK", logger: logger)
                 throw error
+            }
+            if let earlier {
+                try await Self.run("ROLLBACK", on: transaction)
+                if earlier == BranchOp.rollback {
+                    throw DtmClientError.failure("XA branch \(info.gid)/\(info.branchID) was rolled back before its action ran")
+                }
+                return
             }
             // A failed PREPARE rolls the transaction back by itself (PostgreSQL's rule).
             try await Self.run("PREPARE TRANSACTION \(Self.literal(xid))", on: transaction)
