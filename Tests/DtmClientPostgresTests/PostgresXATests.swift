@@ -170,6 +170,11 @@ import Testing
                 // Prepared, not yet committed: the debit is durable but nobody sees it.
                 #expect(try await s.prepared() == ["\(gid)-01"])
                 #expect(try await s.out.balance() == 100)
+                // A repeated action of the prepared branch (its answer was lost) succeeds at once
+                // without running again (it must not wait for the prepared transaction's locks).
+                let repeated = try TransInfo(transType: "xa", gid: gid, branchID: "01", op: "action", phase2URL: s.out.url)
+                _ = try await s.client.callBranch(s.out.url, payload: Self.transfer(30).encode(), info: repeated)
+                #expect(s.out.runs.of(gid) == ["\(gid)/01"])
                 try await xa.callBranch(Self.transfer(30), url: s.into.url)
                 #expect(try await s.prepared() == ["\(gid)-01", "\(gid)-02"])
             }
