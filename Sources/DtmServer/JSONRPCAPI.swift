@@ -51,11 +51,8 @@ enum JSONRPC {
 
     /// The request's `id`: a non-empty string or a whole number, echoed in the response.
     static func requestID(of request: [String: JSONValue]) -> JSONText? {
-        switch request["id"] {
-        case .string(let text)? where !text.isEmpty: .string(text)
-        case .number(let value)? where value == value.rounded() && abs(value) < 9e15: .int(Int64(value))
-        default: nil
-        }
+        if case .string(let text)? = request["id"], !text.isEmpty { return .string(text) }
+        return request["id"]?.integer.map(JSONText.int)
     }
 
     /// The response to one request body.
@@ -142,8 +139,7 @@ extension JSONValue {
         case .null: return "null"
         case .bool(let value): return value ? "true" : "false"
         case .number(let value):
-            if value == value.rounded(), abs(value) < 9e15 { return String(Int64(value)) }
-            return "\(value)"
+            return integer.map(String.init) ?? "\(value)"
         case .string(let value): return jsonQuoted(value)
         case .array(let elements): return "[" + elements.map(\.text).joined(separator: ",") + "]"
         case .object(let members):
