@@ -188,7 +188,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["python"]),
         .testTarget(name: "DtmClientPostgresTests", dependencies: [
-            "DtmClient", "DtmClientPostgres", "DtmTestSupport",
+            "DtmClient", "DtmClientPostgres", "DtmTestSupport", "DtmServer", "DtmEngine", "DtmNet", "DtmGRPC",
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),

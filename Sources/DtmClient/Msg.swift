@@ -42,8 +42,11 @@ public struct Msg: Sendable {
 
     /// Prepares, runs `body` inside a local transaction on `database` guarded by the barrier
     /// (branch `00`, op `msg`), and submits when it committed. When `body` throws FAILURE the
-    /// message is aborted; on any other error the back-check decides (DTM's DoAndSubmit):
-    /// `queryPrepared` must be served by `BranchBarrier.queryPrepared(on:)` on the same database.
+    /// message is aborted; on any other error the back-check decides (DTM's DoAndSubmit): the
+    /// message is submitted when the local transaction committed after all, aborted when it did
+    /// not, and left to the coordinator's back-check when that cannot be reached. The error is
+    /// rethrown in every case. `queryPrepared` must be served by
+    /// `BranchBarrier.queryPrepared(on:)` on the same database.
     public func doAndSubmit<Database: BarrierDatabase, T: Sendable>(
         queryPrepared: String, database: Database,
         _ body: (Database.Transaction) async throws -> T
@@ -58,16 +61,23 @@ public struct Msg: Sendable {
             result = value
         } catch {
             var failed = (error as? DtmClientError)?.isFailure ?? false
+            var committed = false
             if !failed {
-                // The local transaction's fate is unknown to us: ask the back-check, as DTM would.
+                // The local transaction's fate is unknown to us (its commit may have gone through
+                // with the answer lost): ask the back-check, as DTM's DoAndSubmit does.
                 do {
                     _ = try await client.callBranch(queryPrepared, payload: [], info: info)
+                    committed = true
                 } catch let checkError {
                     failed = checkError.isFailure
                 }
             }
+            // The caller gets the local transaction's error either way; when this abort or submit
+            // fails, the coordinator's own back-check decides later (DTM ignores them too).
             if failed {
-                try await client.abort(DtmRequest(gid: gid, transType: TransType.msg.rawValue))
+                try? await client.abort(DtmRequest(gid: gid, transType: TransType.msg.rawValue))
+            } else if committed {
+                try? await submit()
             }
             throw error
         }

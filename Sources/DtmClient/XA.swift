@@ -46,9 +46,11 @@ extension DtmClient {
     }
 
     /// Branch side of XA: registers the branch named by an incoming XA action call, so that the
-    /// coordinator calls its `phase2_url` with op `commit` or `rollback`. A handler calls it once
-    /// its local XA transaction is prepared (e.g. PostgreSQL's PREPARE TRANSACTION with the xid
-    /// `<gid>-<branch_id>`); the SDK has no XA-capable database adapter yet.
+    /// coordinator calls its `phase2_url` with op `commit` or `rollback`. A handler calls it in
+    /// its local XA transaction, before preparing it (DTM's order: a branch that cannot register
+    /// never prepares). On PostgreSQL, `PostgresBarrierDatabase.xaLocalTransaction` (in
+    /// DtmClientPostgres) does all of it: the local transaction, this registration, PREPARE
+    /// TRANSACTION and the phase-two calls.
     public func registerXABranch(_ info: TransInfo) async throws(DtmClientError) {
         guard !info.phase2URL.isEmpty else {
             throw .invalidArgument("XA action call of \(info.gid) carries no phase2_url; was it made by xaGlobalTransaction?")

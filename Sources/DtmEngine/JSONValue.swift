@@ -36,7 +36,7 @@ package enum JSONValue: Equatable {
     }
 
     /// A whole number (JSON has only doubles).
-    var integer: Int64? {
+    package var integer: Int64? {
         guard case .number(let value) = self, value == value.rounded(), abs(value) < 9e15 else { return nil }
         return Int64(value)
     }

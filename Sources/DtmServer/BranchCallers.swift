@@ -9,7 +9,8 @@ import NIOCore
 import NIOHTTP1
 
 /// Calls branches as DTM does: HTTP for `http(s)://` URLs (and for transactions whose protocol
-/// is http), gRPC for `host:port/package.Service/Method` URLs.
+/// is http), JSON-RPC for http(s) URLs naming a `method` in json-rpc transactions, gRPC for
+/// `host:port/package.Service/Method` URLs.
 public struct DtmBranchCaller: BranchCaller {
     let grpc: GRPCBranchCaller
     let http: HTTPBranchCaller
@@ -23,11 +24,11 @@ public struct DtmBranchCaller: BranchCaller {
         Failpoint.hit("branch.\(global.transType.rawValue).\(call.op.rawValue).before")
         defer { Failpoint.hit("branch.\(global.transType.rawValue).\(call.op.rawValue).after") }
         let url = call.url
+        if JSONRPCBranchCaller.applies(to: url, of: global) {
+            return await JSONRPCBranchCaller(client: http.client).call(call, of: global)
+        }
         if url.hasPrefix("http://") || url.hasPrefix("https://") || global.transProtocol == .http {
             return await http.call(call, of: global)
-        }
-        if global.transProtocol == .jsonRPC {
-            return .error(message: "json-rpc branches are not supported by swift-dtm yet: \(url)")
         }
         return await grpc.call(call, of: global)
     }

@@ -128,6 +128,8 @@ public struct DtmHTTPAPI: Sendable {
                 return nil
             })
         }
+        // DTM's JSON-RPC 2.0 endpoint (JSONRPCAPI.swift).
+        routes.append(jsonRPCRoute)
         // DTM's liveness route, which here also tells whether the store can take writes:
         // 503 with the reason when it cannot (read-only, full, locked, failing).
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .head, .options] {
@@ -291,6 +293,13 @@ struct APIRoute: Sendable {
                 return HTTPAnswer(error).response
             }
         }
+    }
+
+    /// A route that writes its own response (the JSON-RPC endpoint's envelope).
+    init(_ method: HTTPRequest.Method, _ path: String, raw: @escaping @Sendable (APICall) async -> Response) {
+        self.method = method
+        self.path = path
+        self.answer = raw
     }
 
     /// A fixed JSON document.

@@ -142,6 +142,52 @@ import Testing
         }
     }
 
+    /// doAndSubmit after an error that is not FAILURE asks the back-check, as DTM's DoAndSubmit
+    /// does, and acts on its answer before returning. Here the local commit went through but its
+    /// answer was lost: the back-check finds the barrier committed and the msg is submitted at
+    /// once. The coordinator's own back-check waits for timeout_to_fail (600 s here), so the
+    /// status seen right after doAndSubmit is the SDK's doing.
+    @Test(arguments: Transport.allCases)
+    func msgDoAndSubmitSubmitsWhenTheBackCheckFindsTheCommit(_ transport: Transport) async throws {
+        try await Fixture.with(transport) { f in
+            let committed = uniqueGid("msg-lost-answer")
+            var msg = Msg(f.client, gid: committed)
+            msg.add(action: f.url("TransIn"), payload: f.payload())
+            await #expect(throws: DtmClientError.transport("the commit's answer was lost")) {
+                try await msg.doAndSubmit(queryPrepared: f.url("QueryPrepared"),
+                                          database: CommitThenLoseAnswer(inner: f.bank.database)) { transaction in
+                    try transaction.execute("UPDATE account SET balance = balance - 30 WHERE id = 1")
+                }
+            }
+            let submitted = try await f.global(committed)?.status
+            #expect(submitted == "submitted" || submitted == "succeed", "\(submitted ?? "missing")")
+            #expect(try await f.waitFinal(committed).status == "succeed")
+            #expect(try await f.bank.balances() == [70, 130])
+            #expect(f.bank.calls(committed) == ["QueryPrepared/msg", "TransIn/action"])
+        }
+    }
+
+    /// As above, but the local transaction failed with a database error: the back-check rolls
+    /// the barrier back and the msg is aborted before doAndSubmit returns.
+    @Test(arguments: Transport.allCases)
+    func msgDoAndSubmitAbortsWhenTheBackCheckFindsNoCommit(_ transport: Transport) async throws {
+        try await Fixture.with(transport) { f in
+            let failed = uniqueGid("msg-db-error")
+            var broken = Msg(f.client, gid: failed)
+            broken.add(action: f.url("TransIn"), payload: f.payload())
+            await #expect(throws: DtmClientError.database("disk I/O error")) {
+                try await broken.doAndSubmit(queryPrepared: f.url("QueryPrepared"), database: f.bank.database) { transaction in
+                    try transaction.execute("UPDATE account SET balance = balance - 30 WHERE id = 1")
+                    throw DtmClientError.database("disk I/O error")
+                }
+            }
+            let stored = try await f.global(failed)
+            #expect(stored?.status == "failed")
+            #expect(try await f.bank.balances() == [100, 100])
+            #expect(f.bank.calls(failed) == ["QueryPrepared/msg"])
+        }
+    }
+
     /// TCC: both tries succeed, the coordinator confirms both.
     @Test(arguments: Transport.allCases)
     func tccConfirms(_ transport: Transport) async throws {
@@ -229,5 +275,17 @@ import Testing
                 (error as? DtmClientError)?.isFailure == true
             }
         }
+    }
+}
+
+/// A database whose commits go through but whose answer is lost on the way back (a connection
+/// cut right after COMMIT): the caller sees an error although the transaction committed.
+struct CommitThenLoseAnswer<Inner: BarrierDatabase>: BarrierDatabase {
+    typealias Transaction = Inner.Transaction
+    let inner: Inner
+
+    func withTransaction<T: Sendable>(_ body: (Inner.Transaction) async throws -> T) async throws -> T {
+        _ = try await inner.withTransaction(body)
+        throw DtmClientError.transport("the commit's answer was lost")
     }
 }

@@ -211,6 +211,12 @@ let routeCases: [RouteCase] = [
     RouteCase(name: "ping DELETE", call: Call(method: .DELETE, path: "/api/ping"), status: 200, body: #"{"msg":"pong"}"#),
     RouteCase(name: "unknown path", call: .get("/api/pong"), status: 404, body: #"{"message":"no route for /api/pong"}"#),
 
+    // JSONRPCTests covers the JSON-RPC endpoint's methods and errors.
+    RouteCase(name: "json-rpc", call: Call(method: .POST, path: "/api/json-rpc", body: #"{"jsonrpc":"2.0","id":"1","method":"newGid"}"#),
+              status: 200, check: { ($0["result"] as? [String: Any])?["gid"] is String && $0["id"] as? String == "1" }),
+    RouteCase(name: "json-rpc: wrong method", call: .get("/api/json-rpc"), status: 405,
+              body: #"{"message":"GET is not allowed on /api/json-rpc (use POST)"}"#),
+
     RouteCase(name: "openapi.json", call: .get("/api/openapi.json"), status: 200,
               check: { $0["openapi"] as? String == "3.0.3" && ($0["paths"] as? [String: Any])?.count == 21 }),
     RouteCase(name: "openapi.json: wrong method", call: Call(method: .POST, path: "/api/openapi.json"), status: 405,

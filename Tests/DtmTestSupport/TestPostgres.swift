@@ -29,7 +29,8 @@ public enum TestPostgresError: Error, CustomStringConvertible {
 /// A throw-away PostgreSQL cluster for tests: `initdb` into a temporary folder and `pg_ctl start`
 /// on a free port of 127.0.0.1 (unix socket in the same folder), trust authentication for local
 /// connections, fsync on (the tests check durability), `max_connections` 300 (several
-/// coordinators, each with a pool).
+/// coordinators, each with a pool), `max_prepared_transactions` 64 (the SDK's XA branches end
+/// their local transactions with PREPARE TRANSACTION; PostgreSQL's default 0 refuses it).
 ///
 /// `shared()` is one cluster per test process, started on first use; tests on it create their own
 /// databases and must not stop or restart it. A test that disturbs the server (restart, stop)
@@ -177,7 +178,7 @@ public final class TestPostgres: Sendable {
 
     private var serverOptions: String {
         "-p \(port) -k \(directory.path) -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on"
-            + " -c synchronous_commit=on"
+            + " -c synchronous_commit=on -c max_prepared_transactions=64"
     }
 
     private func startBlocking() throws {

@@ -85,6 +85,39 @@ let quietLogger: Logger = {
         }
     }
 
+    /// DTM's json-rpc protocol from Python with raw JSON-RPC requests to `/api/json-rpc` and a
+    /// JSON-RPC busi (stdlib only, `python/jsonrpc_flows.py`): a saga that succeeds, a saga whose
+    /// TransIn answers -32901 and is compensated, and malformed requests answered with JSON-RPC
+    /// error codes, after which the server still answers.
+    @Test func jsonRPCFromPython() async throws {
+        let python = try Peers.require(Peers.python, "python")
+        try await withStarted(await CoordinatorServer.start(
+            CoordinatorConfig(host: "127.0.0.1", grpcPort: 0, httpPort: 0, engine: interopEngine), store: InMemoryStore(),
+            logger: quietLogger)) { coordinator in
+            let dtm = "http://127.0.0.1:\(coordinator.httpPort)/api/dtmsvr"
+            let peer = try await RunningPeer.start(python, ["jsonrpc_flows.py", "http://127.0.0.1:\(coordinator.httpPort)/api/json-rpc"])
+            defer { peer.stop() }
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(peer.firstLine.utf8)) as? [String: Any],
+                                      "\(peer.firstLine)")
+            #expect(result["errors"] as? [String: Int] == ["parse": -32700, "invalid": -32600, "unknown": -32601], "\(result)")
+            #expect(result["after"] as? Bool == true)
+            for (flow, status) in [("saga", "succeed"), ("saga_rollback", "failed")] {
+                let gid = try #require(result[flow] as? String, "\(result)")
+                var last: [String: Any] = [:]
+                try await waitUntil("json-rpc \(flow) to be \(status): \(last)") {
+                    last = try await query(dtm, gid)
+                    return (last["transaction"] as? [String: Any])?["status"] as? String == status
+                }
+                #expect((last["transaction"] as? [String: Any])?["protocol"] as? String == "json-rpc")
+            }
+            let calls = try await getJSON("http://127.0.0.1:\(result["busi"] as? Int ?? 0)/calls")
+            #expect(calls[result["saga"] as? String ?? ""] as? [String] == ["TransOut/action/01", "TransIn/action/02"], "\(calls)")
+            #expect(calls[result["saga_rollback"] as? String ?? ""] as? [String]
+                    == ["TransOut/action/01", "TransIn/action/02", "TransInRevert/compensate/02", "TransOutRevert/compensate/01"],
+                    "\(calls)")
+        }
+    }
+
     /// Property-based run of the whole API against its OpenAPI document: malformed input
     /// gets a 4xx, never a 5xx, and every answer matches the document.
     @Test func schemathesisAgainstOpenAPIDocument() async throws {
