@@ -27,6 +27,9 @@ public struct CoordinatorConfig: Sendable {
     /// Transactions held in memory at once (requests being served plus passes waiting to
     /// run); beyond it new work is refused with RESOURCE_EXHAUSTED / 503.
     public var maxPendingTransactions: Int
+    /// TLS on both servers (gRPC with ALPN h2, the JSON API over HTTP/1.1), optionally mutual;
+    /// nil serves plaintext, as DTM does.
+    public var tls: ServerTLSConfig? = nil
 
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
@@ -57,6 +60,9 @@ public struct BranchClientConfig: Sendable {
     public var idleTimeout: Duration
     /// Largest gRPC branch response accepted.
     public var maxReceiveMessageSize: Int
+    /// Trust (CA bundle; default the system store) and client certificate of `grpcs://` and
+    /// `https://` branch calls.
+    public var tls = ClientTLSConfig()
 
     public init(connectTimeout: Duration = .seconds(3), idleTimeout: Duration = .seconds(120),
                 maxReceiveMessageSize: Int = 4 << 20) {
@@ -79,6 +85,8 @@ public final class CoordinatorServer: Sendable {
     private let httpClient: HTTPClient
     private let cronTask: Task<Void, Never>
     private let logger: Logger
+    /// The servers' reloading TLS identity, when `config.tls` is set.
+    public let tls: ServerTLS?
 
     /// The bound gRPC port (differs from `config.grpcPort` when that is 0).
     public var grpcPort: Int { grpcServer.port }
@@ -87,7 +95,7 @@ public final class CoordinatorServer: Sendable {
 
     private init(config: CoordinatorConfig, store: any TransactionStore, engine: Coordinator, cron: CronLoop,
                  grpcServer: GRPCServer, httpServer: HTTPAPIServer, grpcClient: GRPCClient, httpClient: HTTPClient,
-                 cronTask: Task<Void, Never>, logger: Logger) {
+                 cronTask: Task<Void, Never>, tls: ServerTLS?, logger: Logger) {
         self.config = config
         self.store = store
         self.engine = engine
@@ -97,6 +105,7 @@ public final class CoordinatorServer: Sendable {
         self.grpcClient = grpcClient
         self.httpClient = httpClient
         self.cronTask = cronTask
+        self.tls = tls
         self.logger = logger
     }
 
@@ -107,13 +116,19 @@ public final class CoordinatorServer: Sendable {
                              branchCaller: (any BranchCaller)? = nil,
                              logger: Logger = Logger(label: "dtm")) async throws -> CoordinatorServer {
         let clients = config.branchClients
+        // TLS files are checked before anything starts: a bad file stops the start-up.
+        let serverTLS = try config.tls.map { config throws(TLSSetupError) in try ServerTLS(config, logger: logger) }
+        var httpClientConfiguration = HTTPBranchCaller.clientConfiguration(
+            connectTimeout: clients.connectTimeout, idleTimeout: clients.idleTimeout)
+        if clients.tls.isCustomized {
+            _ = try clients.tls.makeContext()
+            httpClientConfiguration.tlsConfiguration = try clients.tls.makeConfiguration()
+        }
         let grpcClient = GRPCClient(config: GRPCClientConfig(connectTimeout: clients.connectTimeout,
                                                              maxReceiveMessageSize: clients.maxReceiveMessageSize,
-                                                             idleTimeout: clients.idleTimeout),
+                                                             idleTimeout: clients.idleTimeout, tls: clients.tls),
                                     logger: logger)
-        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton,
-                                    configuration: HTTPBranchCaller.clientConfiguration(
-                                        connectTimeout: clients.connectTimeout, idleTimeout: clients.idleTimeout))
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpClientConfiguration)
         let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
         let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine,
                                        owner: config.owner)
@@ -142,7 +157,7 @@ public final class CoordinatorServer: Sendable {
         let grpcServer: GRPCServer
         do {
             grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
-                                                    config: config.grpc, logger: logger)
+                                                    config: config.grpc, tls: serverTLS, logger: logger)
         } catch {
             await abandon()
             throw error
@@ -150,21 +165,25 @@ public final class CoordinatorServer: Sendable {
         let httpServer: HTTPAPIServer
         do {
             httpServer = try await HTTPAPIServer.start(host: config.host, port: config.httpPort,
-                                                       router: api.makeRouter(), limits: config.http, logger: logger)
+                                                       router: api.makeRouter(), limits: config.http, tls: serverTLS,
+                                                       logger: logger)
         } catch {
             await grpcServer.shutdown(gracePeriod: .zero)
             await abandon()
             throw error
         }
-        return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
+        let coordinator = CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
                                  httpServer: httpServer, grpcClient: grpcClient, httpClient: httpClient,
-                                 cronTask: cronTask, logger: logger)
+                                 cronTask: cronTask, tls: serverTLS, logger: logger)
+        serverTLS?.startWatching()
+        return coordinator
     }
 
     /// Graceful stop: no new calls, calls in flight finish (up to `gracePeriod`), then the
     /// background loop stops. Unfinished transactions stay in the store for the next start.
     public func shutdown(gracePeriod: Duration = .seconds(5)) async {
         logger.info("shutting down")
+        tls?.stopWatching()
         async let grpcStopped: Void = grpcServer.shutdown(gracePeriod: gracePeriod)
         async let httpStopped: Void = httpServer.shutdown(gracePeriod: gracePeriod)
         _ = await (grpcStopped, httpStopped)

@@ -1,7 +1,10 @@
 import DtmEngine
+import DtmNet
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 
 /// Limits of the HTTP JSON API server.
@@ -31,8 +34,11 @@ final class HTTPAPIServer: Sendable {
     }
 
     /// Binds and starts serving; returns once the socket listens (throws if it cannot bind).
+    /// With `tls`, HTTP/1.1 over TLS (ALPN `http/1.1`), each connection with the context current
+    /// when it connects.
     static func start(host: String, port: Int, router: Router<BasicRequestContext>,
-                      limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger) async throws -> HTTPAPIServer {
+                      limits: HTTPServerLimits = HTTPServerLimits(), tls: ServerTLS? = nil,
+                      logger: Logger) async throws -> HTTPAPIServer {
         let (ready, readiness) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
         let routes = router.buildResponder()
         // Requests in flight across all connections; past the limit a request is refused at once
@@ -49,8 +55,18 @@ final class HTTPAPIServer: Sendable {
             return try await routes.respond(to: request, context: context)
         }
         let idle = limits.idleTimeout.map { TimeAmount.nanoseconds($0.saturatingNanoseconds) }
+        let http1 = HTTP1Channel.Configuration(idleTimeout: idle)
+        let server: HTTPServerBuilder
+        if let tls {
+            _ = try tls.context(applicationProtocols: ["http/1.1"])
+            server = HTTPServerBuilder { responder in
+                ReloadingTLSChannel(base: HTTP1Channel(responder: responder, configuration: http1), tls: tls)
+            }
+        } else {
+            server = .http1(configuration: http1)
+        }
         let app = Application(
-            responder: responder, server: .http1(configuration: .init(idleTimeout: idle)),
+            responder: responder, server: server,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port)),
             onServerRunning: { channel in readiness.yield(.success(channel.localAddress?.port ?? port)) },
             logger: logger)
@@ -91,3 +107,24 @@ struct HTTPServerStopped: Error, CustomStringConvertible {
     var description: String { "the HTTP server stopped before it listened" }
 }
 
+
+/// Hummingbird's TLS channel, except that each connection takes the context `tls` holds when it
+/// connects, so a reloaded certificate applies to new connections without a restart.
+struct ReloadingTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+    let base: Base
+    let tls: ServerTLS
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let context = try tls.context(applicationProtocols: ["http/1.1"])
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}

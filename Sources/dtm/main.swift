@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import DtmEngine
 import DtmGRPC
+import DtmNet
 import DtmPostgres
 import DtmServer
 import DtmStore
@@ -92,6 +93,28 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    // TLS (README "Security"): off unless --tls-cert and --tls-key are given.
+    @Option(help: ArgumentHelp("Serve both ports over TLS with this PEM certificate (chain); needs --tls-key. Re-read on SIGHUP or when the file changes.", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("Mutual TLS: PEM CA bundle that client certificates must chain to; a client without one is refused during the handshake.", valueName: "file"))
+    var tlsClientCa: String?
+
+    @Option(help: "Seconds between checks of the TLS files for changes; 0 re-reads them only on SIGHUP.")
+    var tlsReloadInterval: Int64 = 2
+
+    @Option(help: ArgumentHelp("PEM CA bundle that grpcs:// and https:// branch servers must chain to (default: the system trust store).", valueName: "file"))
+    var branchCa: String?
+
+    @Option(help: ArgumentHelp("PEM client certificate for branch servers that require mutual TLS; needs --branch-client-key.", valueName: "file"))
+    var branchClientCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --branch-client-cert.", valueName: "file"))
+    var branchClientKey: String?
+
     func validate() throws {
         guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be 0...65535") }
         guard maxConcurrentPasses >= 1 else { throw ValidationError("--max-concurrent-passes must be at least 1") }
@@ -149,13 +172,13 @@ struct Dtm: AsyncParsableCommand {
             maxConnections: maxGrpcConnections, maxConcurrentCalls: maxConcurrentCalls, idleTimeout: idle,
             requestReceiveTimeout: .seconds(requestReceiveTimeout))
         let coordinator = try await CoordinatorServer.start(
-            CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
+            try withTLS(CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
                               http: HTTPServerLimits(maxConcurrentRequests: maxConcurrentHttpRequests, idleTimeout: idle),
                               branchClients: BranchClientConfig(connectTimeout: .seconds(branchConnectTimeout),
                                                                 idleTimeout: .seconds(branchIdleTimeout),
                                                                 maxReceiveMessageSize: maxMessageSize),
                               engine: engine, owner: owner, maxConcurrentPasses: maxConcurrentPasses,
-                              maxPendingTransactions: maxPendingTransactions),
+                              maxPendingTransactions: maxPendingTransactions)),
             store: opened.store, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
             "grpc": "\(host):\(coordinator.grpcPort)", "http": "\(host):\(coordinator.httpPort)",
@@ -208,5 +231,30 @@ struct Dtm: AsyncParsableCommand {
         let name = await iterator.next() ?? "end of signal stream"
         sources.forEach { $0.cancel() }
         return name
+    }
+}
+
+extension Dtm {
+    /// `config` with the TLS options applied.
+    func withTLS(_ config: CoordinatorConfig) throws -> CoordinatorConfig {
+        var config = config
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            guard (0...86_400).contains(tlsReloadInterval) else {
+                throw ValidationError("--tls-reload-interval must be 0...86400")
+            }
+            config.tls = ServerTLSConfig(certificateFile: cert, privateKeyFile: key, clientCAFile: tlsClientCa,
+                                         reloadInterval: tlsReloadInterval == 0 ? nil : .seconds(tlsReloadInterval))
+        case (nil, nil):
+            guard tlsClientCa == nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        guard (branchClientCert == nil) == (branchClientKey == nil) else {
+            throw ValidationError("--branch-client-cert and --branch-client-key go together")
+        }
+        config.branchClients.tls = ClientTLSConfig(caFile: branchCa, certificateFile: branchClientCert,
+                                                   privateKeyFile: branchClientKey)
+        return config
     }
 }
