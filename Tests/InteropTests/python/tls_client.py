@@ -23,6 +23,7 @@ CERT and KEY are a client certificate and key (PEM files) or "-" for none.
 """
 import json
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -130,6 +131,9 @@ def peer(host, port, ca, cert, key, alpn):
 
 
 def hold(target, https_hostport, ca, gofile, outfile):
+    # The test stops us with SIGTERM, which the parent may have left ignored or blocked.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     stub = dtmgimp_pb2_grpc.DtmStub(channel(target, ca, "-", "-"))
     host, port = https_hostport.rsplit(":", 1)
     connection = http.client.HTTPSConnection(host, int(port), timeout=15, context=ssl_context(ca, "-", "-"))
@@ -145,7 +149,10 @@ def hold(target, https_hostport, ca, gofile, outfile):
     sock_before = connection.sock
     serial_before = serial_of(connection.sock)
     print("ready", flush=True)
+    deadline = time.time() + 300
     while not os.path.exists(gofile):
+        if time.time() > deadline:
+            sys.exit("no go file within 300 s")
         time.sleep(0.05)
     result = {}
     try:
