@@ -172,9 +172,9 @@ public final class CoordinatorServer: Sendable {
             await abandon()
             throw error
         }
-        let coordinator = CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
-                                 httpServer: httpServer, grpcClient: grpcClient, httpClient: httpClient,
-                                 cronTask: cronTask, tls: serverTLS, logger: logger)
+        let coordinator = CoordinatorServer(config: config, store: store, engine: engine, cron: cron,
+                                            grpcServer: grpcServer, httpServer: httpServer, grpcClient: grpcClient,
+                                            httpClient: httpClient, cronTask: cronTask, tls: serverTLS, logger: logger)
         serverTLS?.startWatching()
         return coordinator
     }
