@@ -60,6 +60,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Named crash points for the crash-recovery harness; compiled out of release builds.
@@ -83,16 +84,18 @@ let package = Package(
             "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore", "DtmFailpoints",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ], resources: [.embedInCode("openapi.json")]),
         // The settings of `dtm`, each declared once (flag, env var, YAML key, default, check), read
         // from flags > environment > file > defaults; and the process's services in one ServiceGroup.
         .target(name: "DtmConfig", dependencies: [
-            "DtmServer", "DtmEngine", "DtmGRPC", "DtmStore", "DtmPostgres",
+            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmStore", "DtmPostgres",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -160,7 +163,8 @@ let package = Package(
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         .testTarget(name: "DtmServerTests", dependencies: [
-            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto",
+            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto", "DtmTestSupport",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1,5 +1,6 @@
 import DtmEngine
 import DtmGRPC
+import DtmNet
 import DtmPostgres
 import DtmServer
 import Foundation
@@ -87,7 +88,34 @@ public struct DtmSettings: Sendable {
         public let shutdownTimeout = Setting<Int64>(
             "ShutdownTimeout", default: 10, in: 0...3600, unit: "seconds",
             help: "Longest graceful stop on SIGTERM/SIGINT: listeners stop accepting and calls in flight finish, then the retry loop and the store stop; what is left after it is cancelled (unfinished transactions stay in the store).")
+        // TLS (README "Security"): off while TlsCert and TlsKey are empty.
+        public let tlsCert = Setting<String>(
+            "TlsCert", default: "", allowed: DtmSettings.optionalFile, help: "Serve both ports over TLS with this PEM certificate (chain); needs TlsKey. Re-read on SIGHUP or when the file changes.",
+            check: { _ in true })
+        public let tlsKey = Setting<String>(
+            "TlsKey", default: "", allowed: DtmSettings.optionalFile, help: "PEM private key of TlsCert.", check: { _ in true })
+        public let tlsClientCa = Setting<String>(
+            "TlsClientCa", default: "", allowed: DtmSettings.optionalFile,
+            help: "Mutual TLS: PEM CA bundle that client certificates must chain to; a client without one is refused during the handshake.",
+            check: { _ in true })
+        public let tlsReloadInterval = Setting<Int64>(
+            "TlsReloadInterval", default: 2, in: 0...86_400, unit: "seconds",
+            help: "How often the TLS files are checked for changes; 0 re-reads them only on SIGHUP.")
+        public let branchCa = Setting<String>(
+            "BranchCa", default: "", allowed: DtmSettings.optionalFile,
+            help: "PEM CA bundle that grpcs:// and https:// branch servers must chain to (empty: the system trust store).",
+            check: { _ in true })
+        public let branchClientCert = Setting<String>(
+            "BranchClientCert", default: "", allowed: DtmSettings.optionalFile,
+            help: "PEM client certificate for branch servers that require mutual TLS; needs BranchClientKey.",
+            check: { _ in true })
+        public let branchClientKey = Setting<String>(
+            "BranchClientKey", default: "", allowed: DtmSettings.optionalFile, help: "PEM private key of BranchClientCert.",
+            check: { _ in true })
     }
+
+    /// What an optional file setting takes.
+    static let optionalFile = "a file path, or empty for none"
 
     public static let catalog = Catalog()
     /// Every declaration of `Catalog`, in declaration order.
@@ -104,6 +132,16 @@ public struct DtmSettings: Sendable {
         { settings in
             settings[\.maxRetryInterval] >= settings[\.retryInterval] ? nil
                 : "MaxRetryInterval (\(settings[\.maxRetryInterval])) must be at least RetryInterval (\(settings[\.retryInterval]))"
+        },
+        { settings in
+            settings[\.tlsCert].isEmpty == settings[\.tlsKey].isEmpty ? nil : "TlsCert and TlsKey (--tls-cert, --tls-key) go together"
+        },
+        { settings in
+            settings[\.tlsClientCa].isEmpty || !settings[\.tlsCert].isEmpty ? nil : "TlsClientCa (--tls-client-ca) needs TlsCert and TlsKey"
+        },
+        { settings in
+            settings[\.branchClientCert].isEmpty == settings[\.branchClientKey].isEmpty ? nil
+                : "BranchClientCert and BranchClientKey (--branch-client-cert, --branch-client-key) go together"
         },
     ]
 
@@ -167,7 +205,7 @@ public struct DtmSettings: Sendable {
                                  maxHeaderListSize: UInt32(clamping: self[\.maxHeaderListSize])),
             maxConnections: self[\.maxGrpcConnections], maxConcurrentCalls: self[\.maxConcurrentCalls],
             idleTimeout: idle, requestReceiveTimeout: .seconds(self[\.requestReceiveTimeout]))
-        return CoordinatorConfig(
+        var config = CoordinatorConfig(
             host: self[\.host], grpcPort: self[\.grpcPort], httpPort: self[\.httpPort], grpc: grpc,
             http: HTTPServerLimits(maxConcurrentRequests: self[\.maxConcurrentHttpRequests], idleTimeout: idle),
             branchClients: BranchClientConfig(connectTimeout: .seconds(self[\.branchConnectTimeout]),
@@ -175,7 +213,19 @@ public struct DtmSettings: Sendable {
                                               maxReceiveMessageSize: self[\.maxMessageSize]),
             engine: engine, owner: owner, maxConcurrentPasses: self[\.maxConcurrentPasses],
             maxPendingTransactions: self[\.maxPendingTransactions])
+        if !self[\.tlsCert].isEmpty {
+            config.tls = ServerTLSConfig(
+                certificateFile: self[\.tlsCert], privateKeyFile: self[\.tlsKey],
+                clientCAFile: Self.nonEmpty(self[\.tlsClientCa]),
+                reloadInterval: self[\.tlsReloadInterval] == 0 ? nil : .seconds(self[\.tlsReloadInterval]))
+        }
+        config.branchClients.tls = ClientTLSConfig(caFile: Self.nonEmpty(self[\.branchCa]),
+                                                   certificateFile: Self.nonEmpty(self[\.branchClientCert]),
+                                                   privateKeyFile: Self.nonEmpty(self[\.branchClientKey]))
+        return config
     }
+
+    private static func nonEmpty(_ text: String) -> String? { text.isEmpty ? nil : text }
 
     /// The graceful-stop bound.
     public var shutdownTimeout: Duration { .seconds(self[\.shutdownTimeout]) }

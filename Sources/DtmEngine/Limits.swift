@@ -40,7 +40,16 @@ public enum BranchTarget: Sendable, Equatable {
     /// An `http://` or `https://` URL.
     case http
     /// `host:port/package.Service/Method`: `authority` is `host:port`, `path` `/package.Service/Method`.
+    /// The same with a `grpcs://` prefix is a gRPC target over TLS (see `usesTLS`).
     case grpc(authority: String, path: String)
+
+    /// The prefix of gRPC branch URLs called over TLS.
+    public static let grpcTLSPrefix = "grpcs://"
+
+    /// Whether `url` is a `grpcs://` gRPC target, called over TLS.
+    public static func usesTLS(_ url: String) -> Bool {
+        url.utf8.count > grpcTLSPrefix.utf8.count && url.lowercased().hasPrefix(grpcTLSPrefix)
+    }
 
     /// Classifies `url`; nil when it is neither form (other schemes, unix sockets, spaces,
     /// control characters, a gRPC target without port or method).
@@ -52,6 +61,7 @@ public enum BranchTarget: Sendable, Equatable {
                   components.user == nil, components.password == nil else { return nil }
             return .http
         }
+        let url = usesTLS(url) ? String(url.dropFirst(grpcTLSPrefix.count)) : url
         guard !url.contains("://"), let slash = url.firstIndex(of: "/") else { return nil }
         let authority = String(url[..<slash])
         let path = String(url[slash...])
@@ -117,7 +127,7 @@ extension Validation {
             throw DtmError.invalidArgument(
                 "\(field): '\(shown.debugDescription.dropFirst().dropLast())' is not a branch URL: expected "
                 + "http://host/path or https://host/path"
-                + (transProtocol == .grpc ? " or host:port/package.Service/Method" : ""))
+                + (transProtocol == .grpc ? " or host:port/package.Service/Method (grpcs://host:port/... for TLS)" : ""))
         }
     }
 

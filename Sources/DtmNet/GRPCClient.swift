@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Settings of the outbound gRPC client.
 public struct GRPCClientConfig: Sendable {
@@ -11,12 +12,15 @@ public struct GRPCClientConfig: Sendable {
     public var maxReceiveMessageSize: Int
     /// A pooled connection with no call for this long is closed and leaves the pool.
     public var idleTimeout: Duration
+    /// Trust and client certificate of calls made with `tls: true`.
+    public var tls: ClientTLSConfig
 
     public init(connectTimeout: Duration = .seconds(3), maxReceiveMessageSize: Int = 4 << 20,
-                idleTimeout: Duration = .seconds(120)) {
+                idleTimeout: Duration = .seconds(120), tls: ClientTLSConfig = ClientTLSConfig()) {
         self.connectTimeout = connectTimeout
         self.maxReceiveMessageSize = maxReceiveMessageSize
         self.idleTimeout = idleTimeout
+        self.tls = tls
     }
 }
 
@@ -28,6 +32,8 @@ public final class GRPCClient: Sendable {
     private let logger: Logger
     private let pool = NIOLockedValueBox<[String: PoolEntry]>([:])
     private let nextID = NIOLockedValueBox(0)
+    /// Built on the first TLS call, from `config.tls`.
+    private let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
 
     public init(group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                 config: GRPCClientConfig = GRPCClientConfig(),
@@ -41,15 +47,17 @@ public final class GRPCClient: Sendable {
     /// request message and returns the serialised response. One deadline, `timeout` from now,
     /// covers connecting, sending and the whole response. Connection failures surface as
     /// UNAVAILABLE, an expired `timeout` as DEADLINE_EXCEEDED, task cancellation as CANCELLED.
+    /// With `tls`, the connection is TLS (ALPN `h2`) verified against `config.tls`, pooled apart
+    /// from plaintext connections to the same target; a failed handshake is UNAVAILABLE.
     public func unary(target: String, path: String, message: [UInt8], metadata: Metadata = Metadata(),
-                      timeout: Duration? = nil) async throws(RPCError) -> GRPCResponse {
+                      timeout: Duration? = nil, tls: Bool = false) async throws(RPCError) -> GRPCResponse {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         // A pooled connection may retire (idle, GOAWAY) between the pool handing it out and the
         // call reaching it; the call was not sent, so it goes once more on a fresh connection.
         var attempts = 0
         while true {
             attempts += 1
-            let connection = try await self.connection(to: target, deadline: deadline)
+            let connection = try await self.connection(to: Endpoint(target: target, tls: tls), deadline: deadline)
             do throws(CallFailure) {
                 return try await call(on: connection, target: target, path: path, message: message,
                                       metadata: metadata, deadline: deadline)
@@ -104,9 +112,10 @@ public final class GRPCClient: Sendable {
 
     /// The pooled connection for `target`, waiting at most until `deadline` (and not past
     /// task cancellation) for it to connect.
-    private func connection(to target: String, deadline: ContinuousClock.Instant?) async throws(RPCError)
+    private func connection(to endpoint: Endpoint, deadline: ContinuousClock.Instant?) async throws(RPCError)
         -> ClientConnection {
-        let future = connection(to: target)
+        let target = endpoint.target
+        let future = connection(to: endpoint)
         let promise = future.eventLoop.makePromise(of: ClientConnection.self)
         future.cascade(to: promise)
         let timer = deadline.map { deadline in
@@ -141,8 +150,9 @@ public final class GRPCClient: Sendable {
 
     /// The pooled connection for `target`, connecting when there is none. A connection leaves
     /// the pool when it fails, closes or receives GOAWAY, so the next call reconnects.
-    private func connection(to target: String) -> EventLoopFuture<ClientConnection> {
-        pool.withLockedValue { pool in
+    private func connection(to endpoint: Endpoint) -> EventLoopFuture<ClientConnection> {
+        let target = endpoint.poolKey
+        return pool.withLockedValue { pool in
             if let entry = pool[target] { return entry.future }
             let id = nextID.withLockedValue { id in
                 id += 1
@@ -151,18 +161,25 @@ public final class GRPCClient: Sendable {
             let remove: @Sendable () -> Void = { [pool = self.pool] in
                 pool.withLockedValue { if $0[target]?.id == id { $0[target] = nil } }
             }
-            let future = connect(to: target, onUnusable: remove)
+            let future = connect(to: endpoint, onUnusable: remove)
             future.whenFailure { _ in remove() }
             pool[target] = PoolEntry(id: id, future: future)
             return future
         }
     }
 
-    private func connect(to target: String, onUnusable: @escaping @Sendable () -> Void)
+    private func connect(to endpoint: Endpoint, onUnusable: @escaping @Sendable () -> Void)
         -> EventLoopFuture<ClientConnection> {
         let loop = group.next()
+        let target = endpoint.target
         guard let (host, port) = splitHostPort(target) else {
             return loop.makeFailedFuture(RPCError(.invalidArgument, "target '\(target)' is not host:port"))
+        }
+        let ssl: NIOSSLContext?
+        do throws(RPCError) {
+            ssl = endpoint.tls ? try sslContext() : nil
+        } catch {
+            return loop.makeFailedFuture(error)
         }
         let config = self.config
         let logger = self.logger
@@ -173,6 +190,12 @@ public final class GRPCClient: Sendable {
             // before it is there would be lost, and the server's SETTINGS with them.
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let ssl {
+                        // SNI and the name check use the host name; an IP address is checked
+                        // against the certificate's IP addresses instead.
+                        let name = host.isIPAddress ? nil : host
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: ssl, serverHostname: name))
+                    }
                     let handler = try GRPCClientHandler(authority: target, config: config, logger: logger,
                                                         onUnusable: onUnusable)
                     try channel.pipeline.syncOperations.addHandler(handler)
@@ -187,6 +210,35 @@ public final class GRPCClient: Sendable {
     }
 }
 
+extension GRPCClient {
+    /// The TLS context of `config.tls`, built once.
+    private func sslContext() throws(RPCError) -> NIOSSLContext {
+        let config = self.config.tls
+        let result: Result<NIOSSLContext, TLSSetupError> = tlsContext.withLockedValue { context in
+            if let context { return .success(context) }
+            do throws(TLSSetupError) {
+                let made = try config.makeContext(applicationProtocols: ["h2"])
+                context = made
+                return .success(made)
+            } catch {
+                return .failure(error)
+            }
+        }
+        do {
+            return try result.get()
+        } catch {
+            throw RPCError(.unavailable, "TLS client settings: \(error)")
+        }
+    }
+}
+
+/// Where a pooled connection goes.
+private struct Endpoint {
+    var target: String
+    var tls: Bool
+    var poolKey: String { tls ? "grpcs://" + target : target }
+}
+
 private struct PoolEntry {
     var id: Int
     var future: EventLoopFuture<ClientConnection>
@@ -197,6 +249,11 @@ struct ClientConnection: Sendable {
     let channel: Channel
     let handler: NIOLoopBound<GRPCClientHandler>
     var eventLoop: EventLoop { channel.eventLoop }
+}
+
+extension String {
+    /// An IPv4 or IPv6 address rather than a host name.
+    var isIPAddress: Bool { (try? SocketAddress(ipAddress: self, port: 0)) != nil }
 }
 
 /// `host:port` or `[v6]:port`.

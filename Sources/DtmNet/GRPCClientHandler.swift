@@ -119,6 +119,8 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         logger.debug("client connection error", metadata: ["error": "\(error)"])
+        // Calls fail with the reason (a failed TLS handshake names the certificate problem).
+        failAll(RPCError(.unavailable, "connection to \(connection.authority) failed: \(error)"))
         context.close(promise: nil)
     }
 

@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// A gRPC server on TCP: NIO accepts connections and moves their bytes in and out of one
 /// `GRPCServerConnection` (nghttp2 in memory mode) per connection.
@@ -24,11 +25,14 @@ public final class GRPCServer: Sendable {
         self.port = serverChannel.localAddress?.port ?? 0
     }
 
-    /// Binds and starts serving `router`. Port 0 picks a free port (see `port`).
+    /// Binds and starts serving `router`. Port 0 picks a free port (see `port`). With `tls`, every
+    /// connection starts with a TLS handshake (ALPN `h2`, the context current when it connects)
+    /// and the HTTP/2 session sees the decrypted bytes.
     public static func start(host: String = "0.0.0.0", port: Int, router: GRPCRouter,
-                             config: GRPCServerConfig = GRPCServerConfig(),
+                             config: GRPCServerConfig = GRPCServerConfig(), tls: ServerTLS? = nil,
                              group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "dtm.grpc.server")) async throws -> GRPCServer {
+        if let tls { _ = try tls.context(applicationProtocols: ["h2"]) }
         let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let calls = CallAdmission(limit: config.maxConcurrentCalls)
         let channel = try await ServerBootstrap(group: group)
@@ -51,6 +55,10 @@ public final class GRPCServer: Sendable {
                                    metadata: ["limit": "\(config.maxConnections)"])
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let context = try tls.context(applicationProtocols: ["h2"])
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    }
                     let handler = try GRPCServerHandler(
                         router: router, config: config, calls: calls, logger: logger,
                         refusal: admitted ? nil : "server is at its limit of \(config.maxConnections) connections")
@@ -59,7 +67,7 @@ public final class GRPCServer: Sendable {
             }
             .bind(host: host, port: port).get()
         let server = GRPCServer(serverChannel: channel, connections: connections, logger: logger, host: host)
-        logger.info("gRPC server listening", metadata: ["address": "\(host):\(server.port)"])
+        logger.info("gRPC server listening", metadata: ["address": "\(host):\(server.port)", "tls": "\(tls != nil)"])
         return server
     }
 
@@ -161,6 +169,10 @@ final class GRPCServerHandler: ChannelInboundHandler {
             try? connection.drainOutput { buffer.writeBytes($0) }
             let channel = context.channel
             context.writeAndFlush(NIOAny(buffer)).whenComplete { _ in channel.close(promise: nil) }
+            // Over TLS the write waits for a handshake that may never come.
+            context.eventLoop.scheduleTask(in: .nanoseconds(Self.firstRequestGrace.nanoseconds)) {
+                channel.close(promise: nil)
+            }
             return
         }
         // Our SETTINGS go first.

@@ -10,7 +10,8 @@ import NIOHTTP1
 
 /// Calls branches as DTM does: HTTP for `http(s)://` URLs (and for transactions whose protocol
 /// is http), JSON-RPC for http(s) URLs naming a `method` in json-rpc transactions, gRPC for
-/// `host:port/package.Service/Method` URLs.
+/// `host:port/package.Service/Method` URLs, and gRPC over TLS for
+/// `grpcs://host:port/package.Service/Method` URLs.
 public struct DtmBranchCaller: BranchCaller {
     let grpc: GRPCBranchCaller
     let http: HTTPBranchCaller
@@ -40,15 +41,16 @@ struct GRPCBranchCaller: BranchCaller {
     let client: GRPCClient
     let logger: Logger
 
-    /// `host:port/package.Service/Method` → (`host:port`, `/package.Service/Method`), by the
-    /// engine's rule (the one Submit and RegisterBranch check URLs with).
-    static func split(_ url: String) -> (target: String, path: String)? {
+    /// `host:port/package.Service/Method` → (`host:port`, `/package.Service/Method`, plaintext),
+    /// `grpcs://host:port/...` the same over TLS, by the engine's rule (the one Submit and
+    /// RegisterBranch check URLs with).
+    static func split(_ url: String) -> (target: String, path: String, tls: Bool)? {
         guard case .grpc(let authority, let path)? = BranchTarget.of(url) else { return nil }
-        return (authority, path)
+        return (authority, path, BranchTarget.usesTLS(url))
     }
 
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
-        guard let (target, path) = Self.split(call.url) else {
+        guard let (target, path, tls) = Self.split(call.url) else {
             return .error(message: "branch URL '\(call.url)' is not host:port/package.Service/Method"
                 + (call.url.contains("://") ? " (custom schemes need a registered discovery driver)" : ""))
         }
@@ -63,7 +65,7 @@ struct GRPCBranchCaller: BranchCaller {
         }
         do {
             _ = try await client.unary(target: target, path: path, message: call.payload, metadata: metadata,
-                                       timeout: .seconds(max(call.requestTimeout, 1)))
+                                       timeout: .seconds(max(call.requestTimeout, 1)), tls: tls)
             return .success
         } catch {
             return Self.result(of: error)

@@ -28,6 +28,9 @@ public struct CoordinatorConfig: Sendable {
     /// Transactions held in memory at once (requests being served plus passes waiting to
     /// run); beyond it new work is refused with RESOURCE_EXHAUSTED / 503.
     public var maxPendingTransactions: Int
+    /// TLS on both servers (gRPC with ALPN h2, the JSON API over HTTP/1.1), optionally mutual;
+    /// nil serves plaintext, as DTM does.
+    public var tls: ServerTLSConfig? = nil
 
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
@@ -58,6 +61,9 @@ public struct BranchClientConfig: Sendable {
     public var idleTimeout: Duration
     /// Largest gRPC branch response accepted.
     public var maxReceiveMessageSize: Int
+    /// Trust (CA bundle; default the system store) and client certificate of `grpcs://` and
+    /// `https://` branch calls.
+    public var tls = ClientTLSConfig()
 
     public init(connectTimeout: Duration = .seconds(3), idleTimeout: Duration = .seconds(120),
                 maxReceiveMessageSize: Int = 4 << 20) {
@@ -81,6 +87,8 @@ public final class CoordinatorServer: Sendable {
     private let group: ServiceGroup
     private let running: Task<Result<Void, any Error>, Never>
     private let logger: Logger
+    /// The servers' reloading TLS identity, when `config.tls` is set.
+    public let tls: ServerTLS?
 
     /// The bound gRPC port (differs from `config.grpcPort` when that is 0).
     public var grpcPort: Int { grpcServer.port }
@@ -89,7 +97,7 @@ public final class CoordinatorServer: Sendable {
 
     private init(config: CoordinatorConfig, store: any TransactionStore, engine: Coordinator, cron: CronLoop,
                  grpcServer: GRPCServer, httpPort: Int, group: ServiceGroup,
-                 running: Task<Result<Void, any Error>, Never>, logger: Logger) {
+                 running: Task<Result<Void, any Error>, Never>, tls: ServerTLS?, logger: Logger) {
         self.config = config
         self.store = store
         self.engine = engine
@@ -98,6 +106,7 @@ public final class CoordinatorServer: Sendable {
         self.httpPort = httpPort
         self.group = group
         self.running = running
+        self.tls = tls
         self.logger = logger
     }
 
@@ -110,13 +119,19 @@ public final class CoordinatorServer: Sendable {
                              logger: Logger = Logger(label: "dtm"),
                              lifecycle: CoordinatorLifecycle = CoordinatorLifecycle()) async throws -> CoordinatorServer {
         let clients = config.branchClients
+        // TLS files are checked before anything starts: a bad file stops the start-up.
+        let serverTLS = try config.tls.map { config throws(TLSSetupError) in try ServerTLS(config, logger: logger) }
+        var httpClientConfiguration = HTTPBranchCaller.clientConfiguration(
+            connectTimeout: clients.connectTimeout, idleTimeout: clients.idleTimeout)
+        if clients.tls.isCustomized {
+            _ = try clients.tls.makeContext()
+            httpClientConfiguration.tlsConfiguration = try clients.tls.makeConfiguration()
+        }
         let grpcClient = GRPCClient(config: GRPCClientConfig(connectTimeout: clients.connectTimeout,
                                                              maxReceiveMessageSize: clients.maxReceiveMessageSize,
-                                                             idleTimeout: clients.idleTimeout),
+                                                             idleTimeout: clients.idleTimeout, tls: clients.tls),
                                     logger: logger)
-        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton,
-                                    configuration: HTTPBranchCaller.clientConfiguration(
-                                        connectTimeout: clients.connectTimeout, idleTimeout: clients.idleTimeout))
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpClientConfiguration)
         let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
         let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine,
                                        owner: config.owner)
@@ -138,19 +153,28 @@ public final class CoordinatorServer: Sendable {
         let grpcServer: GRPCServer
         do {
             grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
-                                                    config: config.grpc, logger: logger)
+                                                    config: config.grpc, tls: serverTLS, logger: logger)
         } catch {
             try? await httpClient.shutdown()
             await grpcClient.shutdown()
             throw error
         }
         let (ready, readiness) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
-        let http = HTTPAPIServer.application(host: config.host, port: config.httpPort, router: api.makeRouter(),
-                                             limits: config.http, logger: logger,
-                                             onServerRunning: { readiness.yield(.success($0)) })
+        let http: any Service
+        do {
+            http = try HTTPAPIServer.application(host: config.host, port: config.httpPort, router: api.makeRouter(),
+                                                 limits: config.http, tls: serverTLS, logger: logger,
+                                                 onServerRunning: { readiness.yield(.success($0)) })
+        } catch {
+            await grpcServer.shutdown(gracePeriod: .zero)
+            try? await httpClient.shutdown()
+            await grpcClient.shutdown()
+            throw error
+        }
         // Started together; stopped one by one from the last to the first.
         let services: [any Service] = lifecycle.services + [
             BranchClientsService(grpcClient: grpcClient, httpClient: httpClient),
+            TLSWatchService(tls: serverTLS),
             RetryLoopService(cron: cron),
             GRPCListenerService(server: grpcServer),
             http,
@@ -176,7 +200,7 @@ public final class CoordinatorServer: Sendable {
         switch await iterator.next() ?? .failure(CoordinatorStopped()) {
         case .success(let port):
             return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
-                                     httpPort: port, group: group, running: running, logger: logger)
+                                     httpPort: port, group: group, running: running, tls: serverTLS, logger: logger)
         case .failure:
             throw await running.value.failure ?? CoordinatorStopped()
         }

@@ -64,6 +64,20 @@ struct BranchClientsService: Service {
     }
 }
 
+/// Watches the servers' TLS files (polling and SIGHUP) while the coordinator runs; nothing
+/// without TLS.
+struct TLSWatchService: Service {
+    let tls: ServerTLS?
+
+    /// Runs until graceful shutdown even without TLS: a service of the group that returns early
+    /// would end the whole group.
+    func run() async {
+        tls?.startWatching()
+        try? await gracefulShutdown()
+        tls?.stopWatching()
+    }
+}
+
 /// The coordinator stopped before it served (the HTTP port could not be bound, say).
 struct CoordinatorStopped: Error, CustomStringConvertible {
     var description: String { "the coordinator stopped before its HTTP server listened" }

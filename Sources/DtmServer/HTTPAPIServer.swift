@@ -1,7 +1,10 @@
 import DtmEngine
+import DtmNet
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 
 /// Limits of the HTTP JSON API server.
@@ -31,11 +34,14 @@ final class HTTPAPIServer: Sendable {
     }
 
     /// Binds and starts serving; returns once the socket listens (throws if it cannot bind).
+    /// With `tls`, HTTP/1.1 over TLS (ALPN `http/1.1`), each connection with the context current
+    /// when it connects.
     static func start(host: String, port: Int, router: Router<BasicRequestContext>,
-                      limits: HTTPServerLimits = HTTPServerLimits(), logger: Logger) async throws -> HTTPAPIServer {
+                      limits: HTTPServerLimits = HTTPServerLimits(), tls: ServerTLS? = nil,
+                      logger: Logger) async throws -> HTTPAPIServer {
         let (ready, readiness) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
-        let app = application(host: host, port: port, router: router, limits: limits, logger: logger,
-                              onServerRunning: { readiness.yield(.success($0)) })
+        let app = try application(host: host, port: port, router: router, limits: limits, tls: tls, logger: logger,
+                                  onServerRunning: { readiness.yield(.success($0)) })
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         let task = Task {
             do {
@@ -59,9 +65,11 @@ final class HTTPAPIServer: Sendable {
     /// The HTTP server as a service (Hummingbird's `Application`): binds when it runs, reports the
     /// bound port to `onServerRunning`, and on graceful shutdown stops accepting and lets requests
     /// in flight finish.
+    /// With `tls`, HTTP/1.1 over TLS (ALPN `http/1.1`), each connection with the context current
+    /// when it connects.
     static func application(host: String, port: Int, router: Router<BasicRequestContext>,
-                            limits: HTTPServerLimits, logger: Logger,
-                            onServerRunning: @escaping @Sendable (Int) async -> Void) -> any Service {
+                            limits: HTTPServerLimits, tls: ServerTLS? = nil, logger: Logger,
+                            onServerRunning: @escaping @Sendable (Int) async -> Void) throws -> any Service {
         let routes = router.buildResponder()
         // Requests in flight across all connections; past the limit a request is refused at once
         // with 503 and Retry-After instead of queueing.
@@ -77,8 +85,18 @@ final class HTTPAPIServer: Sendable {
             return try await routes.respond(to: request, context: context)
         }
         let idle = limits.idleTimeout.map { TimeAmount.nanoseconds($0.saturatingNanoseconds) }
+        let http1 = HTTP1Channel.Configuration(idleTimeout: idle)
+        let server: HTTPServerBuilder
+        if let tls {
+            _ = try tls.context(applicationProtocols: ["http/1.1"])
+            server = HTTPServerBuilder { responder in
+                ReloadingTLSChannel(base: HTTP1Channel(responder: responder, configuration: http1), tls: tls)
+            }
+        } else {
+            server = .http1(configuration: http1)
+        }
         return Application(
-            responder: responder, server: .http1(configuration: .init(idleTimeout: idle)),
+            responder: responder, server: server,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port)),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
             logger: logger)
@@ -101,3 +119,24 @@ struct HTTPServerStopped: Error, CustomStringConvertible {
     var description: String { "the HTTP server stopped before it listened" }
 }
 
+
+/// Hummingbird's TLS channel, except that each connection takes the context `tls` holds when it
+/// connects, so a reloaded certificate applies to new connections without a restart.
+struct ReloadingTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+    let base: Base
+    let tls: ServerTLS
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let context = try tls.context(applicationProtocols: ["http/1.1"])
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}

@@ -5,17 +5,21 @@ import Testing
 
 @Suite struct BranchCallerTests {
     @Test(arguments: [
-        ("localhost:58081/busi.Busi/TransOut", "localhost:58081", "/busi.Busi/TransOut"),
-        ("10.0.0.1:9/a.b.C/D", "10.0.0.1:9", "/a.b.C/D"),
+        ("localhost:58081/busi.Busi/TransOut", "localhost:58081", "/busi.Busi/TransOut", false),
+        ("10.0.0.1:9/a.b.C/D", "10.0.0.1:9", "/a.b.C/D", false),
+        ("grpcs://localhost:58081/busi.Busi/TransOut", "localhost:58081", "/busi.Busi/TransOut", true),
+        ("GRPCS://[::1]:443/a.b.C/D", "[::1]:443", "/a.b.C/D", true),
     ])
-    func grpcURLsSplitIntoTargetAndPath(url: String, target: String, path: String) throws {
+    func grpcURLsSplitIntoTargetAndPath(url: String, target: String, path: String, tls: Bool) throws {
         let split = try #require(GRPCBranchCaller.split(url))
         #expect(split.target == target)
         #expect(split.path == path)
+        #expect(split.tls == tls)
     }
 
     @Test(arguments: ["localhost:58081", "/busi.Busi/TransOut", "etcd://x/busi.Busi/TransOut",
-                      "h:1/busi.Busi", "h:1/a/b/c", ""])
+                      "h:1/busi.Busi", "h:1/a/b/c", "", "grpcs://", "grpcs://h/a.b/C", "grpc://h:1/a.b/C",
+                      "grpcs://grpcs://h:1/a.b/C"])
     func badGRPCURLsAreRefused(url: String) {
         #expect(GRPCBranchCaller.split(url) == nil)
     }

@@ -5,6 +5,8 @@ Each method answers according to the request's TransOutResult (TransOut*) or Tra
 UNAVAILABLE → UNAVAILABLE, SLEEP → sleeps 30 s then OK, anything else → INTERNAL.
 Received metadata is echoed back as initial metadata (keys prefixed "echo-"), and the
 amount as trailing metadata "amount".
+
+Usage: busi_server.py [--tls CERT KEY [CLIENT_CA]]  (TLS; with CLIENT_CA, mutual TLS)
 """
 import sys
 import time
@@ -59,7 +61,15 @@ class Busi(busi_pb2_grpc.BusiServicer):
 def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     busi_pb2_grpc.add_BusiServicer_to_server(Busi(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    # --tls CERT KEY [CLIENT_CA]: serve over TLS; with CLIENT_CA, require a client certificate.
+    if len(sys.argv) >= 4 and sys.argv[1] == "--tls":
+        cert, key = (open(path, "rb").read() for path in sys.argv[2:4])
+        client_ca = open(sys.argv[4], "rb").read() if len(sys.argv) > 4 else None
+        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                                  require_client_auth=client_ca is not None)
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
     try:
