@@ -30,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // TLS settings of the PostgreSQL connections (sslmode); postgres-nio already builds it.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // Optional JWT authentication of clients (--auth-jwt-*): HS256/RS256 signature checks,
+        // exp/nbf claims and PEM keys, so no hand-written JOSE or crypto of our own.
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -85,6 +88,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "JWTKit", package: "jwt-kit"),
         ], resources: [.embedInCode("openapi.json")]),
         .executableTarget(name: "dtm", dependencies: [
             "DtmServer", "DtmEngine", "DtmStore", "DtmPostgres", "DtmGRPC",
@@ -154,6 +159,8 @@ let package = Package(
         ]),
         .testTarget(name: "DtmHTTPTests", dependencies: [
             "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
+            .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),

@@ -27,6 +27,8 @@ public struct CoordinatorConfig: Sendable {
     /// Transactions held in memory at once (requests being served plus passes waiting to
     /// run); beyond it new work is refused with RESOURCE_EXHAUSTED / 503.
     public var maxPendingTransactions: Int
+    /// Authentication, the branch allow-list and redaction (README "Security"); all off by default.
+    public var security = SecurityConfig()
 
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
@@ -107,6 +109,12 @@ public final class CoordinatorServer: Sendable {
                              branchCaller: (any BranchCaller)? = nil,
                              logger: Logger = Logger(label: "dtm")) async throws -> CoordinatorServer {
         let clients = config.branchClients
+        var auth: Authenticator?
+        if let authConfig = config.security.auth, authConfig.isEnabled {
+            auth = try await Authenticator.make(authConfig, logger: logger)
+        }
+        var engineConfig = config.engine
+        engineConfig.limits.branchAllowList = config.security.branchAllowList ?? engineConfig.limits.branchAllowList
         let grpcClient = GRPCClient(config: GRPCClientConfig(connectTimeout: clients.connectTimeout,
                                                              maxReceiveMessageSize: clients.maxReceiveMessageSize,
                                                              idleTimeout: clients.idleTimeout),
@@ -114,8 +122,10 @@ public final class CoordinatorServer: Sendable {
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton,
                                     configuration: HTTPBranchCaller.clientConfiguration(
                                         connectTimeout: clients.connectTimeout, idleTimeout: clients.idleTimeout))
-        let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
-        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine,
+        let caller = FencedBranchCaller(
+            inner: branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger),
+            allowList: engineConfig.limits.branchAllowList)
+        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: engineConfig,
                                        owner: config.owner)
         let cron = CronLoop(driver: driver, maxConcurrent: config.maxConcurrentPasses,
                             onEvent: { event in log(event, logger) })
@@ -127,12 +137,15 @@ public final class CoordinatorServer: Sendable {
         let topics = TopicRegistry(store: store, clock: driver.clock)
         let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
         var router = GRPCRouter()
-        DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger).register(on: &router)
+        DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger, auth: auth).register(on: &router)
+        // Open with authentication on: health is for load balancers, reflection describes the
+        // public dtmgimp schema only (README "Security").
         HealthService(health: { await store.health() }).register(on: &router)
         ReflectionService().register(on: &router)  // last: it lists what is registered before it
-        let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
+        let admin = CoordinatorAdmin(store: store, config: engineConfig, clock: driver.clock,
                                      wake: { await cron.wake() })
-        let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)
+        let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids, auth: auth,
+                             redactQuery: config.security.redactQuery)
         func abandon() async {
             cronTask.cancel()
             await cronTask.value
@@ -155,6 +168,12 @@ public final class CoordinatorServer: Sendable {
             await grpcServer.shutdown(gracePeriod: .zero)
             await abandon()
             throw error
+        }
+        if auth == nil && !isLoopback(config.host) {
+            logger.warning("""
+                no authentication: anyone who can reach this coordinator can submit, abort and read every \
+                transaction; set --auth-tokens (or a JWT key) or listen on 127.0.0.1
+                """, metadata: ["host": "\(config.host)"])
         }
         return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
                                  httpServer: httpServer, grpcClient: grpcClient, httpClient: httpClient,
@@ -180,7 +199,7 @@ private func log(_ event: CronEvent, _ logger: Logger) {
     switch event {
     case .passFinished(let report):
         let global = report.global
-        var metadata: Logger.Metadata = ["gid": "\(global.gid)", "trans_type": "\(global.transType.rawValue)",
+        var metadata: Logger.Metadata = ["gid": Redaction.logValue(global.gid), "trans_type": "\(global.transType.rawValue)",
                                          "status": "\(global.status.rawValue)"]
         if let storeError = report.storeError { metadata["store_error"] = "\(storeError)" }
         if report.deadlineExceeded {
@@ -188,13 +207,14 @@ private func log(_ event: CronEvent, _ logger: Logger) {
                            metadata: metadata)
         }
         if global.status.isFinished {
-            if !global.rollbackReason.isEmpty { metadata["reason"] = "\(global.rollbackReason)" }
+            if !global.rollbackReason.isEmpty { metadata["reason"] = Redaction.logValue(global.rollbackReason) }
             logger.info("transaction finished", metadata: metadata)
         } else {
             for note in report.branchErrors {
                 logger.warning("branch call failed; will retry", metadata: metadata.merging([
                     "branch_id": "\(note.call.branchID)", "op": "\(note.call.op.rawValue)",
-                    "url": "\(note.call.url)", "error": "\(note.message)", "retry_count": "\(note.retryCount)",
+                    "url": Redaction.logValue(note.call.url), "error": Redaction.logValue(note.message),
+                    "retry_count": "\(note.retryCount)",
                 ]) { $1 })
             }
             logger.debug("pass ended; transaction unfinished", metadata: metadata)
@@ -202,4 +222,11 @@ private func log(_ event: CronEvent, _ logger: Logger) {
     case .claimFailed(let error):
         logger.error("cannot lease due transactions", metadata: ["error": "\(error)"])
     }
+}
+
+/// Whether `host` only accepts connections from this machine.
+func isLoopback(_ host: String) -> Bool {
+    if host.lowercased() == "localhost" { return true }
+    guard let address = IPAddress(host) else { return false }
+    return address.isIPv4 ? address.bytes[0] == 127 : address.bytes == Array(repeating: 0, count: 15) + [1]
 }

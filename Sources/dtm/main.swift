@@ -92,6 +92,26 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    // Security (README "Security"): every option off by default, as in DTM.
+
+    @Option(help: ArgumentHelp("Require 'Authorization: Bearer <token>' (HTTP header or gRPC metadata) on every API call but /api/ping, health and reflection; FILE holds one token a line (# comments), re-read when it changes.", valueName: "file"))
+    var authTokens: String?
+
+    @Option(help: ArgumentHelp("Also accept HS256 JWTs signed with the secret in FILE (at least 32 bytes); claim dtm_gid_prefix limits a client to its gids.", valueName: "file"))
+    var authJwtHs256Secret: String?
+
+    @Option(help: ArgumentHelp("Also accept RS256 JWTs verified with the RSA public key (or certificate) PEM in FILE; claim dtm_gid_prefix limits a client to its gids.", valueName: "file"))
+    var authJwtRs256PublicKey: String?
+
+    @Option(help: ArgumentHelp("Allow branch and back-check calls only to this host, *.domain, address, CIDR network, optionally with :port (IPv6 in brackets); repeatable. Host names are checked again after DNS resolution.", valueName: "rule"))
+    var branchAllow: [String] = []
+
+    @Option(help: ArgumentHelp("Allow-list rules as --branch-allow, one a line (# comments).", valueName: "file"))
+    var branchAllowFile: String?
+
+    @Flag(help: "Show branch_headers values and URL userinfo as [redacted] in /query and /all.")
+    var redactQuery = false
+
     func validate() throws {
         guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be 0...65535") }
         guard maxConcurrentPasses >= 1 else { throw ValidationError("--max-concurrent-passes must be at least 1") }
@@ -120,6 +140,27 @@ struct Dtm: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
+        _ = try security()
+    }
+
+    /// The security options as the coordinator takes them; a bad rule or unreadable file is a usage error.
+    func security() throws -> SecurityConfig {
+        var rules = branchAllow
+        if let branchAllowFile {
+            guard let text = try? String(contentsOfFile: branchAllowFile, encoding: .utf8) else {
+                throw ValidationError("--branch-allow-file \(branchAllowFile): cannot read the file")
+            }
+            rules += text.split(whereSeparator: \.isNewline).map(String.init)
+        }
+        let allowList: BranchAllowList?
+        do {
+            allowList = rules.isEmpty && branchAllowFile == nil ? nil : try BranchAllowList(parsing: rules)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let auth = AuthConfig(tokensFile: authTokens, jwtHS256SecretFile: authJwtHs256Secret,
+                              jwtRS256PublicKeyFile: authJwtRs256PublicKey)
+        return SecurityConfig(auth: auth.isEnabled ? auth : nil, branchAllowList: allowList, redactQuery: redactQuery)
     }
 
     func run() async throws {
@@ -148,15 +189,15 @@ struct Dtm: AsyncParsableCommand {
                                  maxHeaderListSize: UInt32(maxHeaderListSize)),
             maxConnections: maxGrpcConnections, maxConcurrentCalls: maxConcurrentCalls, idleTimeout: idle,
             requestReceiveTimeout: .seconds(requestReceiveTimeout))
-        let coordinator = try await CoordinatorServer.start(
-            CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
+        var config = CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
                               http: HTTPServerLimits(maxConcurrentRequests: maxConcurrentHttpRequests, idleTimeout: idle),
                               branchClients: BranchClientConfig(connectTimeout: .seconds(branchConnectTimeout),
                                                                 idleTimeout: .seconds(branchIdleTimeout),
                                                                 maxReceiveMessageSize: maxMessageSize),
                               engine: engine, owner: owner, maxConcurrentPasses: maxConcurrentPasses,
-                              maxPendingTransactions: maxPendingTransactions),
-            store: opened.store, logger: logger)
+                              maxPendingTransactions: maxPendingTransactions)
+        config.security = try security()
+        let coordinator = try await CoordinatorServer.start(config, store: opened.store, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
             "grpc": "\(host):\(coordinator.grpcPort)", "http": "\(host):\(coordinator.httpPort)",
             "store": "\(opened.description)", "owner": "\(owner)"])
