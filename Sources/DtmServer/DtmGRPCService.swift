@@ -118,7 +118,7 @@ public struct DtmGRPCService: Sendable {
         case .success(let principal):
             return principal
         case .failure(let failure):
-            logger.notice("unauthenticated call refused", metadata: ["method": "\(method)", "reason": "\(failure)"])
+            logger.debug("unauthenticated call refused", metadata: ["method": "\(method)", "reason": "\(failure)"])
             throw RPCError(.unauthenticated, failure.description)
         }
     }
