@@ -512,7 +512,16 @@ final class RedirectingBusi: Stoppable {
         let secret = "s3cr3t-bearer-value-42"
         let forged = "2026-11-29T00:00:00+0000 critical dtm : forged line"
         let body = "FAILURE\n\(forged)\n" + String(repeating: "x", count: 2000)
-        try await withStarted(try await TestBusi({ $0.path == "/a" ? (409, body) : (200, "SUCCESS") })) { busi in
+        // /a fails the saga; /e errors once (a retried branch error is logged) and then fails it.
+        let errored = Mutex(false)
+        try await withStarted(try await TestBusi({ request in
+            let first = request.path == "/e" && errored.withLock { (seen: inout Bool) -> Bool in
+                defer { seen = true }
+                return !seen
+            }
+            if first { return (500, "oops\n\(forged)") }  // no FAILURE in it: a branch error
+            return request.path == "/a" || request.path == "/e" ? (409, body) : (200, "SUCCESS")
+        })) { busi in
             let logs = CapturedLogs()
             try await withSecured(SecurityConfig(), caller: nil, logger: logs.logger()) { coordinator in
                 let port = coordinator.httpPort
@@ -533,9 +542,19 @@ final class RedirectingBusi: Stoppable {
                 #expect(reason.contains("truncated") && reason.utf8.count < 400, "\(reason)")
                 // The branch got the header: it is a real secret, sent where it belongs.
                 #expect(await busi.requests("/a").count >= 1)
+
+                let retried = "leak-\(UUID().uuidString.prefix(8))"
+                #expect(try await send(port, .POST, "/api/dtmsvr/submit",
+                                       body: sagaBody(retried, url: busi.url("/e"), compensate: busi.url("/c"),
+                                                      headers: ["Authorization": "Bearer \(secret)"])).status == 200)
+                try await waitUntil("\(retried) to fail after a retried error") {
+                    try await coordinator.store.findGlobal(gid: retried)?.status == .failed
+                }
             }
             let records = logs.all
             #expect(records.contains { $0.message == "transaction finished" }, "\(records.map(\.line))")
+            #expect(records.contains { $0.message.contains("branch call failed") && $0.line.contains("forged") },
+                    "\(records.map(\.line))")
             for record in records {
                 #expect(!record.line.contains(secret), "\(record.line)")
                 // One record, one line: no value can start a forged line.
