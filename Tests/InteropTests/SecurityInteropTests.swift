@@ -44,4 +44,22 @@ import Glibc
         // Neither the tokens nor the branch header reached the log, even at debug.
         #expect(!dtm.log.contains(token) && !dtm.log.contains("branch-secret-xyz"), "\(dtm.log.suffix(4000))")
     }
+
+    /// A bad rule or an unreadable key file stops `dtm` at start with a message naming it.
+    @Test(arguments: [
+        (["--branch-allow", "10.0.0.0/33"], "10.0.0.0/33"),
+        (["--branch-allow-file", "/nonexistent/allow"], "/nonexistent/allow"),
+        (["--auth-tokens", "/nonexistent/tokens"], "/nonexistent/tokens"),
+        (["--auth-jwt-rs256-public-key", "/nonexistent/key.pem"], "/nonexistent/key.pem"),
+    ])
+    func badSecurityOptionsStopTheStart(arguments: [String], named: String) async throws {
+        let binary = try #require(Peers.dtmBinary, "build the dtm executable first")
+        let workDir = try makeTempDir("dtm-security-bad")
+        defer { try? FileManager.default.removeItem(at: workDir) }
+        let run = try await Peers.run(binary, ["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
+                                               "--store", workDir.appendingPathComponent("d.sqlite").path] + arguments,
+                                      timeout: .seconds(60))
+        #expect(run.status != 0)
+        #expect((run.stderr + run.stdout).contains(named), "\(run.stderr)\n\(run.stdout)")
+    }
 }
