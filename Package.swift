@@ -32,6 +32,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         // The `dtm` configuration file (YAML, DTM's conf.yml keys).
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        // Optional JWT authentication of clients (--auth-jwt-*): HS256/RS256 signature checks,
+        // exp/nbf claims and PEM keys, so no hand-written JOSE or crypto of our own.
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -91,6 +94,8 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "JWTKit", package: "jwt-kit"),
         ], resources: [.embedInCode("openapi.json")]),
         // The settings of `dtm`, each declared once (flag, env var, YAML key, default, check), read
         // from flags > environment > file > defaults; and the process's services in one ServiceGroup.
@@ -173,6 +178,8 @@ let package = Package(
         ]),
         .testTarget(name: "DtmHTTPTests", dependencies: [
             "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
+            .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),

@@ -87,7 +87,16 @@ public enum ConfigLoader {
                 default:
                     guard name.hasPrefix("--") else { throw .unexpectedArgument(argument) }
                     guard let setting = byFlag[String(name.dropFirst(2))] else { throw .unknownFlag(name) }
-                    values[setting.key] = (try value(for: name, inline: inline), .flag(setting.flag))
+                    switch setting.form {
+                    case .value:
+                        values[setting.key] = (try value(for: name, inline: inline), .flag(setting.flag))
+                    case .switch:
+                        values[setting.key] = (inline ?? "true", .flag(setting.flag))
+                    case .list:
+                        let item = try value(for: name, inline: inline)
+                        let earlier = values[setting.key].map { $0.0 + "," } ?? ""
+                        values[setting.key] = (earlier + item, .flag(setting.flag))
+                    }
                 }
                 index += 1
             }
@@ -148,6 +157,15 @@ public enum ConfigLoader {
             case .scalar(let scalar):
                 if valueNode.null != nil { continue }  // `Key:` with no value sets nothing
                 values[key] = scalar.string
+            case .sequence(let items) where known[key]?.form == .list:
+                var texts: [String] = []
+                for item in items {
+                    guard let text = item.string, item.null == nil else {
+                        throw .malformedFile(path: path, reason: "\(key) must be a list of single values")
+                    }
+                    texts.append(text)
+                }
+                values[key] = texts.joined(separator: ",")
             case .mapping(let fields) where key == DtmSettings.catalog.store.key:
                 var strings: [String: String] = [:]
                 for (field, value) in fields {
@@ -211,7 +229,12 @@ extension ConfigLoader {
 
             """
         for setting in DtmSettings.all {
-            text += "  --\(setting.flag) <\(setting.flag)> (default: \(setting.defaultText))"
+            let usage = switch setting.form {
+            case .value: "--\(setting.flag) <\(setting.flag)>"
+            case .switch: "--\(setting.flag)[=false]"
+            case .list: "--\(setting.flag) <\(setting.flag)> (repeatable)"
+            }
+            text += "  \(usage) (default: \(setting.defaultText))"
                 + "  [file: \(setting.key), env: \(setting.environmentVariable)]\n"
             text += "      \(setting.help) Allowed: \(setting.allowed).\n"
         }

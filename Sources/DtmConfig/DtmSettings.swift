@@ -112,6 +112,29 @@ public struct DtmSettings: Sendable {
         public let branchClientKey = Setting<String>(
             "BranchClientKey", default: "", allowed: DtmSettings.optionalFile, help: "PEM private key of BranchClientCert.",
             check: { _ in true })
+        // Security (README "Security"): every option off by default, as in DTM.
+        public let authTokens = Setting<String>(
+            "AuthTokens", default: "", allowed: DtmSettings.optionalFile,
+            help: "Require 'Authorization: Bearer <token>' (HTTP header or gRPC metadata) on every API call but /api/ping, health and reflection; the file holds one token a line (# comments), re-read when it changes.",
+            check: { _ in true })
+        public let authJwtHs256Secret = Setting<String>(
+            "AuthJwtHs256Secret", default: "", allowed: DtmSettings.optionalFile,
+            help: "Also accept HS256 JWTs signed with the secret in this file (at least 32 bytes); claim dtm_gid_prefix limits a client to its gids.",
+            check: { _ in true })
+        public let authJwtRs256PublicKey = Setting<String>(
+            "AuthJwtRs256PublicKey", default: "", allowed: DtmSettings.optionalFile,
+            help: "Also accept RS256 JWTs verified with the RSA public key (or certificate) PEM in this file; claim dtm_gid_prefix limits a client to its gids.",
+            check: { _ in true })
+        public let branchAllow = Setting<[String]>(
+            "BranchAllow", allowed: "host names, *.domain, addresses or CIDR networks, each optionally with :port (IPv6 in brackets)",
+            help: "Allow branch and back-check calls only to these targets (empty: anywhere, as DTM). Host names are checked again after DNS resolution.",
+            check: { (try? BranchAllowRule(parsing: $0)) != nil })
+        public let branchAllowFile = Setting<String>(
+            "BranchAllowFile", default: "", allowed: DtmSettings.optionalFile,
+            help: "More BranchAllow rules, one a line (# comments).", check: { _ in true })
+        public let redactQuery = Setting<Bool>(
+            "RedactQuery", default: false,
+            help: "Show branch_headers values and URL userinfo as [redacted] in /query and /all.")
     }
 
     /// What an optional file setting takes.
@@ -219,10 +242,35 @@ public struct DtmSettings: Sendable {
                 clientCAFile: Self.nonEmpty(self[\.tlsClientCa]),
                 reloadInterval: self[\.tlsReloadInterval] == 0 ? nil : .seconds(self[\.tlsReloadInterval]))
         }
+        let auth = AuthConfig(tokensFile: Self.nonEmpty(self[\.authTokens]),
+                              jwtHS256SecretFile: Self.nonEmpty(self[\.authJwtHs256Secret]),
+                              jwtRS256PublicKeyFile: Self.nonEmpty(self[\.authJwtRs256PublicKey]))
+        config.security = SecurityConfig(auth: auth.isEnabled ? auth : nil, branchAllowList: nil,
+                                         redactQuery: self[\.redactQuery])
         config.branchClients.tls = ClientTLSConfig(caFile: Self.nonEmpty(self[\.branchCa]),
                                                    certificateFile: Self.nonEmpty(self[\.branchClientCert]),
                                                    privateKeyFile: Self.nonEmpty(self[\.branchClientKey]))
         return config
+    }
+
+    /// The branch allow-list of `BranchAllow` and the rules in `BranchAllowFile`; nil when
+    /// neither is set (calls go anywhere, as in DTM).
+    public func branchAllowList() throws(ConfigError) -> BranchAllowList? {
+        var rules = self[\.branchAllow]
+        let file = self[\.branchAllowFile]
+        if !file.isEmpty {
+            do {
+                rules += try String(contentsOfFile: file, encoding: .utf8).split(whereSeparator: \.isNewline).map(String.init)
+            } catch {
+                throw .unreadableFile(path: file, reason: "\(error)")
+            }
+        }
+        guard !rules.isEmpty || !file.isEmpty else { return nil }
+        do {
+            return try BranchAllowList(parsing: rules)
+        } catch {
+            throw .inconsistent("BranchAllowFile \(file): \(error)")
+        }
     }
 
     private static func nonEmpty(_ text: String) -> String? { text.isEmpty ? nil : text }

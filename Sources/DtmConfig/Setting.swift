@@ -15,11 +15,13 @@ public struct Setting<Value: Sendable>: Sendable {
     public let allowed: String
     /// Shown redacted by `check-config` and in errors (a password inside a PostgreSQL URL).
     public let isSecret: Bool
+    /// How the command line gives it: a value, nothing (a switch), or one value per repetition.
+    public let form: SettingForm
     let parse: @Sendable (String) -> Value?
     let render: @Sendable (Value) -> String
 
     public init(_ key: String, flag: String? = nil, environmentVariable: String? = nil, default defaultValue: Value,
-                allowed: String, secret: Bool = false, help: String,
+                allowed: String, secret: Bool = false, form: SettingForm = .value, help: String,
                 parse: @escaping @Sendable (String) -> Value?, render: @escaping @Sendable (Value) -> String) {
         self.key = key
         self.flag = flag ?? Self.kebabCase(key)
@@ -28,6 +30,7 @@ public struct Setting<Value: Sendable>: Sendable {
         self.help = help
         self.allowed = allowed
         self.isSecret = secret
+        self.form = form
         self.parse = parse
         self.render = render
     }
@@ -110,6 +113,48 @@ extension Setting where Value: Equatable {
     }
 }
 
+extension Setting where Value == Bool {
+    /// On or off; on the command line `--flag` alone turns it on (`--flag=false` turns it off).
+    public init(_ key: String, flag: String? = nil, environmentVariable: String? = nil, default defaultValue: Bool,
+                help: String) {
+        self.init(key, flag: flag, environmentVariable: environmentVariable, default: defaultValue,
+                  allowed: "true or false", form: .switch, help: help,
+                  parse: { text in
+                      switch text.trimmingWhitespace().lowercased() {
+                      case "true", "yes", "on", "1": true
+                      case "false", "no", "off", "0": false
+                      default: nil
+                      }
+                  },
+                  render: { $0 ? "true" : "false" })
+    }
+}
+
+extension Setting where Value == [String] {
+    /// A list of items, each checked by `check`: the flag repeated, or items separated by commas
+    /// (flag, environment variable, or a string in the file); in the file also a YAML list.
+    public init(_ key: String, flag: String? = nil, environmentVariable: String? = nil, default defaultValue: [String] = [],
+                allowed: String, help: String, check: @escaping @Sendable (String) -> Bool) {
+        self.init(key, flag: flag, environmentVariable: environmentVariable, default: defaultValue,
+                  allowed: allowed + ", separated by commas", form: .list, help: help,
+                  parse: { text in
+                      let items = text.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+                      return items.allSatisfy(check) ? items : nil
+                  },
+                  render: { $0.joined(separator: ",") })
+    }
+}
+
+/// How a setting's flag takes its value.
+public enum SettingForm: Sendable, Equatable {
+    /// `--flag VALUE` or `--flag=VALUE`.
+    case value
+    /// `--flag` alone means true; `--flag=false` is allowed too.
+    case `switch`
+    /// `--flag VALUE`, repeatable: the values are collected (joined by commas).
+    case list
+}
+
 /// A declaration without its value type: what the loader and the printers need.
 public protocol AnySetting: Sendable {
     var key: String { get }
@@ -118,6 +163,7 @@ public protocol AnySetting: Sendable {
     var help: String { get }
     var allowed: String { get }
     var isSecret: Bool { get }
+    var form: SettingForm { get }
     var defaultText: String { get }
     func parseAny(_ text: String) -> (any Sendable)?
     func renderAny(_ value: any Sendable) -> String

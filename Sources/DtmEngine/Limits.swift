@@ -20,6 +20,9 @@ public struct RequestLimits: Sendable, Equatable {
     public var maxURLBytes: Int
     /// Bytes of `rollback_reason` given by a client (Abort, workflow submit).
     public var maxReasonBytes: Int
+    /// Where branch and back-check URLs may point (`--branch-allow`); nil allows any host.
+    /// A URL outside it is refused with PERMISSION_DENIED / HTTP 403 and nothing is stored.
+    public var branchAllowList: BranchAllowList? = nil
 
     public init(maxSteps: Int = 1000, maxCustomDataBytes: Int = 64 << 10, maxBranchHeaders: Int = 64,
                 maxBranchHeaderBytes: Int = 16 << 10, maxRetryLimit: Int64 = 1_000_000,
@@ -116,8 +119,8 @@ extension Validation {
             throw DtmError.invalidArgument("\(field): \(url.utf8.count) bytes, at most \(limits.maxURLBytes) allowed")
         }
         switch BranchTarget.of(url) {
-        case .http?: return
-        case .grpc? where transProtocol == .grpc: return
+        case .http?: return try fence(url, field: field, limits: limits)
+        case .grpc? where transProtocol == .grpc: return try fence(url, field: field, limits: limits)
         case .grpc?:
             throw DtmError.invalidArgument(
                 "\(field): '\(url)' is a gRPC target but the transaction's protocol is \(transProtocol.rawValue); "
@@ -128,6 +131,18 @@ extension Validation {
                 "\(field): '\(shown.debugDescription.dropFirst().dropLast())' is not a branch URL: expected "
                 + "http://host/path or https://host/path"
                 + (transProtocol == .grpc ? " or host:port/package.Service/Method (grpcs://host:port/... for TLS)" : ""))
+        }
+    }
+
+    /// The allow-list on the host as written; a host name only address rules could allow is
+    /// left to the call-time check, which sees what it resolves to.
+    private static func fence(_ url: String, field: String, limits: RequestLimits) throws(DtmError) {
+        guard let list = limits.branchAllowList else { return }
+        guard let endpoint = BranchEndpoint(url: url) else {
+            throw DtmError.permissionDenied("\(field): '\(url)' is refused by the branch allow-list: no host and port")
+        }
+        if case .refused(let why) = list.verdict(host: endpoint.host, port: endpoint.port) {
+            throw DtmError.permissionDenied("\(field): '\(url)' is refused by the branch allow-list (--branch-allow): \(why)")
         }
     }
 

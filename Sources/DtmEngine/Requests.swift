@@ -19,11 +19,14 @@ public enum DtmError: Error, Equatable, Sendable {
     case overloaded(String)
     /// The coordinator cannot serve (its store is unhealthy). gRPC UNAVAILABLE, HTTP 503.
     case unavailable(String)
+    /// The caller may not do this (a gid outside its token's prefix, a branch URL outside the
+    /// allow-list). gRPC PERMISSION_DENIED, HTTP 403.
+    case permissionDenied(String)
 
     public var message: String {
         switch self {
         case .failure(let text), .ongoing(let text), .invalidArgument(let text), .notFound(let text),
-             .internal(let text), .overloaded(let text), .unavailable(let text):
+             .internal(let text), .overloaded(let text), .unavailable(let text), .permissionDenied(let text):
             return text
         case .storage(let error):
             switch error {

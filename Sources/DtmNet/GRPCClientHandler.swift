@@ -23,6 +23,8 @@ final class GRPCClientHandler: ChannelInboundHandler {
     private var pending: [Int32: Pending] = [:]
     private var context: ChannelHandlerContext?
     private var reportedUnusable = false
+    /// Why the connection failed (a TLS handshake refused, say), for calls that reach it after.
+    private var failure: RPCError?
     private let idleTimeout: Duration
     private var idleTimer: Scheduled<Void>?
 
@@ -51,9 +53,14 @@ final class GRPCClientHandler: ChannelInboundHandler {
     }
 
     /// Starts a call; its result completes `promise`. Returns the stream id, nil if it failed to
-    /// start. A connection that is closing fails the promise with `ConnectionRetired`.
+    /// start. A connection that is closing fails the promise with `ConnectionRetired`; one that
+    /// failed with an error, with that error.
     func start(path: String, message: [UInt8], metadata: Metadata, timeout: Duration?,
                promise: EventLoopPromise<GRPCResponse>) -> Int32? {
+        if let failure {
+            promise.fail(failure)
+            return nil
+        }
         guard let context, context.channel.isActive, !connection.isGoingAway, !reportedUnusable else {
             promise.fail(ConnectionRetired())
             return nil
@@ -119,8 +126,11 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         logger.debug("client connection error", metadata: ["error": "\(error)"])
-        // Calls fail with the reason (a failed TLS handshake names the certificate problem).
-        failAll(RPCError(.unavailable, "connection to \(connection.authority) failed: \(error)"))
+        // Calls fail with the reason (a failed TLS handshake names the certificate problem),
+        // also those that reach the connection after it failed.
+        let failure = RPCError(.unavailable, "connection to \(connection.authority) failed: \(error)")
+        self.failure = failure
+        failAll(failure)
         context.close(promise: nil)
     }
 

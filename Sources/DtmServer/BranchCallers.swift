@@ -73,7 +73,8 @@ struct GRPCBranchCaller: BranchCaller {
     }
 
     /// DTM's reading of a gRPC status (spec 2.4); messages are formatted as Go's gRPC errors,
-    /// which is how DTM stores them as rollback reasons.
+    /// which is how DTM stores them as rollback reasons (the branch's message clipped to
+    /// `Redaction.maxRemoteText` bytes).
     static func result(of error: RPCError) -> BranchResult {
         switch error.code {
         case .aborted where error.message == "ONGOING": .ongoing
@@ -86,7 +87,7 @@ struct GRPCBranchCaller: BranchCaller {
     static func goStyle(_ error: RPCError) -> String {
         let name = String(describing: error.code).split(separator: "_")
             .map { $0.prefix(1) + $0.dropFirst().lowercased() }.joined()
-        return "rpc error: code = \(name) desc = \(error.message)"
+        return "rpc error: code = \(name) desc = \(Redaction.clip(error.message))"
     }
 }
 
@@ -179,11 +180,13 @@ struct HTTPBranchCaller: BranchCaller {
         return out
     }
 
-    /// DTM's reading of an HTTP answer (spec 4.2), in its order: ONGOING, then FAILURE, then status.
+    /// DTM's reading of an HTTP answer (spec 4.2), in its order: ONGOING, then FAILURE, then
+    /// status. The whole body is read; what is kept (rollback reason, error) is clipped to
+    /// `Redaction.maxRemoteText` bytes.
     static func result(status: Int, body: String) -> BranchResult {
         if status == 425 || body.contains("ONGOING") { return .ongoing }
-        if status == 409 || body.contains("FAILURE") { return .failure(message: body) }
-        if status != 200 { return .error(message: "HTTP \(status): \(body)") }
+        if status == 409 || body.contains("FAILURE") { return .failure(message: Redaction.clip(body)) }
+        if status != 200 { return .error(message: "HTTP \(status): \(Redaction.clip(body))") }
         return .success
     }
 }

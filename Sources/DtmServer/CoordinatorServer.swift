@@ -31,6 +31,8 @@ public struct CoordinatorConfig: Sendable {
     /// TLS on both servers (gRPC with ALPN h2, the JSON API over HTTP/1.1), optionally mutual;
     /// nil serves plaintext, as DTM does.
     public var tls: ServerTLSConfig? = nil
+    /// Authentication, the branch allow-list and redaction (README "Security"); all off by default.
+    public var security = SecurityConfig()
 
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
@@ -119,6 +121,12 @@ public final class CoordinatorServer: Sendable {
                              logger: Logger = Logger(label: "dtm"),
                              lifecycle: CoordinatorLifecycle = CoordinatorLifecycle()) async throws -> CoordinatorServer {
         let clients = config.branchClients
+        var auth: Authenticator?
+        if let authConfig = config.security.auth, authConfig.isEnabled {
+            auth = try await Authenticator.make(authConfig, logger: logger)
+        }
+        var engineConfig = config.engine
+        engineConfig.limits.branchAllowList = config.security.branchAllowList ?? engineConfig.limits.branchAllowList
         // TLS files are checked before anything starts: a bad file stops the start-up.
         let serverTLS = try config.tls.map { config throws(TLSSetupError) in try ServerTLS(config, logger: logger) }
         var httpClientConfiguration = HTTPBranchCaller.clientConfiguration(
@@ -132,8 +140,10 @@ public final class CoordinatorServer: Sendable {
                                                              idleTimeout: clients.idleTimeout, tls: clients.tls),
                                     logger: logger)
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpClientConfiguration)
-        let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
-        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine,
+        let caller = FencedBranchCaller(
+            inner: branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger),
+            allowList: engineConfig.limits.branchAllowList)
+        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: engineConfig,
                                        owner: config.owner)
         let cron = CronLoop(driver: driver, maxConcurrent: config.maxConcurrentPasses,
                             onEvent: { event in log(event, logger) })
@@ -144,12 +154,15 @@ public final class CoordinatorServer: Sendable {
         let topics = TopicRegistry(store: store, clock: driver.clock)
         let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
         var router = GRPCRouter()
-        DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger).register(on: &router)
+        DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger, auth: auth).register(on: &router)
+        // Open with authentication on: health is for load balancers, reflection describes the
+        // public dtmgimp schema only (README "Security").
         HealthService(health: { await store.health() }).register(on: &router)
         ReflectionService().register(on: &router)  // last: it lists what is registered before it
-        let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
+        let admin = CoordinatorAdmin(store: store, config: engineConfig, clock: driver.clock,
                                      wake: { await cron.wake() })
-        let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)
+        let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids, auth: auth,
+                             redactQuery: config.security.redactQuery)
         let grpcServer: GRPCServer
         do {
             grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
@@ -199,6 +212,12 @@ public final class CoordinatorServer: Sendable {
         var iterator = ready.makeAsyncIterator()
         switch await iterator.next() ?? .failure(CoordinatorStopped()) {
         case .success(let port):
+            if auth == nil && !isLoopback(config.host) {
+                logger.warning("""
+                    no authentication: anyone who can reach this coordinator can submit, abort and read every \
+                    transaction; set --auth-tokens (or a JWT key) or listen on 127.0.0.1
+                    """, metadata: ["host": "\(config.host)"])
+            }
             return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
                                      httpPort: port, group: group, running: running, tls: serverTLS, logger: logger)
         case .failure:
@@ -239,7 +258,7 @@ private func log(_ event: CronEvent, _ logger: Logger) {
     switch event {
     case .passFinished(let report):
         let global = report.global
-        var metadata: Logger.Metadata = ["gid": "\(global.gid)", "trans_type": "\(global.transType.rawValue)",
+        var metadata: Logger.Metadata = ["gid": Redaction.logValue(global.gid), "trans_type": "\(global.transType.rawValue)",
                                          "status": "\(global.status.rawValue)"]
         if let storeError = report.storeError { metadata["store_error"] = "\(storeError)" }
         if report.deadlineExceeded {
@@ -247,13 +266,14 @@ private func log(_ event: CronEvent, _ logger: Logger) {
                            metadata: metadata)
         }
         if global.status.isFinished {
-            if !global.rollbackReason.isEmpty { metadata["reason"] = "\(global.rollbackReason)" }
+            if !global.rollbackReason.isEmpty { metadata["reason"] = Redaction.logValue(global.rollbackReason) }
             logger.info("transaction finished", metadata: metadata)
         } else {
             for note in report.branchErrors {
                 logger.warning("branch call failed; will retry", metadata: metadata.merging([
                     "branch_id": "\(note.call.branchID)", "op": "\(note.call.op.rawValue)",
-                    "url": "\(note.call.url)", "error": "\(note.message)", "retry_count": "\(note.retryCount)",
+                    "url": Redaction.logValue(note.call.url), "error": Redaction.logValue(note.message),
+                    "retry_count": "\(note.retryCount)",
                 ]) { $1 })
             }
             logger.debug("pass ended; transaction unfinished", metadata: metadata)
@@ -261,4 +281,11 @@ private func log(_ event: CronEvent, _ logger: Logger) {
     case .claimFailed(let error):
         logger.error("cannot lease due transactions", metadata: ["error": "\(error)"])
     }
+}
+
+/// Whether `host` only accepts connections from this machine.
+func isLoopback(_ host: String) -> Bool {
+    if host.lowercased() == "localhost" { return true }
+    guard let address = IPAddress(host) else { return false }
+    return address.isIPv4 ? address.bytes[0] == 127 : address.bytes == Array(repeating: 0, count: 15) + [1]
 }

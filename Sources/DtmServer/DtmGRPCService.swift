@@ -16,46 +16,65 @@ public struct DtmGRPCService: Sendable {
     let engine: Coordinator
     let topics: TopicRegistry
     let logger: Logger
+    /// nil: every caller is served (DTM's behaviour).
+    let auth: Authenticator?
 
     public init(engine: Coordinator, topics: TopicRegistry, gids: GidGenerator = GidGenerator(),
-                logger: Logger = Logger(label: "dtm.grpc.service")) {
+                logger: Logger = Logger(label: "dtm.grpc.service"), auth: Authenticator? = nil) {
         self.engine = engine
         self.topics = topics
         self.gids = gids
         self.logger = logger
+        self.auth = auth
     }
 
-    /// Registers every method of `dtmgimp.Dtm` on `router`.
+    /// Registers every method of `dtmgimp.Dtm` on `router`. With an authenticator, every
+    /// method first checks the `authorization` metadata (UNAUTHENTICATED, nothing done) and
+    /// each gid named against the caller's prefix (PERMISSION_DENIED).
     public func register(on router: inout GRPCRouter) {
         let gids = self.gids
         let engine = self.engine
         let topics = self.topics
-        router.register(service: Self.serviceName, method: "NewGid", .sync { request throws(RPCError) in
-            _ = try decode(Empty.self, request)
-            return GRPCResponse(message: DtmGidReply(gid: gids.next()).encode())
-        })
-        register(on: &router, "Submit", DtmRequest.self) { request throws(DtmError) in
+        if auth == nil {
+            router.register(service: Self.serviceName, method: "NewGid", .sync { request throws(RPCError) in
+                _ = try decode(Empty.self, request)
+                return GRPCResponse(message: DtmGidReply(gid: gids.next()).encode())
+            })
+        } else {
+            registerAnswering(on: &router, "NewGid", Empty.self) { _, principal throws(DtmError) in
+                DtmGidReply(gid: principal.newGid(gids))
+            }
+        }
+        register(on: &router, "Submit", DtmRequest.self) { request, principal throws(DtmError) in
+            try principal.permit(gid: request.gid)
             try await engine.submit(TransRequest(request))
         }
-        register(on: &router, "Prepare", DtmRequest.self) { request throws(DtmError) in
+        register(on: &router, "Prepare", DtmRequest.self) { request, principal throws(DtmError) in
+            try principal.permit(gid: request.gid)
             try await engine.prepare(TransRequest(request))
         }
-        register(on: &router, "Abort", DtmRequest.self) { request throws(DtmError) in
+        register(on: &router, "Abort", DtmRequest.self) { request, principal throws(DtmError) in
+            try principal.permit(gid: request.gid)
             try await engine.abort(TransRequest(request))
         }
-        register(on: &router, "RegisterBranch", DtmBranchRequest.self) { request throws(DtmError) in
+        register(on: &router, "RegisterBranch", DtmBranchRequest.self) { request, principal throws(DtmError) in
+            try principal.permit(gid: request.gid)
             try await engine.registerBranch(BranchRegistration(request))
         }
-        registerAnswering(on: &router, "PrepareWorkflow", DtmRequest.self) { request throws(DtmError) in
-            DtmProgressesReply(try await engine.prepareWorkflow(TransRequest(request)))
+        registerAnswering(on: &router, "PrepareWorkflow", DtmRequest.self) { request, principal throws(DtmError) in
+            try principal.permit(gid: request.gid)
+            return DtmProgressesReply(try await engine.prepareWorkflow(TransRequest(request)))
         }
-        register(on: &router, "Subscribe", DtmTopicRequest.self) { request throws(DtmError) in
+        register(on: &router, "Subscribe", DtmTopicRequest.self) { request, principal throws(DtmError) in
+            try principal.permitUnrestricted("Subscribe")
             try await topics.subscribe(topic: request.topic, url: request.url, remark: request.remark)
         }
-        register(on: &router, "Unsubscribe", DtmTopicRequest.self) { request throws(DtmError) in
+        register(on: &router, "Unsubscribe", DtmTopicRequest.self) { request, principal throws(DtmError) in
+            try principal.permitUnrestricted("Unsubscribe")
             try await topics.unsubscribe(topic: request.topic, url: request.url)
         }
-        register(on: &router, "DeleteTopic", DtmTopicRequest.self) { request throws(DtmError) in
+        register(on: &router, "DeleteTopic", DtmTopicRequest.self) { request, principal throws(DtmError) in
+            try principal.permitUnrestricted("DeleteTopic")
             try await topics.delete(topic: request.topic)
         }
     }
@@ -63,29 +82,45 @@ public struct DtmGRPCService: Sendable {
     /// A method answering google.protobuf.Empty.
     private func register<Request: ProtoMessage>(
         on router: inout GRPCRouter, _ method: String, _ type: Request.Type,
-        _ body: @escaping @Sendable (Request) async throws(DtmError) -> Void) {
-        registerAnswering(on: &router, method, type) { request throws(DtmError) in
-            try await body(request)
+        _ body: @escaping @Sendable (Request, Principal) async throws(DtmError) -> Void) {
+        registerAnswering(on: &router, method, type) { request, principal throws(DtmError) in
+            try await body(request, principal)
             return Empty()
         }
     }
 
     private func registerAnswering<Request: ProtoMessage, Response: ProtoMessage>(
         on router: inout GRPCRouter, _ method: String, _ type: Request.Type,
-        _ body: @escaping @Sendable (Request) async throws(DtmError) -> Response) {
+        _ body: @escaping @Sendable (Request, Principal) async throws(DtmError) -> Response) {
         let logger = self.logger
+        let auth = self.auth
         router.register(service: Self.serviceName, method: method, .async { call throws(RPCError) in
+            let principal = try await Self.authenticate(call, auth, method: method, logger: logger)
             let request = try decode(Request.self, call)
             // A call whose client has given up must not start a durable write it cannot report.
             try call.checkDeadline()
             do throws(DtmError) {
-                return GRPCResponse(message: try await body(request).encode())
+                return GRPCResponse(message: try await body(request, principal).encode())
             } catch {
                 let status = RPCError(error)
-                logger.debug("\(method) refused", metadata: ["code": "\(status.code)", "message": "\(status.message)"])
+                logger.debug("call refused", metadata: ["method": "\(method)", "code": "\(status.code)",
+                                                        "message": Redaction.logValue(status.message)])
                 throw status
             }
         })
+    }
+
+    /// The caller's principal from the `authorization` metadata; UNAUTHENTICATED without one.
+    private static func authenticate(_ call: GRPCRequest, _ auth: Authenticator?, method: String,
+                                     logger: Logger) async throws(RPCError) -> Principal {
+        guard let auth else { return .unrestricted }
+        switch await auth.authenticate(call.metadata["authorization"]) {
+        case .success(let principal):
+            return principal
+        case .failure(let failure):
+            logger.debug("unauthenticated call refused", metadata: ["method": "\(method)", "reason": "\(failure)"])
+            throw RPCError(.unauthenticated, failure.description)
+        }
     }
 }
 
@@ -118,6 +153,7 @@ extension RPCError {
             pushback.add("grpc-retry-pushback-ms", "1000")
             self.init(.resourceExhausted, message, metadata: pushback)
         case .unavailable(let message): self.init(.unavailable, message)
+        case .permissionDenied(let message): self.init(.permissionDenied, message)
         }
     }
 }

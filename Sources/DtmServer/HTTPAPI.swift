@@ -14,22 +14,31 @@ public struct DtmHTTPAPI: Sendable {
     let admin: CoordinatorAdmin
     let topics: TopicRegistry
     let gids: GidGenerator
+    /// nil: every client is served (DTM's behaviour). Otherwise every route but `/api/ping`
+    /// and `/api/openapi.json` needs `Authorization: Bearer <token>` (401 without).
+    let auth: Authenticator?
+    /// `/query` and `/all` show branch header values and URL userinfo as `[redacted]`.
+    let redactQuery: Bool
 
-    public init(engine: Coordinator, admin: CoordinatorAdmin, topics: TopicRegistry, gids: GidGenerator = GidGenerator()) {
+    public init(engine: Coordinator, admin: CoordinatorAdmin, topics: TopicRegistry, gids: GidGenerator = GidGenerator(),
+                auth: Authenticator? = nil, redactQuery: Bool = false) {
         self.engine = engine
         self.admin = admin
         self.topics = topics
         self.gids = gids
+        self.auth = auth
+        self.redactQuery = redactQuery
     }
 
     /// The router serving every route, with JSON answers for unknown paths and methods.
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         let routes = self.routes
-        router.add(middleware: UnroutedAnswer(routes: routes))
+        let auth = self.auth
+        router.add(middleware: UnroutedAnswer(routes: routes, auth: auth))
         for route in routes {
             router.on(RouterPath(route.path), method: route.method) { request, context in
-                await route.respond(to: request, context: context)
+                await route.respond(to: request, context: context, auth: auth)
             }
         }
         return router
@@ -39,42 +48,50 @@ public struct DtmHTTPAPI: Sendable {
 
     var routes: [APIRoute] {
         let engine = self.engine, admin = self.admin, topics = self.topics, gids = self.gids
+        let redact = redactQuery
+        @Sendable func shown(_ global: GlobalTransaction) -> JSONText {
+            JSONText(redact ? Redaction.global(global) : global)
+        }
+        @Sendable func shownBranch(_ branch: BranchRecord) -> JSONText {
+            JSONText(redact ? Redaction.branch(branch) : branch)
+        }
         let p = Self.prefix
         var routes: [APIRoute] = [
             APIRoute(.get, "\(p)/version") { _ throws(DtmError) in .object([("version", .string(swiftDtmVersion))]) },
-            APIRoute(.get, "\(p)/newGid") { _ throws(DtmError) in
-                .sorted(["gid": .string(gids.next()), "dtm_result": .string(dtmSuccess)])
+            APIRoute(.get, "\(p)/newGid") { call throws(DtmError) in
+                .sorted(["gid": .string(call.principal.newGid(gids)), "dtm_result": .string(dtmSuccess)])
             },
             APIRoute(.post, "\(p)/prepare") { call throws(DtmError) in
-                try await engine.prepare(TransRequest(httpBody: call.body))
+                try await engine.prepare(call.trans())
                 return nil
             },
             APIRoute(.post, "\(p)/submit") { call throws(DtmError) in
-                try await engine.submit(TransRequest(httpBody: call.body))
+                try await engine.submit(call.trans())
                 return nil
             },
             APIRoute(.post, "\(p)/abort") { call throws(DtmError) in
-                try await engine.abort(TransRequest(httpBody: call.body))
+                try await engine.abort(call.trans())
                 return nil
             },
             APIRoute(.post, "\(p)/forceStop") { call throws(DtmError) in
-                try await engine.forceStop(gid: TransRequest(httpBody: call.body).gid)
+                try await engine.forceStop(gid: call.trans().gid)
                 return nil
             },
             APIRoute(.post, "\(p)/resetNextCronTime") { call throws(DtmError) in
-                try await engine.resetNextCronTime(gid: TransRequest(httpBody: call.body).gid)
+                try await engine.resetNextCronTime(gid: call.trans().gid)
                 await admin.wake()
                 return nil
             },
             APIRoute(.post, "\(p)/prepareWorkflow") { call throws(DtmError) in
-                let progress = try await engine.prepareWorkflow(TransRequest(httpBody: call.body))
+                let progress = try await engine.prepareWorkflow(call.trans())
                 return .sorted(["transaction": JSONText(progress.transaction),
                                 "progresses": .array(progress.progresses.map(JSONText.init))])
             },
             APIRoute(.get, "\(p)/query") { call throws(DtmError) in
+                try call.principal.permit(gid: call.query("gid"))
                 let (global, branches) = try await admin.query(gid: call.query("gid"))
-                return .sorted(["transaction": global.map(JSONText.init) ?? .null,
-                                "branches": .array(branches.map(JSONText.init))])
+                return .sorted(["transaction": global.map(shown) ?? .null,
+                                "branches": .array(branches.map(shownBranch))])
             },
             APIRoute(.get, "\(p)/all") { call throws(DtmError) in
                 let gid = call.query("gid")
@@ -82,49 +99,60 @@ public struct DtmHTTPAPI: Sendable {
                 let createdFrom = try call.epochMilliseconds("createTimeStart")
                 let createdTo = try call.epochMilliseconds("createTimeEnd")
                 if !gid.isEmpty {
+                    try call.principal.permit(gid: gid)
                     try CoordinatorAdmin.check(limit: Int(clamping: limit))
                     let found = try await admin.find(gid: gid)
-                    return .sorted(["transactions": found.map { .array([JSONText($0)]) } ?? .null,
+                    return .sorted(["transactions": found.map { .array([shown($0)]) } ?? .null,
                                     "next_position": .string(call.query("position"))])
                 }
+                try call.principal.permitUnrestricted("listing transactions")
                 let page = try await admin.list(status: call.query("status"), transType: call.query("transType"),
                                                 createdFrom: createdFrom, createdTo: createdTo, position: position,
                                                 limit: Int(clamping: limit))
-                return .sorted(["transactions": .array(page.rows.map(JSONText.init)),
+                return .sorted(["transactions": .array(page.rows.map(shown)),
                                 "next_position": .string(page.nextPosition)])
             },
             APIRoute(.get, "\(p)/resetCronTime") { call throws(DtmError) in
+                try call.principal.permitUnrestricted("resetCronTime")
                 let result = try await admin.resetCronTime(timeout: try call.optionalInteger("timeout"),
                                                            limit: Int(clamping: try call.integer("limit", default: 100)))
                 return .sorted(["succeed_count": .int(Int64(result.succeeded)), "has_remaining": .bool(result.hasRemaining)])
             },
             APIRoute(.get, "\(p)/subscribe") { call throws(DtmError) in
+                try call.principal.permitUnrestricted("subscribe")
                 try await topics.subscribe(topic: call.query("topic"), url: call.query("url"), remark: call.query("remark"))
                 return nil
             },
             APIRoute(.get, "\(p)/unsubscribe") { call throws(DtmError) in
+                try call.principal.permitUnrestricted("unsubscribe")
                 try await topics.unsubscribe(topic: call.query("topic"), url: call.query("url"))
                 return nil
             },
             APIRoute(.delete, "\(p)/topic/:topicName") { call throws(DtmError) in
+                try call.principal.permitUnrestricted("deleting a topic")
                 try await topics.delete(topic: call.topicName)
                 return nil
             },
             APIRoute(.get, "\(p)/scanKV") { call throws(DtmError) in
+                try call.principal.permitUnrestricted("scanKV")
                 let page = try await admin.scanKV(cat: call.query("cat"), position: try call.optionalInteger("position"),
                                                   limit: Int(clamping: try call.integer("limit", default: 100)))
                 return .sorted(["kv": .array(page.rows.map(JSONText.init)), "next_position": .string(page.nextPosition)])
             },
             APIRoute(.get, "\(p)/queryKV") { call throws(DtmError) in
+                try call.principal.permitUnrestricted("queryKV")
                 let rows = try await admin.findKV(cat: call.query("cat"), key: call.query("key"))
                 return .sorted(["kv": .array(rows.map(JSONText.init))])
             },
-            APIRoute(.get, "/api/openapi.json", document: openAPIDocument),
+            // Open with authentication on: it describes the public API only, as reflection does.
+            APIRoute(.get, "/api/openapi.json", document: openAPIDocument, isOpen: true),
         ]
         // Old SDKs register tcc and xa branches under their own names.
         for alias in ["registerBranch", "registerXaBranch", "registerTccBranch"] {
             routes.append(APIRoute(.post, "\(p)/\(alias)") { call throws(DtmError) in
-                try await engine.registerBranch(BranchRegistration(httpBody: call.body))
+                let registration = try BranchRegistration(httpBody: call.body)
+                try call.principal.permit(gid: registration.gid)
+                try await engine.registerBranch(registration)
                 return nil
             })
         }
@@ -133,7 +161,7 @@ public struct DtmHTTPAPI: Sendable {
         // DTM's liveness route, which here also tells whether the store can take writes:
         // 503 with the reason when it cannot (read-only, full, locked, failing).
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .head, .options] {
-            routes.append(APIRoute(method, "/api/ping") { _ throws(DtmError) in
+            routes.append(APIRoute(method, "/api/ping", isOpen: true) { _ throws(DtmError) in
                 if case .unhealthy(let reason) = await admin.health() {
                     throw DtmError.unavailable("store unhealthy: \(reason)")
                 }
@@ -159,6 +187,15 @@ struct APICall: Sendable {
     var queryItems: [String: String]
     var topicName: String
     var body: [UInt8]
+    /// Who sent it (`.unrestricted` when authentication is off).
+    var principal: Principal = .unrestricted
+
+    /// The trans body, refused when its gid is outside the caller's prefix.
+    func trans() throws(DtmError) -> TransRequest {
+        let request = try TransRequest(httpBody: body)
+        try principal.permit(gid: request.gid)
+        return request
+    }
 
     /// A query parameter; missing and empty are the same, as for Go's `c.Query`.
     func query(_ name: String) -> String { queryItems[name] ?? "" }
@@ -236,7 +273,16 @@ struct HTTPAnswer {
             self.init(status: .serviceUnavailable, body: Self.message(message), headers: [.retryAfter: "1"])
         case .unavailable(let message):
             self.init(status: .serviceUnavailable, body: Self.message(message))
+        case .permissionDenied(let message):
+            self.init(status: .forbidden, body: Self.message(message))
         }
+    }
+
+    /// A request without a valid token: 401 with `WWW-Authenticate`, as RFC 6750 asks.
+    init(_ failure: AuthFailure) {
+        let challenge = failure == .missing ? #"Bearer realm="dtm""# : #"Bearer realm="dtm", error="invalid_token""#
+        self.init(status: .unauthorized, body: Self.message(failure.description),
+                  headers: [.wwwAuthenticate: challenge])
     }
 
     /// Problems found before a handler runs.
@@ -279,12 +325,15 @@ struct APIRoute: Sendable {
 
     let method: HTTPRequest.Method
     let path: String
+    /// Served without authentication (`/api/ping`, the OpenAPI document).
+    let isOpen: Bool
     private let answer: @Sendable (APICall) async -> Response
 
     /// A JSON route: nil from the handler is DTM's `{"dtm_result":"SUCCESS"}`.
-    init(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
+    init(_ method: HTTPRequest.Method, _ path: String, isOpen: Bool = false, _ handler: @escaping Handler) {
         self.method = method
         self.path = path
+        self.isOpen = isOpen
         self.answer = { call in
             do throws(DtmError) {
                 guard let body = try await handler(call) else { return HTTPAnswer.success.response }
@@ -299,20 +348,30 @@ struct APIRoute: Sendable {
     init(_ method: HTTPRequest.Method, _ path: String, raw: @escaping @Sendable (APICall) async -> Response) {
         self.method = method
         self.path = path
+        self.isOpen = false
         self.answer = raw
     }
 
     /// A fixed JSON document.
-    init(_ method: HTTPRequest.Method, _ path: String, document: [UInt8]) {
+    init(_ method: HTTPRequest.Method, _ path: String, document: [UInt8], isOpen: Bool = false) {
         self.method = method
         self.path = path
+        self.isOpen = isOpen
         self.answer = { _ in
             Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                      body: ResponseBody(byteBuffer: ByteBuffer(bytes: document)))
         }
     }
 
-    func respond(to request: Request, context: BasicRequestContext) async -> Response {
+    func respond(to request: Request, context: BasicRequestContext, auth: Authenticator?) async -> Response {
+        var principal = Principal.unrestricted
+        if !isOpen, let auth {
+            // Before the body is read: a request without a valid token costs nothing more.
+            switch await auth.authenticate(request.headers[.authorization]) {
+            case .success(let who): principal = who
+            case .failure(let failure): return HTTPAnswer(failure).response
+            }
+        }
         var body: [UInt8] = []
         if method == .post {
             do {
@@ -325,7 +384,7 @@ struct APIRoute: Sendable {
         }
         let topic = context.parameters.get("topicName") ?? ""
         return await answer(APICall(queryItems: APICall.parseQuery(request.uri.query),
-                                    topicName: topic.removingPercentEncoding ?? topic, body: body))
+                                    topicName: topic.removingPercentEncoding ?? topic, body: body, principal: principal))
     }
 
     /// Whether `path` (no query) matches this route's pattern; `:name` matches one segment.
@@ -342,6 +401,7 @@ struct APIRoute: Sendable {
 struct UnroutedAnswer: RouterMiddleware {
     typealias Context = BasicRequestContext
     let routes: [APIRoute]
+    let auth: Authenticator?
 
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -349,6 +409,10 @@ struct UnroutedAnswer: RouterMiddleware {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
             let path = request.uri.path
+            // With authentication on, a client without a token learns nothing about paths.
+            if let auth, case .failure(let failure) = await auth.authenticate(request.headers[.authorization]) {
+                return HTTPAnswer(failure).response
+            }
             let allowed = routes.filter { $0.matches(path) }.map(\.method)
             if allowed.isEmpty { return HTTPAnswer(.unknownPath(path)).response }
             return HTTPAnswer(.methodNotAllowed(request.method, path, allowed)).response

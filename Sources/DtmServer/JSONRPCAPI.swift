@@ -22,6 +22,8 @@ enum JSONRPC {
         case internalError = -32603
         case failure = -32901
         case ongoing = -32902
+        /// swift-dtm's: a gid outside the client's JWT prefix (sent with HTTP 403).
+        case permissionDenied = -32003
     }
 
     /// A JSON-RPC error response's `error` member, with the HTTP status it goes out with.
@@ -44,6 +46,9 @@ enum JSONRPC {
             case .overloaded(let message):
                 self.init(.internalError, message)
                 status = .serviceUnavailable
+            case .permissionDenied(let message):
+                self.init(.permissionDenied, message)
+                status = .forbidden
             case .storage, .internal, .unavailable: self.init(.internalError, error.message)
             }
         }
@@ -56,7 +61,9 @@ enum JSONRPC {
     }
 
     /// The response to one request body.
-    static func answer(_ body: [UInt8], api: DtmHTTPAPI) async -> (HTTPResponse.Status, String) {
+    /// `principal` is the authenticated client: a JWT's gid prefix limits it as on the HTTP API.
+    static func answer(_ body: [UInt8], api: DtmHTTPAPI, principal: Principal = .unrestricted) async
+        -> (HTTPResponse.Status, String) {
         guard let parsed = JSONValue.parse(String(decoding: body, as: UTF8.self)) else {
             return respond(id: .null, .failure(Failure(.parseError, "Parse error: the body is not JSON")))
         }
@@ -75,23 +82,26 @@ enum JSONRPC {
         do throws(DtmError) {
             switch method {
             case "newGid":
-                result = .success(.sorted(["gid": .string(api.gids.next())]))
+                result = .success(.sorted(["gid": .string(principal.newGid(api.gids))]))
             case "prepare":
-                try await api.engine.prepare(TransRequest(httpBody: params.bytes))
+                try await api.engine.prepare(trans(params, principal))
                 result = .success(.null)
             case "submit":
-                try await api.engine.submit(TransRequest(httpBody: params.bytes))
+                try await api.engine.submit(trans(params, principal))
                 result = .success(.null)
             case "abort":
-                try await api.engine.abort(TransRequest(httpBody: params.bytes))
+                try await api.engine.abort(trans(params, principal))
                 result = .success(.null)
             case "registerBranch":
-                try await api.engine.registerBranch(BranchRegistration(httpBody: params.bytes))
+                let registration = try BranchRegistration(httpBody: params.bytes)
+                try principal.permit(gid: registration.gid)
+                try await api.engine.registerBranch(registration)
                 result = .success(.null)
             case "query":
                 guard case .object(let members) = params, case .string(let gid)? = members["gid"] else {
                     throw DtmError.invalidArgument(#"params: expected {"gid": "..."}"#)
                 }
+                try principal.permit(gid: gid)
                 let (global, branches) = try await api.admin.query(gid: gid)
                 result = .success(.sorted(["transaction": global.map(JSONText.init) ?? .null,
                                            "branches": .array(branches.map(JSONText.init))]))
@@ -102,6 +112,13 @@ enum JSONRPC {
             result = .failure(Failure(error))
         }
         return respond(id: id, result)
+    }
+
+    /// The trans body in `params`, refused when its gid is outside the client's prefix.
+    private static func trans(_ params: JSONValue, _ principal: Principal) throws(DtmError) -> TransRequest {
+        let request = try TransRequest(httpBody: params.bytes)
+        try principal.permit(gid: request.gid)
+        return request
     }
 
     /// A JSON-RPC 2.0 response: `result` or `error`, never both.
@@ -121,7 +138,7 @@ extension DtmHTTPAPI {
     var jsonRPCRoute: APIRoute {
         let api = self
         return APIRoute(.post, JSONRPC.path, raw: { call in
-            let (status, text) = await JSONRPC.answer(call.body, api: api)
+            let (status, text) = await JSONRPC.answer(call.body, api: api, principal: call.principal)
             var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
             if status == .serviceUnavailable { headers[.retryAfter] = "1" }
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))

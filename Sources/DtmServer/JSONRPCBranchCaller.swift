@@ -73,7 +73,7 @@ struct JSONRPCBranchCaller: BranchCaller {
         let http = HTTPBranchCaller.result(status: status, body: body)
         guard http == .success else { return http }
         guard case .object(let response)? = JSONValue.parse(body) else {
-            return .error(message: "the JSON-RPC answer is not a JSON object: \(body.prefix(500))")
+            return .error(message: "the JSON-RPC answer is not a JSON object: \(Redaction.clip(body))")
         }
         let code: JSONValue?
         switch response["error"] {
@@ -82,9 +82,9 @@ struct JSONRPCBranchCaller: BranchCaller {
         default: code = nil
         }
         switch code {
-        case .number(Double(JSONRPC.Code.failure.rawValue))?: return .failure(message: body)
+        case .number(Double(JSONRPC.Code.failure.rawValue))?: return .failure(message: Redaction.clip(body))
         case .number(Double(JSONRPC.Code.ongoing.rawValue))?: return .ongoing
-        default: return .error(message: "JSON-RPC error: \(body.prefix(500))")
+        default: return .error(message: "JSON-RPC error: \(Redaction.clip(body))")
         }
     }
 }

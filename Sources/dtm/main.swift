@@ -49,7 +49,8 @@ enum Dtm {
         let logger = Logger(label: "dtm")
         // This process in the `owner` column of the transactions it leases (shown by /query).
         let owner = "\(ProcessInfo.processInfo.hostName)/\(getpid())/\(UUID().uuidString.prefix(8).lowercased())"
-        let config = settings.coordinatorConfig(owner: owner)
+        var config = settings.coordinatorConfig(owner: owner)
+        config.security.branchAllowList = try settings.branchAllowList()
         if let problem = config.engine.validationError() {
             logger.warning("configuration outside DTM's limits: \(problem)")
         }

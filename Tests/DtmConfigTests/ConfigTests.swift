@@ -251,7 +251,12 @@ private func loadError(_ arguments: [String] = [], environment: [String: String]
     @Test func helpListsEverySetting() {
         let help = ConfigLoader.helpText()
         for setting in DtmSettings.all {
-            #expect(help.contains("--\(setting.flag) <\(setting.flag)> (default: \(setting.defaultText))"))
+            let usage = switch setting.form {
+            case .value: "--\(setting.flag) <\(setting.flag)>"
+            case .switch: "--\(setting.flag)[=false]"
+            case .list: "--\(setting.flag) <\(setting.flag)> (repeatable)"
+            }
+            #expect(help.contains("\(usage) (default: \(setting.defaultText))"), "\(setting.key)")
             #expect(help.contains(setting.environmentVariable))
         }
     }
@@ -260,5 +265,75 @@ private func loadError(_ arguments: [String] = [], environment: [String: String]
         let loaded = try load(file: "HttpPort:\nLogLevel: warn\n# a comment\n")
         #expect(loaded.settings[\.httpPort] == 36789)
         #expect(loaded.settings[\.logLevel] == .warning)
+    }
+}
+
+/// Switches (`--redact-query`), lists (`--branch-allow`, repeated) and the security and TLS
+/// settings as the coordinator gets them.
+@Suite struct SwitchListAndSecurityTests {
+    @Test func aSwitchNeedsNoValue() throws {
+        #expect(try load(["--redact-query", "--http-port", "1"]).settings[\.redactQuery] == true)
+        #expect(try load(["--redact-query=false"], file: "RedactQuery: true\n").settings[\.redactQuery] == false)
+        #expect(try load(environment: ["REDACT_QUERY": "yes"]).settings[\.redactQuery] == true)
+        #expect(try load().settings[\.redactQuery] == false)
+        guard case .invalidValue(key: "RedactQuery", value: "maybe", _, _)? = loadError(["--redact-query=maybe"]) else {
+            Issue.record("RedactQuery=maybe accepted")
+            return
+        }
+    }
+
+    @Test func aListCollectsRepeatedFlagsCommasAndYAMLLists() throws {
+        #expect(try load(["--branch-allow", "10.0.0.0/8", "--branch-allow=busi.local:8080"]).settings[\.branchAllow]
+                == ["10.0.0.0/8", "busi.local:8080"])
+        #expect(try load(environment: ["BRANCH_ALLOW": "10.0.0.0/8, *.svc"]).settings[\.branchAllow] == ["10.0.0.0/8", "*.svc"])
+        #expect(try load(file: "BranchAllow:\n  - 10.0.0.0/8\n  - 'fd00::/8'\n").settings[\.branchAllow]
+                == ["10.0.0.0/8", "fd00::/8"])
+        // A flag replaces the file's list; it does not add to it.
+        #expect(try load(["--branch-allow", "127.0.0.1"], file: "BranchAllow: 10.0.0.0/8\n").settings[\.branchAllow]
+                == ["127.0.0.1"])
+        guard case .invalidValue(key: "BranchAllow", value: "10.0.0.0/33", _, _)? = loadError(["--branch-allow", "10.0.0.0/33"])
+        else {
+            Issue.record("a bad allow rule was accepted")
+            return
+        }
+    }
+
+    @Test func securityAndTLSSettingsReachTheCoordinatorConfig() throws {
+        let loaded = try load(["--auth-tokens", "/etc/dtm/tokens", "--redact-query", "--tls-cert", "c.pem",
+                               "--tls-key", "k.pem", "--tls-reload-interval", "0", "--branch-ca", "ca.pem"])
+        let config = loaded.settings.coordinatorConfig(owner: "test")
+        #expect(config.security.auth?.tokensFile == "/etc/dtm/tokens")
+        #expect(config.security.auth?.jwtHS256SecretFile == nil)
+        #expect(config.security.redactQuery)
+        #expect(config.tls?.certificateFile == "c.pem" && config.tls?.privateKeyFile == "k.pem")
+        #expect(config.tls?.reloadInterval == nil && config.tls?.clientCAFile == nil)
+        #expect(config.branchClients.tls.caFile == "ca.pem" && config.branchClients.tls.certificateFile == nil)
+        let plain = try load().settings.coordinatorConfig(owner: "test")
+        #expect(plain.security.auth == nil && plain.tls == nil && !plain.security.redactQuery)
+        #expect(try load().settings.branchAllowList() == nil)
+        #expect(try load(["--branch-allow", "10.0.0.0/8"]).settings.branchAllowList() != nil)
+    }
+
+    @Test(arguments: [
+        (["--tls-cert", "c.pem"], "TlsCert and TlsKey"),
+        (["--tls-client-ca", "ca.pem"], "TlsClientCa (--tls-client-ca) needs TlsCert"),
+        (["--branch-client-key", "k.pem"], "BranchClientCert and BranchClientKey"),
+    ])
+    func settingsThatGoTogether(arguments: [String], message: String) {
+        guard case .inconsistent(let text)? = loadError(arguments) else {
+            Issue.record("\(arguments) accepted")
+            return
+        }
+        #expect(text.contains(message), "\(text)")
+    }
+
+    @Test func anUnreadableAllowFileIsNamed() throws {
+        let settings = try load(["--branch-allow-file", "/nonexistent/allow"]).settings
+        #expect(throws: ConfigError.self) { try settings.branchAllowList() }
+        do {
+            _ = try settings.branchAllowList()
+        } catch {
+            #expect(error.description.contains("/nonexistent/allow"))
+        }
     }
 }

@@ -1,0 +1,177 @@
+import DtmEngine
+import Foundation
+import Logging
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The last check before a branch or back-check call leaves the coordinator, whatever the
+/// store holds (rows written by another DTM, or before the allow-list changed):
+/// - always: only `http://`, `https://` and gRPC `host:port/…` targets (no `http+unix://`,
+///   `unix:` or other schemes, no userinfo);
+/// - with an allow-list: the host as written, and a host name's resolved addresses, must be
+///   inside it. A refused call is a branch error (logged, retried like a network error).
+struct FencedBranchCaller: BranchCaller {
+    let inner: any BranchCaller
+    let allowList: BranchAllowList?
+    let resolve: @Sendable (String, Int) async -> Result<[IPAddress], ResolutionError>
+
+    init(inner: any BranchCaller, allowList: BranchAllowList?,
+         resolve: @escaping @Sendable (String, Int) async -> Result<[IPAddress], ResolutionError> = resolveAddresses) {
+        self.inner = inner
+        self.allowList = allowList
+        self.resolve = resolve
+    }
+
+    func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
+        if let refusal = await refusal(for: call.url) {
+            return .error(message: "branch call refused: \(refusal)")
+        }
+        return await inner.call(call, of: global)
+    }
+
+    /// Why `url` may not be called now; nil when it may.
+    func refusal(for url: String) async -> String? {
+        guard let endpoint = BranchEndpoint(url: url) else {
+            return "'\(Redaction.url(url))' is not an http(s) URL or a gRPC host:port/package.Service/Method target"
+        }
+        guard let allowList else { return nil }
+        switch allowList.verdict(host: endpoint.host, port: endpoint.port) {
+        case .allowed: return nil
+        case .refused(let why): return "the branch allow-list refuses \(why)"
+        case .resolveFirst:
+            switch await resolve(endpoint.host, endpoint.port) {
+            case .failure(let error):
+                return "cannot resolve host '\(endpoint.host)' to check it against the branch allow-list: \(error)"
+            case .success(let addresses):
+                if case .refused(let why) = allowList.verdict(addresses: addresses, host: endpoint.host, port: endpoint.port) {
+                    return "the branch allow-list refuses \(why)"
+                }
+                return nil
+            }
+        }
+    }
+}
+
+struct ResolutionError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// getaddrinfo on NIO's blocking-work pool (never on the cooperative pool).
+@Sendable func resolveAddresses(host: String, port: Int) async -> Result<[IPAddress], ResolutionError> {
+    do {
+        return try await NIOThreadPool.singleton.runIfActive { () -> Result<[IPAddress], ResolutionError> in
+            var hints = addrinfo()
+            hints.ai_family = AF_UNSPEC
+            #if canImport(Glibc)
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            #else
+            hints.ai_socktype = SOCK_STREAM
+            #endif
+            var list: UnsafeMutablePointer<addrinfo>?
+            let status = getaddrinfo(host, String(port), &hints, &list)
+            guard status == 0 else { return .failure(ResolutionError(description: String(cString: gai_strerror(status)))) }
+            defer { freeaddrinfo(list) }
+            var addresses: [IPAddress] = []
+            var next = list
+            while let entry = next?.pointee {
+                if let address = entry.ai_addr {
+                    switch Int32(address.pointee.sa_family) {
+                    case AF_INET:
+                        address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                            var raw = $0.pointee.sin_addr
+                            if let ip = IPAddress(bytes: withUnsafeBytes(of: &raw) { Array($0) }) { addresses.append(ip) }
+                        }
+                    case AF_INET6:
+                        address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                            var raw = $0.pointee.sin6_addr
+                            if let ip = IPAddress(bytes: withUnsafeBytes(of: &raw) { Array($0) }) { addresses.append(ip) }
+                        }
+                    default:
+                        break
+                    }
+                }
+                next = entry.ai_next
+            }
+            return .success(addresses)
+        }
+    } catch {
+        return .failure(ResolutionError(description: "resolver unavailable: \(error)"))
+    }
+}
+
+/// What may be shown of secrets and remote text (`--redact-query`, logs, rollback reasons).
+enum Redaction {
+    static let marker = "[redacted]"
+    /// Bytes of a remote answer kept in rollback reasons, wait_result errors and logs.
+    static let maxRemoteText = 256
+
+    /// `url` with any userinfo (`user:password@`) replaced by the marker.
+    static func url(_ url: String) -> String {
+        guard let scheme = url.range(of: "://") else { return url }
+        let rest = url[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+        return String(url[..<scheme.upperBound]) + marker + String(rest[at...])
+    }
+
+    /// Branch header values replaced by the marker (names kept: they say what was sent).
+    static func headers(_ headers: [String: String]) -> [String: String] {
+        headers.mapValues { _ in marker }
+    }
+
+    /// A transaction as `/query` and `/all` show it under `--redact-query`.
+    static func global(_ global: GlobalTransaction) -> GlobalTransaction {
+        var copy = global
+        copy.options.branchHeaders = headers(global.options.branchHeaders)
+        copy.queryPrepared = url(global.queryPrepared)
+        return copy
+    }
+
+    static func branch(_ branch: BranchRecord) -> BranchRecord {
+        var copy = branch
+        copy.url = url(branch.url)
+        return copy
+    }
+
+    /// Remote text (a branch's response body, a gRPC status message) cut to
+    /// `maxRemoteText` bytes on a character boundary, with a marker saying how long it was.
+    static func clip(_ text: String, max: Int = maxRemoteText) -> String {
+        let total = text.utf8.count
+        guard total > max else { return text }
+        var kept = ""
+        var bytes = 0
+        for character in text {
+            let size = character.utf8.count
+            if bytes + size > max { break }
+            kept.append(character)
+            bytes += size
+        }
+        return kept + "…[truncated, \(total) bytes]"
+    }
+
+    /// A value for log metadata: clipped (at 1 KiB: remote text in it is clipped before),
+    /// userinfo removed, control characters escaped so
+    /// that no value can start a line of its own in a text log.
+    static func logValue(_ text: String) -> Logger.MetadataValue {
+        var out = ""
+        for scalar in clip(url(text), max: 1024).unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.properties.generalCategory == .control || scalar == "\u{2028}" || scalar == "\u{2029}" {
+                    out += "\\u{\(String(scalar.value, radix: 16))}"
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return .string(out)
+    }
+}
