@@ -276,6 +276,17 @@ private struct Pass {
         }) else { return false }
         pending = []
         state.global.apply(status: status, update, now: now)
+        // While the transaction was `prepared`, RegisterBranch could add rows after this pass read
+        // them (another request, another coordinator). The status change just stored ends that:
+        // appends require `prepared` and serialize with this compare-and-set, so the rows read
+        // now are all there will be. Deciding from the older list would finish the transaction
+        // without calling the new rows' cancel/rollback (or confirm/commit).
+        if from == .prepared {
+            var rows: [BranchRecord] = []
+            guard await write({ () async throws(StoreError) in rows = try await store.findBranches(gid: gid) })
+            else { return false }
+            state.branches = rows
+        }
         return true
     }
 

@@ -162,6 +162,33 @@ struct StoreConformanceTests {
         }
     }
 
+    /// What a pass that aborts a timed-out tcc relies on (several coordinators on one store): once
+    /// its prepared → aborting compare-and-set has returned, a RegisterBranch racing it has either
+    /// been refused or committed before it, so a read after the change sees every row there is.
+    @Test(arguments: storeFactories)
+    func appendRacingStatusChangeIsRefusedOrSeenAfterIt(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            for round in 0..<20 {
+                let gid = "race-\(round)"
+                _ = try await store.saveNew(sampleGlobal(gid, type: .tcc), branches: sampleBranches(gid, count: 1))
+                let rows = sampleBranches(gid, count: 2, op: .cancel)
+                async let appended = outcome { () async throws(StoreError) in
+                    try await store.appendBranches(gid: gid, expecting: .prepared, branches: rows, now: at(1))
+                }
+                try await store.changeStatus(gid: gid, from: .prepared, to: .aborting,
+                                             update: GlobalUpdate(nextCronTime: at(9)), now: at(2))
+                let seen = try await store.findBranches(gid: gid)
+                switch await appended {
+                case .success:
+                    #expect(seen.filter { $0.op == .cancel }.count == 2, "round \(round): appended after the change")
+                case .failure(let error):
+                    #expect(error.isNotFound, "round \(round): \(error)")
+                    #expect(try await store.findBranches(gid: gid) == seen)
+                }
+            }
+        }
+    }
+
     @Test(arguments: storeFactories)
     func appendDuplicateBranchIsUniqueConflictAndChangesNothing(_ factory: StoreFactory) async throws {
         try await withStore(factory) { store throws in
