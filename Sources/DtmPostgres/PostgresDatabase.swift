@@ -218,14 +218,24 @@ struct Failure {
     enum Kind {
         case conflict, unique, connection, stale, other
 
-        /// How many times a call failing this way is tried in all, when it may be retried.
-        var attempts: Int { self == .conflict ? 8 : 4 }
+        /// How many times a call failing this way is tried in all, when it may be retried. A
+        /// stale connection sent nothing, so trying again is always safe; after the server ended
+        /// every backend (a restart, `pg_terminate_backend`) each pooled connection may be dead in
+        /// turn, so it gets more tries than the pool holds connections by default (20).
+        var attempts: Int {
+            switch self {
+            case .stale: 32
+            case .conflict: 8
+            default: 4
+            }
+        }
 
-        /// The wait before the next attempt: none for a stale connection (take another one now),
-        /// a growing one while the pool reconnects, random while a conflicting transaction ends.
+        /// The wait before the next attempt: none for the first stale connections (take another
+        /// one now), then a short one; a growing one while the pool reconnects; random while a
+        /// conflicting transaction ends.
         func pause(after attempt: Int) -> Duration? {
             switch self {
-            case .stale: nil
+            case .stale: attempt < 8 ? nil : .milliseconds(10)
             case .conflict: .milliseconds(Int.random(in: 1...(5 << min(attempt + 1, 6))))
             default: .milliseconds(20 * attempt)
             }
