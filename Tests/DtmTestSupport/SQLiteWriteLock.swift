@@ -6,8 +6,11 @@ import DtmEngine
 public final class SQLiteWriteLock {
     private var db: OpaquePointer?
 
+    /// Waits (up to 30 s) for a write the store has under way to end: the store writes on its
+    /// own (health probes, retries), so the lock may be taken at that moment.
     public init(path: String) throws {
         guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK,
+              sqlite3_busy_timeout(db, 30_000) == SQLITE_OK,
               sqlite3_exec(db, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK else {
             defer { sqlite3_close_v2(db) }
             throw StoreError.database("cannot lock \(path)")
