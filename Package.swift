@@ -30,6 +30,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // TLS settings of the PostgreSQL connections (sslmode); postgres-nio already builds it.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // The metrics API (counters, gauges, histograms) the coordinator records through.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        // A Prometheus registry for that API and the text format `/api/metrics` serves.
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -76,6 +80,8 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // swift-log handler of `dtm`: text or one JSON object per line, every value escaped.
+        .target(name: "DtmLogging", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // Wiring: the dtmgimp.Dtm gRPC service, the HTTP JSON API, branch callers, the retry loop.
         .target(name: "DtmServer", dependencies: [
             "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore", "DtmFailpoints",
@@ -85,9 +91,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ], resources: [.embedInCode("openapi.json")]),
         .executableTarget(name: "dtm", dependencies: [
-            "DtmServer", "DtmEngine", "DtmStore", "DtmPostgres", "DtmGRPC",
+            "DtmServer", "DtmEngine", "DtmStore", "DtmPostgres", "DtmGRPC", "DtmLogging",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -140,6 +148,9 @@ let package = Package(
         .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
+        .testTarget(name: "DtmLoggingTests", dependencies: [
+            "DtmLogging", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "DtmStoreTests", dependencies: [
             "DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport",
             .product(name: "PostgresNIO", package: "postgres-nio"),

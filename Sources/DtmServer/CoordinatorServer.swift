@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import DtmEngine
 import DtmGRPC
 import DtmNet
+import DtmStore
 import Foundation
 import Logging
 
@@ -27,6 +28,8 @@ public struct CoordinatorConfig: Sendable {
     /// Transactions held in memory at once (requests being served plus passes waiting to
     /// run); beyond it new work is refused with RESOURCE_EXHAUSTED / 503.
     public var maxPendingTransactions: Int
+    /// Retention of finished transactions and the retry alert webhook; off by default.
+    public var operations = OperationsConfig()
 
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
@@ -79,6 +82,9 @@ public final class CoordinatorServer: Sendable {
     private let httpClient: HTTPClient
     private let cronTask: Task<Void, Never>
     private let logger: Logger
+    /// This coordinator's metrics (`GET /api/metrics`); its own registry, not a global one.
+    public let metrics: CoordinatorMetrics
+    private let background: BackgroundOperations
 
     /// The bound gRPC port (differs from `config.grpcPort` when that is 0).
     public var grpcPort: Int { grpcServer.port }
@@ -87,7 +93,8 @@ public final class CoordinatorServer: Sendable {
 
     private init(config: CoordinatorConfig, store: any TransactionStore, engine: Coordinator, cron: CronLoop,
                  grpcServer: GRPCServer, httpServer: HTTPAPIServer, grpcClient: GRPCClient, httpClient: HTTPClient,
-                 cronTask: Task<Void, Never>, logger: Logger) {
+                 cronTask: Task<Void, Never>, logger: Logger, metrics: CoordinatorMetrics,
+                 background: BackgroundOperations) {
         self.config = config
         self.store = store
         self.engine = engine
@@ -98,6 +105,8 @@ public final class CoordinatorServer: Sendable {
         self.httpClient = httpClient
         self.cronTask = cronTask
         self.logger = logger
+        self.metrics = metrics
+        self.background = background
     }
 
     /// Starts the coordinator on `store`. The background loop's first pass resumes every
@@ -114,15 +123,37 @@ public final class CoordinatorServer: Sendable {
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton,
                                     configuration: HTTPBranchCaller.clientConfiguration(
                                         connectTimeout: clients.connectTimeout, idleTimeout: clients.idleTimeout))
-        let caller = branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger)
-        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: config.engine,
+        let metrics = CoordinatorMetrics()
+        if let sqlite = store as? SQLiteStore {
+            sqlite.observeCommits { writes, duration in metrics.commit(writes: writes, duration: duration) }
+        }
+        let caller = MeteredBranchCaller(
+            base: branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger),
+            metrics: metrics)
+        let operations = config.operations
+        let alerts = operations.alertWebHook.isEmpty ? nil
+            : AlertWebhook(url: operations.alertWebHook, limit: operations.alertRetryLimit,
+                           queueLimit: operations.alertQueueLimit, timeout: operations.alertTimeout,
+                           client: httpClient, metrics: metrics, logger: logger)
+        let driver = TransactionDriver(store: ObservedStore(base: store, metrics: metrics, logger: logger),
+                                       caller: caller, clock: SystemClock(), config: config.engine,
                                        owner: config.owner)
-        let cron = CronLoop(driver: driver, maxConcurrent: config.maxConcurrentPasses,
-                            onEvent: { event in log(event, logger) })
+        let clock = driver.clock
+        let cron = CronLoop(driver: driver, maxConcurrent: config.maxConcurrentPasses, onEvent: { event in
+            if case .passFinished(let report) = event {
+                metrics.pass(report, now: clock.now())
+                alerts?.enqueue(for: report)
+            }
+            log(event, logger)
+        })
+        let admission = AdmissionGate(limit: config.maxPendingTransactions)
         let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) },
-                                 runNow: { await cron.runNow($0) },
-                                 admission: AdmissionGate(limit: config.maxPendingTransactions))
+                                 runNow: { await cron.runNow($0) }, admission: admission)
         let cronTask = Task { await cron.run() }
+        let retention = operations.finishedDataExpire <= 0 ? nil : Task {
+            await runRetention(store: store, config: operations, clock: clock, metrics: metrics, logger: logger)
+        }
+        let background = BackgroundOperations(alerts: alerts, retention: retention)
 
         let topics = TopicRegistry(store: store, clock: driver.clock)
         let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
@@ -130,12 +161,20 @@ public final class CoordinatorServer: Sendable {
         DtmGRPCService(engine: engine, topics: topics, gids: gids, logger: logger).register(on: &router)
         HealthService(health: { await store.health() }).register(on: &router)
         ReflectionService().register(on: &router)  // last: it lists what is registered before it
+        router = instrumented(router, metrics: metrics)
+        let observability = HTTPObservability(metrics: metrics) {
+            let due = try? await store.countDue(now: clock.now())
+            metrics.gauges(cron: await cron.depths(), pendingTransactions: admission.inUse, due: due,
+                           storeQueue: (store as? SQLiteStore)?.queuedWrites)
+            return metrics.render()
+        }
         let admin = CoordinatorAdmin(store: store, config: config.engine, clock: driver.clock,
                                      wake: { await cron.wake() })
         let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids)
         func abandon() async {
             cronTask.cancel()
             await cronTask.value
+            await background.shutdown()
             try? await httpClient.shutdown()
             await grpcClient.shutdown()
         }
@@ -150,7 +189,7 @@ public final class CoordinatorServer: Sendable {
         let httpServer: HTTPAPIServer
         do {
             httpServer = try await HTTPAPIServer.start(host: config.host, port: config.httpPort,
-                                                       router: api.makeRouter(), limits: config.http, logger: logger)
+                                                       router: api.makeRouter(observability: observability), limits: config.http, logger: logger)
         } catch {
             await grpcServer.shutdown(gracePeriod: .zero)
             await abandon()
@@ -158,7 +197,7 @@ public final class CoordinatorServer: Sendable {
         }
         return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
                                  httpServer: httpServer, grpcClient: grpcClient, httpClient: httpClient,
-                                 cronTask: cronTask, logger: logger)
+                                 cronTask: cronTask, logger: logger, metrics: metrics, background: background)
     }
 
     /// Graceful stop: no new calls, calls in flight finish (up to `gracePeriod`), then the
@@ -171,34 +210,28 @@ public final class CoordinatorServer: Sendable {
         logger.info("servers stopped; stopping the retry loop")
         cronTask.cancel()
         await cronTask.value
+        await background.shutdown()
         await grpcClient.shutdown()
         try? await httpClient.shutdown()
+    }
+}
+
+/// The alert poster and the retention loop, when configured.
+struct BackgroundOperations: Sendable {
+    let alerts: AlertWebhook?
+    let retention: Task<Void, Never>?
+
+    func shutdown() async {
+        retention?.cancel()
+        await retention?.value
+        await alerts?.shutdown()
     }
 }
 
 private func log(_ event: CronEvent, _ logger: Logger) {
     switch event {
     case .passFinished(let report):
-        let global = report.global
-        var metadata: Logger.Metadata = ["gid": "\(global.gid)", "trans_type": "\(global.transType.rawValue)",
-                                         "status": "\(global.status.rawValue)"]
-        if let storeError = report.storeError { metadata["store_error"] = "\(storeError)" }
-        if report.deadlineExceeded {
-            logger.warning("pass deadline reached; calls still running were abandoned and will be retried",
-                           metadata: metadata)
-        }
-        if global.status.isFinished {
-            if !global.rollbackReason.isEmpty { metadata["reason"] = "\(global.rollbackReason)" }
-            logger.info("transaction finished", metadata: metadata)
-        } else {
-            for note in report.branchErrors {
-                logger.warning("branch call failed; will retry", metadata: metadata.merging([
-                    "branch_id": "\(note.call.branchID)", "op": "\(note.call.op.rawValue)",
-                    "url": "\(note.call.url)", "error": "\(note.message)", "retry_count": "\(note.retryCount)",
-                ]) { $1 })
-            }
-            logger.debug("pass ended; transaction unfinished", metadata: metadata)
-        }
+        logPass(report, logger)
     case .claimFailed(let error):
         logger.error("cannot lease due transactions", metadata: ["error": "\(error)"])
     }

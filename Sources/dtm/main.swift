@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import DtmEngine
 import DtmGRPC
+import DtmLogging
 import DtmPostgres
 import DtmServer
 import DtmStore
@@ -92,6 +93,18 @@ struct Dtm: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: "Log line format: text, or json (one JSON object per line: ts, level, label, message, metadata).")
+    var logFormat: String = "text"
+
+    @Option(help: "Delete finished (succeed/failed) transactions this many seconds after their last change, in small batches; 0 keeps them (DTM: FinishedDataExpire).")
+    var finishedDataExpire: Int64 = 0
+
+    @Option(help: "Alert once a branch error leaves a transaction's retry count (log2 of interval / retry interval) at or above this (DTM: AlertRetryLimit).")
+    var alertRetryLimit: Int64 = 3
+
+    @Option(help: "URL that alerts are POSTed to as JSON {gid, status, branch, error, retry_count}; empty sends none (DTM: AlertWebHook).")
+    var alertWebHook: String = ""
+
     func validate() throws {
         guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be 0...65535") }
         guard maxConcurrentPasses >= 1 else { throw ValidationError("--max-concurrent-passes must be at least 1") }
@@ -117,6 +130,13 @@ struct Dtm: AsyncParsableCommand {
               (1...day).contains(branchIdleTimeout), (1...day).contains(requestReceiveTimeout) else {
             throw ValidationError("need --idle-timeout 0...86400; --request-receive-timeout, --branch-connect-timeout and --branch-idle-timeout 1...86400")
         }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
+        guard finishedDataExpire >= 0, alertRetryLimit >= 0 else {
+            throw ValidationError("--finished-data-expire and --alert-retry-limit must be at least 0")
+        }
+        guard alertWebHook.isEmpty || alertWebHook.hasPrefix("http://") || alertWebHook.hasPrefix("https://") else {
+            throw ValidationError("--alert-web-hook must be an http:// or https:// URL")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -124,11 +144,8 @@ struct Dtm: AsyncParsableCommand {
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let format = LogFormat(rawValue: logFormat) ?? .text
+        LoggingSystem.bootstrap { label in DtmLogHandler(label: label, format: format, level: level) }
         let logger = Logger(label: "dtm")
         var limits = RequestLimits()
         limits.maxSteps = maxSteps
@@ -148,15 +165,16 @@ struct Dtm: AsyncParsableCommand {
                                  maxHeaderListSize: UInt32(maxHeaderListSize)),
             maxConnections: maxGrpcConnections, maxConcurrentCalls: maxConcurrentCalls, idleTimeout: idle,
             requestReceiveTimeout: .seconds(requestReceiveTimeout))
-        let coordinator = try await CoordinatorServer.start(
-            CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
+        var config = CoordinatorConfig(host: host, grpcPort: grpcPort, httpPort: httpPort, grpc: grpc,
                               http: HTTPServerLimits(maxConcurrentRequests: maxConcurrentHttpRequests, idleTimeout: idle),
                               branchClients: BranchClientConfig(connectTimeout: .seconds(branchConnectTimeout),
                                                                 idleTimeout: .seconds(branchIdleTimeout),
                                                                 maxReceiveMessageSize: maxMessageSize),
                               engine: engine, owner: owner, maxConcurrentPasses: maxConcurrentPasses,
-                              maxPendingTransactions: maxPendingTransactions),
-            store: opened.store, logger: logger)
+                              maxPendingTransactions: maxPendingTransactions)
+        config.operations = OperationsConfig(finishedDataExpire: finishedDataExpire, alertRetryLimit: alertRetryLimit,
+                                             alertWebHook: alertWebHook)
+        let coordinator = try await CoordinatorServer.start(config, store: opened.store, logger: logger)
         logger.info("swift-dtm coordinator started", metadata: [
             "grpc": "\(host):\(coordinator.grpcPort)", "http": "\(host):\(coordinator.httpPort)",
             "store": "\(opened.description)", "owner": "\(owner)"])
