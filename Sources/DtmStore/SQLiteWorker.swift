@@ -225,7 +225,7 @@ private final class JobQueue: @unchecked Sendable {
         counters.commits += 1
         counters.writes += writes
         counters.largestBatch = Swift.max(counters.largestBatch, writes)
-        let observer = commitObserver
+        let observer = self.observer  // not `commitObserver`: the lock is held and not recursive
         condition.unlock()
         observer?(writes, busy)
     }
