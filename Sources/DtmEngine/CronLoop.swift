@@ -201,6 +201,8 @@ public actor CronLoop {
     private func takeReady() -> ScheduledPass? {
         while readyHead < ready.count {
             let pass = ready[readyHead]
+            // The slot stays in `ready` until compaction: it must not keep the admission permit.
+            ready[readyHead].permit = nil
             readyHead += 1
             if readyHead >= 1024 && readyHead * 2 >= ready.count {
                 ready.removeFirst(readyHead)

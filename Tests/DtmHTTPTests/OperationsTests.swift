@@ -98,6 +98,11 @@ struct OperationsTests {
                 #expect(metric(samples, "dtm_server_process_total", ["type": "http", "api": "submit", "status": "ok"]) == 5)
                 #expect(metric(samples, "dtm_submit_duration_seconds_count", ["type": "http"]) == 5)
                 #expect(metric(samples, "dtm_due_transactions") == 0)
+                // Every admission permit is given back once its pass has run.
+                try await waitUntil("no transaction held in memory") {
+                    let page = try await api.get("/api/metrics")
+                    return metric(parseMetrics(page.text), "dtm_pending_transactions") == 0
+                }
 
                 // The other coordinator in this process has its own registry: none of this counted there.
                 let otherSamples = parseMetrics(String(decoding: other.metrics.render(), as: UTF8.self))
