@@ -35,6 +35,10 @@ let package = Package(
         // Optional JWT authentication of clients (--auth-jwt-*): HS256/RS256 signature checks,
         // exp/nbf claims and PEM keys, so no hand-written JOSE or crypto of our own.
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        // The metrics API (counters, gauges, histograms) the coordinator records through.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        // A Prometheus registry for that API and the text format `/api/metrics` serves.
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries from the system (Debian: libnghttp2-dev, libprotobuf-c-dev, libsqlite3-dev).
@@ -82,6 +86,8 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // swift-log handler of `dtm`: text or one JSON object per line, every value escaped.
+        .target(name: "DtmLogging", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // Wiring: the dtmgimp.Dtm gRPC service, the HTTP JSON API, branch callers, the retry loop.
         .target(name: "DtmServer", dependencies: [
             "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore", "DtmFailpoints",
@@ -96,11 +102,13 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ], resources: [.embedInCode("openapi.json")]),
         // The settings of `dtm`, each declared once (flag, env var, YAML key, default, check), read
         // from flags > environment > file > defaults; and the process's services in one ServiceGroup.
         .target(name: "DtmConfig", dependencies: [
-            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmStore", "DtmPostgres",
+            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmStore", "DtmPostgres", "DtmLogging",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -108,7 +116,7 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         .executableTarget(name: "dtm", dependencies: [
-            "DtmConfig", "DtmServer",
+            "DtmConfig", "DtmServer", "DtmLogging",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -163,6 +171,9 @@ let package = Package(
         .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
         .testTarget(name: "DtmConfigTests", dependencies: ["DtmConfig", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
+        .testTarget(name: "DtmLoggingTests", dependencies: [
+            "DtmLogging", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "DtmStoreTests", dependencies: [
             "DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport",
             .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -1,5 +1,6 @@
 import DtmEngine
 import DtmGRPC
+import DtmLogging
 import DtmNet
 import DtmPostgres
 import DtmServer
@@ -88,6 +89,20 @@ public struct DtmSettings: Sendable {
         public let shutdownTimeout = Setting<Int64>(
             "ShutdownTimeout", default: 10, in: 0...3600, unit: "seconds",
             help: "Longest graceful stop on SIGTERM/SIGINT: listeners stop accepting and calls in flight finish, then the retry loop and the store stop; what is left after it is cancelled (unfinished transactions stay in the store).")
+        public let logFormat = Setting<LogFormat>(
+            "LogFormat", default: .text, choices: ["text": .text, "json": .json],
+            help: "Log lines as text (key=value, values escaped) or json (one object per line: ts, level, label, message, metadata).")
+        public let finishedDataExpire = Setting<Int64>(
+            "FinishedDataExpire", default: 0, in: 0...Int64.max, unit: "seconds",
+            help: "Delete finished (succeed/failed) transactions this long after their last change, in small batches; 0 keeps them (DTM's SQL stores keep them too).")
+        public let alertRetryLimit = Setting<Int64>(
+            "AlertRetryLimit", default: 3, in: 0...Int64.max,
+            help: "Alert once a branch error leaves a transaction's retry count (log2 of interval / retry interval) at or above this.")
+        public let alertWebHook = Setting<String>(
+            "AlertWebHook", default: "", allowed: "an http:// or https:// URL, or empty for none",
+            help: "URL alerts are POSTed to as JSON {gid, status, branch, error, retry_count}; empty sends none.",
+            check: { $0.isEmpty || $0.hasPrefix("http://") || $0.hasPrefix("https://") })
+
         // TLS (README "Security"): off while TlsCert and TlsKey are empty.
         public let tlsCert = Setting<String>(
             "TlsCert", default: "", allowed: DtmSettings.optionalFile, help: "Serve both ports over TLS with this PEM certificate (chain); needs TlsKey. Re-read on SIGHUP or when the file changes.",
@@ -247,6 +262,9 @@ public struct DtmSettings: Sendable {
                               jwtRS256PublicKeyFile: Self.nonEmpty(self[\.authJwtRs256PublicKey]))
         config.security = SecurityConfig(auth: auth.isEnabled ? auth : nil, branchAllowList: nil,
                                          redactQuery: self[\.redactQuery])
+        config.operations = OperationsConfig(finishedDataExpire: self[\.finishedDataExpire],
+                                             alertRetryLimit: self[\.alertRetryLimit],
+                                             alertWebHook: self[\.alertWebHook])
         config.branchClients.tls = ClientTLSConfig(caFile: Self.nonEmpty(self[\.branchCa]),
                                                    certificateFile: Self.nonEmpty(self[\.branchClientCert]),
                                                    privateKeyFile: Self.nonEmpty(self[\.branchClientKey]))

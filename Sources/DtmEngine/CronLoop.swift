@@ -6,6 +6,16 @@ public enum CronEvent: Sendable {
     case claimFailed(StoreError)
 }
 
+/// The queues of a `CronLoop` at one moment.
+public struct CronDepths: Sendable, Equatable {
+    /// Handed-over passes waiting for a free slot.
+    public var ready: Int
+    /// Handed-over passes waiting for a running pass of the same gid to end.
+    public var blocked: Int
+    /// Passes running now.
+    public var running: Int
+}
+
 /// Drives transactions in the background: the ones requests hand over (`enqueue`) right
 /// away, and every due one (unfinished, next_cron_time reached) under a lease, so that
 /// several coordinators sharing a store never drive one transaction at the same time.
@@ -75,6 +85,12 @@ public actor CronLoop {
     public func wake() {
         pollRequested = true
         signal?.yield()
+    }
+
+    /// How much work this loop holds now (for metrics).
+    public func depths() -> CronDepths {
+        CronDepths(ready: ready.count - readyHead, blocked: blocked.values.reduce(0) { $0 + $1.count },
+                   running: running.count)
     }
 
     /// Seconds `run()` sleeps when nothing was due: TransCronInterval minus jitter.
@@ -202,6 +218,8 @@ public actor CronLoop {
     private func takeReady() -> ScheduledPass? {
         while readyHead < ready.count {
             let pass = ready[readyHead]
+            // The slot stays in `ready` until compaction: it must not keep the admission permit.
+            ready[readyHead].permit = nil
             readyHead += 1
             if readyHead >= 1024 && readyHead * 2 >= ready.count {
                 ready.removeFirst(readyHead)

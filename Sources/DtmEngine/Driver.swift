@@ -11,6 +11,8 @@ public struct PassReport: Sendable {
     public var lastUnsuccessful: BranchResult?
     /// Branch answers that backed the schedule off, for the alert webhook (spec 5.2).
     public var branchErrors: [BranchErrorNote] = []
+    /// Every answer this pass recorded, in arrival order (for logs and metrics).
+    public var answers: [BranchAnswer] = []
     /// A write or read that failed; `.notFound` means another party moved the transaction
     /// (lost compare-and-set) and this pass stopped quietly.
     public var storeError: StoreError?
@@ -33,6 +35,12 @@ public struct PassReport: Sendable {
 enum PassEvent: Sendable {
     case answer(BranchCall, BranchResult)
     case deadline
+}
+
+/// One branch call's answer.
+public struct BranchAnswer: Sendable, Equatable {
+    public var call: BranchCall
+    public var result: BranchResult
 }
 
 /// A branch answer that doubled the retry interval.
@@ -211,6 +219,7 @@ private struct Pass {
     /// Applies a call's answer (spec 4.2); false when the branch write lost its race or failed.
     mutating func record(_ result: BranchResult, of call: BranchCall) async -> Bool {
         state.memory.finished(call.key, with: result)
+        report.answers.append(BranchAnswer(call: call, result: result))
         if call.kind == .branch && !result.isSuccess { report.lastUnsuccessful = result }
         let now = driver.clock.now()
         let effect = CallEffect.of(result, call: call, transType: state.global.transType)

@@ -121,6 +121,22 @@ public actor InMemoryStore: TransactionStore {
         return late.count
     }
 
+    public func deleteFinished(before: Date, limit: Int) -> Int {
+        let expired = globals.values
+            .filter { $0.status.isFinished && $0.updateTime < before }
+            .sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+            .prefix(max(0, limit))
+        for global in expired {
+            globals[global.gid] = nil
+            branches[global.gid] = nil
+        }
+        return expired.count
+    }
+
+    public func countDue(now: Date) -> Int {
+        globals.values.count { !$0.status.isFinished && $0.nextCronTime <= now }
+    }
+
     public func resetNextCronTime(gid: String, now: Date) throws(StoreError) {
         guard globals[gid] != nil else { throw StoreError.notFound("no transaction \(gid)") }
         globals[gid]?.nextCronTime = now

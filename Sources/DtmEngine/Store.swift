@@ -184,6 +184,14 @@ public protocol TransactionStore: Sendable {
 
     /// Whether writes can succeed now: checked cheaply, for health probes.
     func health() async -> StoreHealth
+
+    /// Retention (DTM's FinishedDataExpire): deletes up to `limit` finished transactions
+    /// (`succeed` or `failed`) last updated before `before`, oldest ids first, with their branch
+    /// rows, in one transaction. Never touches an unfinished row. Returns how many were deleted.
+    func deleteFinished(before: Date, limit: Int) async throws(StoreError) -> Int
+
+    /// Unfinished transactions whose next_cron_time has passed (due, not leased by a running pass).
+    func countDue(now: Date) async throws(StoreError) -> Int
 }
 
 extension TransactionStore {

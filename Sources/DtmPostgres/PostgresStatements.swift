@@ -151,6 +151,22 @@ struct ResetCronTime: Statement {
     let bindings: PostgresBindings
 }
 
+/// Retention: one batch of old finished rows and their branches, in one statement.
+struct DeleteFinished: Statement {
+    static let sql = """
+        WITH doomed AS (SELECT id, gid FROM trans_global WHERE status IN ('succeed', 'failed') AND update_time < $1 \
+        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+        branches AS (DELETE FROM trans_branch_op WHERE gid IN (SELECT gid FROM doomed)) \
+        DELETE FROM trans_global WHERE id IN (SELECT id FROM doomed) RETURNING id
+        """
+    let bindings: PostgresBindings
+}
+
+struct CountDue: Statement {
+    static let sql = "SELECT count(*) FROM trans_global WHERE \(unfinished) AND next_cron_time <= $1"
+    let bindings: PostgresBindings
+}
+
 struct ResetNextCronTime: Statement {
     static let sql = "UPDATE trans_global SET next_cron_time = $1, update_time = $1 WHERE gid = $2 RETURNING id"
     let bindings: PostgresBindings

@@ -422,6 +422,26 @@ public final class PostgresStore: TransactionStore {
         }
     }
 
+    public func deleteFinished(before: Date, limit: Int) async throws(StoreError) -> Int {
+        guard limit > 0 else { return 0 }
+        try checkReady()
+        let statement = DeleteFinished(bindings: binds {
+            $0.append(before.microsecondsSince1970)
+            $0.append(Int64(limit))
+        })
+        return try await write("deleteFinished") { connection, logger in
+            try await connection.rows(statement, logger: logger).count
+        }
+    }
+
+    public func countDue(now: Date) async throws(StoreError) -> Int {
+        try checkReady()
+        let statement = CountDue(bindings: binds { $0.append(now.microsecondsSince1970) })
+        return try await read("countDue") { connection, logger in
+            Int(try await connection.rows(statement, logger: logger).first?.decode(Int64.self) ?? 0)
+        }
+    }
+
     public func resetNextCronTime(gid: String, now: Date) async throws(StoreError) {
         Failpoint.hit("store.resetNextCronTime.before"); defer { Failpoint.hit("store.resetNextCronTime.after") }
         try checkReady()

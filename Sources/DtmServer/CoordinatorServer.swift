@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import DtmEngine
 import DtmGRPC
 import DtmNet
+import DtmStore
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -33,6 +34,8 @@ public struct CoordinatorConfig: Sendable {
     public var tls: ServerTLSConfig? = nil
     /// Authentication, the branch allow-list and redaction (README "Security"); all off by default.
     public var security = SecurityConfig()
+    /// Retention of finished transactions and the retry alert webhook; off by default.
+    public var operations = OperationsConfig()
 
     /// `httpPort` nil means DTM's 36789, or a free port when `grpcPort` is 0: an in-process
     /// coordinator on a free gRPC port must not take the machine's HTTP port.
@@ -91,6 +94,9 @@ public final class CoordinatorServer: Sendable {
     private let logger: Logger
     /// The servers' reloading TLS identity, when `config.tls` is set.
     public let tls: ServerTLS?
+    /// This coordinator's metrics (`GET /api/metrics`); its own registry, not a global one.
+    public let metrics: CoordinatorMetrics
+    private let background: BackgroundOperations
 
     /// The bound gRPC port (differs from `config.grpcPort` when that is 0).
     public var grpcPort: Int { grpcServer.port }
@@ -99,7 +105,8 @@ public final class CoordinatorServer: Sendable {
 
     private init(config: CoordinatorConfig, store: any TransactionStore, engine: Coordinator, cron: CronLoop,
                  grpcServer: GRPCServer, httpPort: Int, group: ServiceGroup,
-                 running: Task<Result<Void, any Error>, Never>, tls: ServerTLS?, logger: Logger) {
+                 running: Task<Result<Void, any Error>, Never>, tls: ServerTLS?, logger: Logger,
+                 metrics: CoordinatorMetrics, background: BackgroundOperations) {
         self.config = config
         self.store = store
         self.engine = engine
@@ -110,6 +117,8 @@ public final class CoordinatorServer: Sendable {
         self.running = running
         self.tls = tls
         self.logger = logger
+        self.metrics = metrics
+        self.background = background
     }
 
     /// Starts the coordinator on `store` and returns once both ports listen. The background
@@ -140,16 +149,38 @@ public final class CoordinatorServer: Sendable {
                                                              idleTimeout: clients.idleTimeout, tls: clients.tls),
                                     logger: logger)
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpClientConfiguration)
-        let caller = FencedBranchCaller(
-            inner: branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger),
-            allowList: engineConfig.limits.branchAllowList)
-        let driver = TransactionDriver(store: store, caller: caller, clock: SystemClock(), config: engineConfig,
+        let metrics = CoordinatorMetrics()
+        if let sqlite = store as? SQLiteStore {
+            sqlite.observeCommits { writes, duration in metrics.commit(writes: writes, duration: duration) }
+        }
+        let caller = MeteredBranchCaller(
+            base: FencedBranchCaller(
+                inner: branchCaller ?? DtmBranchCaller(grpcClient: grpcClient, httpClient: httpClient, logger: logger),
+                allowList: engineConfig.limits.branchAllowList),
+            metrics: metrics)
+        let operations = config.operations
+        let alerts = operations.alertWebHook.isEmpty ? nil
+            : AlertWebhook(url: operations.alertWebHook, limit: operations.alertRetryLimit,
+                           queueLimit: operations.alertQueueLimit, timeout: operations.alertTimeout,
+                           client: httpClient, metrics: metrics, logger: logger)
+        let driver = TransactionDriver(store: ObservedStore(base: store, metrics: metrics, logger: logger),
+                                       caller: caller, clock: SystemClock(), config: engineConfig,
                                        owner: config.owner)
-        let cron = CronLoop(driver: driver, maxConcurrent: config.maxConcurrentPasses,
-                            onEvent: { event in log(event, logger) })
+        let clock = driver.clock
+        let cron = CronLoop(driver: driver, maxConcurrent: config.maxConcurrentPasses, onEvent: { event in
+            if case .passFinished(let report) = event {
+                metrics.pass(report, now: clock.now())
+                alerts?.enqueue(for: report)
+            }
+            log(event, logger)
+        })
+        let admission = AdmissionGate(limit: config.maxPendingTransactions)
         let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) },
-                                 runNow: { await cron.runNow($0) },
-                                 admission: AdmissionGate(limit: config.maxPendingTransactions))
+                                 runNow: { await cron.runNow($0) }, admission: admission)
+        let retention = operations.finishedDataExpire <= 0 ? nil : Task {
+            await runRetention(store: store, config: operations, clock: clock, metrics: metrics, logger: logger)
+        }
+        let background = BackgroundOperations(alerts: alerts, retention: retention)
 
         let topics = TopicRegistry(store: store, clock: driver.clock)
         let gids = GidGenerator()  // one for both protocols: newGid answers keep sorting by time
@@ -159,6 +190,13 @@ public final class CoordinatorServer: Sendable {
         // public dtmgimp schema only (README "Security").
         HealthService(health: { await store.health() }).register(on: &router)
         ReflectionService().register(on: &router)  // last: it lists what is registered before it
+        router = instrumented(router, metrics: metrics)
+        let observability = HTTPObservability(metrics: metrics) {
+            let due = try? await store.countDue(now: clock.now())
+            metrics.gauges(cron: await cron.depths(), pendingTransactions: admission.inUse, due: due,
+                           storeQueue: (store as? SQLiteStore)?.queuedWrites)
+            return metrics.render()
+        }
         let admin = CoordinatorAdmin(store: store, config: engineConfig, clock: driver.clock,
                                      wake: { await cron.wake() })
         let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids, auth: auth,
@@ -168,6 +206,7 @@ public final class CoordinatorServer: Sendable {
             grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
                                                     config: config.grpc, tls: serverTLS, logger: logger)
         } catch {
+            await background.shutdown()
             try? await httpClient.shutdown()
             await grpcClient.shutdown()
             throw error
@@ -175,11 +214,13 @@ public final class CoordinatorServer: Sendable {
         let (ready, readiness) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
         let http: any Service
         do {
-            http = try HTTPAPIServer.application(host: config.host, port: config.httpPort, router: api.makeRouter(),
+            http = try HTTPAPIServer.application(host: config.host, port: config.httpPort,
+                                                 router: api.makeRouter(observability: observability),
                                                  limits: config.http, tls: serverTLS, logger: logger,
                                                  onServerRunning: { readiness.yield(.success($0)) })
         } catch {
             await grpcServer.shutdown(gracePeriod: .zero)
+            await background.shutdown()
             try? await httpClient.shutdown()
             await grpcClient.shutdown()
             throw error
@@ -188,6 +229,7 @@ public final class CoordinatorServer: Sendable {
         let services: [any Service] = lifecycle.services + [
             BranchClientsService(grpcClient: grpcClient, httpClient: httpClient),
             TLSWatchService(tls: serverTLS),
+            BackgroundOperationsService(background: background),
             RetryLoopService(cron: cron),
             GRPCListenerService(server: grpcServer),
             http,
@@ -219,7 +261,8 @@ public final class CoordinatorServer: Sendable {
                     """, metadata: ["host": "\(config.host)"])
             }
             return CoordinatorServer(config: config, store: store, engine: engine, cron: cron, grpcServer: grpcServer,
-                                     httpPort: port, group: group, running: running, tls: serverTLS, logger: logger)
+                                     httpPort: port, group: group, running: running, tls: serverTLS, logger: logger,
+                                     metrics: metrics, background: background)
         case .failure:
             throw await running.value.failure ?? CoordinatorStopped()
         }
@@ -254,30 +297,22 @@ extension Result {
     }
 }
 
+/// The alert poster and the retention loop, when configured.
+struct BackgroundOperations: Sendable {
+    let alerts: AlertWebhook?
+    let retention: Task<Void, Never>?
+
+    func shutdown() async {
+        retention?.cancel()
+        await retention?.value
+        await alerts?.shutdown()
+    }
+}
+
 private func log(_ event: CronEvent, _ logger: Logger) {
     switch event {
     case .passFinished(let report):
-        let global = report.global
-        var metadata: Logger.Metadata = ["gid": Redaction.logValue(global.gid), "trans_type": "\(global.transType.rawValue)",
-                                         "status": "\(global.status.rawValue)"]
-        if let storeError = report.storeError { metadata["store_error"] = "\(storeError)" }
-        if report.deadlineExceeded {
-            logger.warning("pass deadline reached; calls still running were abandoned and will be retried",
-                           metadata: metadata)
-        }
-        if global.status.isFinished {
-            if !global.rollbackReason.isEmpty { metadata["reason"] = Redaction.logValue(global.rollbackReason) }
-            logger.info("transaction finished", metadata: metadata)
-        } else {
-            for note in report.branchErrors {
-                logger.warning("branch call failed; will retry", metadata: metadata.merging([
-                    "branch_id": "\(note.call.branchID)", "op": "\(note.call.op.rawValue)",
-                    "url": Redaction.logValue(note.call.url), "error": Redaction.logValue(note.message),
-                    "retry_count": "\(note.retryCount)",
-                ]) { $1 })
-            }
-            logger.debug("pass ended; transaction unfinished", metadata: metadata)
-        }
+        logPass(report, logger)
     case .claimFailed(let error):
         logger.error("cannot lease due transactions", metadata: ["error": "\(error)"])
     }

@@ -78,6 +78,18 @@ struct TLSWatchService: Service {
     }
 }
 
+/// The retention sweeps and the alert poster (when configured): they run beside the retry
+/// loop and stop after it (its passes enqueue alerts) and before the branch clients (alerts are
+/// posted through the HTTP client).
+struct BackgroundOperationsService: Service {
+    let background: BackgroundOperations
+
+    func run() async {
+        try? await gracefulShutdown()
+        await background.shutdown()
+    }
+}
+
 /// The coordinator stopped before it served (the HTTP port could not be bound, say).
 struct CoordinatorStopped: Error, CustomStringConvertible {
     var description: String { "the coordinator stopped before its HTTP server listened" }

@@ -31,10 +31,15 @@ public struct DtmHTTPAPI: Sendable {
     }
 
     /// The router serving every route, with JSON answers for unknown paths and methods.
-    public func makeRouter() -> Router<BasicRequestContext> {
+    /// `observability`, when given, counts and times every request and serves `GET /api/metrics`.
+    public func makeRouter(observability: HTTPObservability? = nil) -> Router<BasicRequestContext> {
         let router = Router()
-        let routes = self.routes
+        var routes = self.routes
         let auth = self.auth
+        if let observability {
+            routes.append(observability.metricsRoute)
+            router.add(middleware: RequestMetrics(metrics: observability.metrics, routes: routes))
+        }
         router.add(middleware: UnroutedAnswer(routes: routes, auth: auth))
         for route in routes {
             router.on(RouterPath(route.path), method: route.method) { request, context in
@@ -341,6 +346,18 @@ struct APIRoute: Sendable {
             } catch {
                 return HTTPAnswer(error).response
             }
+        }
+    }
+
+    /// A page made on each request (`/api/metrics`; behind authentication when it is on).
+    init(_ method: HTTPRequest.Method, _ path: String, contentType: String,
+         page: @escaping @Sendable () async -> [UInt8]) {
+        self.method = method
+        self.path = path
+        self.isOpen = false
+        self.answer = { _ in
+            Response(status: .ok, headers: [.contentType: contentType],
+                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: await page())))
         }
     }
 

@@ -75,6 +75,15 @@ public final class SQLiteStore: TransactionStore {
     /// Commit counters of the writer (group-commit effectiveness).
     public var statistics: WriterStatistics { writer.statistics }
 
+    /// Calls `observer` after each group commit with the write requests it covered and how long
+    /// the batch took (metrics); replaces an earlier observer.
+    public func observeCommits(_ observer: @escaping @Sendable (_ writes: Int, _ duration: Duration) -> Void) {
+        writer.observeCommits(observer)
+    }
+
+    /// Write requests waiting for the writer thread now.
+    public var queuedWrites: Int { writer.queued }
+
     /// Below this much free space on the database's filesystem the store reports unhealthy
     /// (writes may soon fail with SQLITE_FULL).
     public static let minimumFreeBytes: UInt64 = 16 << 20
@@ -265,6 +274,27 @@ public final class SQLiteStore: TransactionStore {
         return try await writer.perform { db throws(StoreError) in
             try db.run(.resetCronTime, bindings)
         }
+    }
+
+    public func deleteFinished(before: Date, limit: Int) async throws(StoreError) -> Int {
+        guard limit > 0 else { return 0 }
+        let bindings: [SQLValue] = [.time(before), .int(Int64(limit))]
+        return try await writer.perform { db throws(StoreError) in
+            let gids = try db.query(.expiredFinished, bindings) { row in row.text(0) }
+            var deleted = 0
+            for gid in gids where try db.run(.deleteFinishedGlobal, [.text(gid)]) == 1 {
+                try db.run(.deleteBranchesOf, [.text(gid)])
+                deleted += 1
+            }
+            return deleted
+        }
+    }
+
+    public func countDue(now: Date) async throws(StoreError) -> Int {
+        let counts = try await reader.perform { db throws(StoreError) in
+            try db.query(.countDue, [.time(now)]) { row in row.int(0) }
+        }
+        return Int(counts.first ?? 0)
     }
 
     public func resetNextCronTime(gid: String, now: Date) async throws(StoreError) {

@@ -135,6 +135,12 @@ final class SQLiteWorker: Sendable {
 
     var statistics: WriterStatistics { queue.statistics }
 
+    /// See `JobQueue.commitObserver`.
+    func observeCommits(_ observer: @escaping @Sendable (Int, Duration) -> Void) { queue.commitObserver = observer }
+
+    /// Requests queued and not yet taken by the worker.
+    var queued: Int { queue.depth }
+
     /// Why the latest write batch failed, unless a later one that changed rows committed.
     var lastFailure: StoreError? { queue.lastFailure }
 
@@ -172,6 +178,7 @@ private final class JobQueue: @unchecked Sendable {
     private var closed = false
     private var counters = WriterStatistics()
     private var failure: StoreError?
+    private var observer: (@Sendable (Int, Duration) -> Void)?
 
     func push(_ job: Job) {
         condition.lock()
@@ -213,12 +220,35 @@ private final class JobQueue: @unchecked Sendable {
     /// Counts a batch: the writes of its commit (nil when it did not commit) and its duration.
     func record(commit writes: Int?, busy: Duration) {
         condition.lock()
-        defer { condition.unlock() }
         counters.busy += busy
-        guard let writes else { return }
+        guard let writes else { return condition.unlock() }
         counters.commits += 1
         counters.writes += writes
         counters.largestBatch = Swift.max(counters.largestBatch, writes)
+        let observer = self.observer  // not `commitObserver`: the lock is held and not recursive
+        condition.unlock()
+        observer?(writes, busy)
+    }
+
+    /// Called (outside the lock) after each commit with its writes and duration: metrics.
+    var commitObserver: (@Sendable (Int, Duration) -> Void)? {
+        get {
+            condition.lock()
+            defer { condition.unlock() }
+            return observer
+        }
+        set {
+            condition.lock()
+            defer { condition.unlock() }
+            observer = newValue
+        }
+    }
+
+    /// Jobs waiting for the worker now.
+    var depth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return jobs.count
     }
 
     var statistics: WriterStatistics {

@@ -6,6 +6,7 @@ enum SQL: Int, CaseIterable {
     case insertGlobal, insertBranch, findGlobal, findBranches, changeStatus, lockGlobal, updateBranch
     case touchCron, claimDue, parkGlobal, extendLease, forceFail, resetCronTime, resetNextCronTime, scanGlobals
     case findKV, scanKV, createKV, updateKV, deleteKV
+    case expiredFinished, deleteFinishedGlobal, deleteBranchesOf, countDue
     case probeWrite
 
     /// Statuses the cron still has work for.
@@ -82,6 +83,13 @@ enum SQL: Int, CaseIterable {
             AND (?4 IS NULL OR create_time >= ?4) AND (?5 IS NULL OR create_time <= ?5) \
             ORDER BY id DESC LIMIT ?6
             """
+
+        case .expiredFinished: """
+            SELECT gid FROM trans_global WHERE status IN ('succeed', 'failed') AND update_time < ? ORDER BY id LIMIT ?
+            """
+        case .deleteFinishedGlobal: "DELETE FROM trans_global WHERE gid = ? AND status IN ('succeed', 'failed')"
+        case .deleteBranchesOf: "DELETE FROM trans_branch_op WHERE gid = ?"
+        case .countDue: "SELECT count(*) FROM trans_global WHERE \(Self.unfinished) AND next_cron_time <= ?"
 
         case .findKV: """
             SELECT \(KVColumns.select) FROM kv WHERE (?1 = '' OR cat = ?1) AND (?2 = '' OR k = ?2) ORDER BY id

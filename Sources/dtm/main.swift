@@ -1,4 +1,5 @@
 import DtmConfig
+import DtmLogging
 import DtmServer
 import Foundation
 import Logging
@@ -41,11 +42,8 @@ enum Dtm {
 
     static func serve(_ settings: DtmSettings) async throws {
         let level = settings[\.logLevel]
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let format = settings[\.logFormat]
+        LoggingSystem.bootstrap { label in DtmLogHandler(label: label, format: format, level: level) }
         let logger = Logger(label: "dtm")
         // This process in the `owner` column of the transactions it leases (shown by /query).
         let owner = "\(ProcessInfo.processInfo.hostName)/\(getpid())/\(UUID().uuidString.prefix(8).lowercased())"

@@ -56,6 +56,10 @@ private final class RacingStore: TransactionStore {
     func scanGlobals(_ query: GlobalQuery) async throws(StoreError) -> [GlobalTransaction] {
         await inner.scanGlobals(query)
     }
+    func deleteFinished(before: Date, limit: Int) async throws(StoreError) -> Int {
+        try await inner.deleteFinished(before: before, limit: limit)
+    }
+    func countDue(now: Date) async throws(StoreError) -> Int { try await inner.countDue(now: now) }
     func findKV(cat: String, key: String) async throws(StoreError) -> [KVRecord] {
         await inner.findKV(cat: cat, key: key)
     }

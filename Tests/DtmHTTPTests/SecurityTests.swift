@@ -552,7 +552,7 @@ final class RedirectingBusi: Stoppable {
                 }
             }
             let records = logs.all
-            #expect(records.contains { $0.message == "transaction finished" }, "\(records.map(\.line))")
+            #expect(records.contains { $0.message == "transaction state changed" && $0.line.contains("failed") }, "\(records.map(\.line))")
             #expect(records.contains { $0.message.contains("branch call failed") && $0.line.contains("forged") },
                     "\(records.map(\.line))")
             for record in records {

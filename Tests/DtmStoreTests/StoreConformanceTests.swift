@@ -489,6 +489,64 @@ struct StoreConformanceTests {
         }
     }
 
+    // MARK: retention and due count
+
+    @Test(arguments: storeFactories)
+    func deleteFinishedRemovesOnlyOldFinishedRowsAndTheirBranches(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            // Old and finished: 3 succeed + 2 failed, all updated at t0 + 10 (via changeStatus).
+            var expired: [String] = []
+            for index in 0..<5 {
+                let gid = "old\(index)"
+                _ = try await store.saveNew(sampleGlobal(gid, status: .submitted), branches: sampleBranches(gid))
+                try await store.changeStatus(gid: gid, from: .submitted, to: index < 3 ? .succeed : .failed,
+                                             update: GlobalUpdate(finishTime: at(10)), now: at(10))
+                expired.append(gid)
+            }
+            // Finished but recent; and unfinished rows of every status, however old.
+            _ = try await store.saveNew(sampleGlobal("recent", status: .submitted), branches: sampleBranches("recent"))
+            try await store.changeStatus(gid: "recent", from: .submitted, to: .succeed, update: GlobalUpdate(),
+                                         now: at(500))
+            for status in [GlobalStatus.prepared, .submitted, .aborting] {
+                _ = try await store.saveNew(sampleGlobal("open-\(status.rawValue)", status: status),
+                                            branches: sampleBranches("open-\(status.rawValue)"))
+            }
+
+            #expect(try await store.deleteFinished(before: at(100), limit: 2) == 2)
+            #expect(try await store.deleteFinished(before: at(100), limit: 2) == 2)
+            #expect(try await store.deleteFinished(before: at(100), limit: 2) == 1)
+            #expect(try await store.deleteFinished(before: at(100), limit: 2) == 0)
+            #expect(try await store.deleteFinished(before: at(100), limit: 0) == 0)
+            for gid in expired {
+                #expect(try await store.findGlobal(gid: gid) == nil)
+                #expect(try await store.findBranches(gid: gid).isEmpty)
+            }
+            for gid in ["recent", "open-prepared", "open-submitted", "open-aborting"] {
+                #expect(try await store.findGlobal(gid: gid) != nil, "\(gid) must stay")
+                #expect(try await store.findBranches(gid: gid).count == 2, "\(gid)'s branches must stay")
+            }
+            // Unfinished rows are never deleted, even with a cutoff in the far future.
+            #expect(try await store.deleteFinished(before: at(1_000_000), limit: 100) == 1)
+            #expect(try await store.findGlobal(gid: "recent") == nil)
+            for status in ["prepared", "submitted", "aborting"] {
+                #expect(try await store.findGlobal(gid: "open-\(status)") != nil)
+            }
+        }
+    }
+
+    @Test(arguments: storeFactories)
+    func countDueCountsUnfinishedRowsPastTheirCronTime(_ factory: StoreFactory) async throws {
+        try await withStore(factory) { store throws in
+            _ = try await store.saveNew(sampleGlobal("due1", status: .submitted, nextCron: at(5)), branches: [])
+            _ = try await store.saveNew(sampleGlobal("due2", status: .aborting, nextCron: at(20)), branches: [])
+            _ = try await store.saveNew(sampleGlobal("later", status: .submitted, nextCron: at(50)), branches: [])
+            _ = try await store.saveNew(sampleGlobal("done", status: .succeed, nextCron: at(5)), branches: [])
+            #expect(try await store.countDue(now: at(20)) == 2)
+            #expect(try await store.countDue(now: at(1)) == 0)
+            #expect(try await store.countDue(now: at(60)) == 3)
+        }
+    }
+
     // MARK: scanGlobals
 
     @Test(arguments: storeFactories)

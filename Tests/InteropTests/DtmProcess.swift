@@ -53,7 +53,8 @@ final class DtmProcess: @unchecked Sendable {
         try dtm.process.run()
         try log.close()
         try await waitUntil("dtm to announce its ports: \(dtm.log)", timeout: .seconds(30), poll: .milliseconds(20)) {
-            if let match = dtm.log.firstMatch(of: /grpc=127\.0\.0\.1:(\d+).*http=127\.0\.0\.1:(\d+)/) {
+            // `grpc=...` in text logs, `"grpc":"..."` in JSON logs (--log-format json).
+            if let match = dtm.log.firstMatch(of: /grpc"?[=:]"?127\.0\.0\.1:(\d+).*http"?[=:]"?127\.0\.0\.1:(\d+)/) {
                 dtm.grpcPort = Int(match.1) ?? 0
                 dtm.httpPort = Int(match.2) ?? 0
                 return true

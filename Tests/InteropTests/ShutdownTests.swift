@@ -55,7 +55,7 @@ import Glibc
         if !exited { try await first.stop(SIGKILL) }
         #expect(first.process.terminationReason == .exit)
         #expect(first.process.terminationStatus == 0, "\(first.log.suffix(3000))")
-        #expect(first.log.contains("received SIGTERM") && first.log.contains("[dtm] stopped"), "\(first.log.suffix(3000))")
+        #expect(first.log.contains("received SIGTERM") && first.log.contains("dtm: stopped"), "\(first.log.suffix(3000))")
         // The stuck call runs for 20 s: only the bound ended the drain.
         #expect(stopTook >= .seconds(drain), "stopped after \(stopTook)")
 
