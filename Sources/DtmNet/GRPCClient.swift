@@ -65,8 +65,9 @@ public final class GRPCClient: Sendable {
                 switch error {
                 case .retired where attempts < 2:
                     continue
-                case .retired:
-                    throw RPCError(.unavailable, "connection to \(target) closed or refused the call twice before processing it")
+                case .retired(let reason):
+                    throw RPCError(.unavailable, "connection to \(target) closed or refused the call twice before processing it"
+                                   + (reason.map { " (\($0.message))" } ?? ""))
                 case .failed(let error):
                     throw error
                 }
@@ -75,8 +76,9 @@ public final class GRPCClient: Sendable {
     }
 
     private enum CallFailure: Error {
-        /// The connection was closing when the call reached it; nothing was sent.
-        case retired
+        /// The connection was closing when the call reached it; nothing was sent. With the
+        /// connection's error, if it failed with one.
+        case retired(RPCError?)
         case failed(RPCError)
     }
 
@@ -101,8 +103,8 @@ public final class GRPCClient: Sendable {
                     }
                 }
             }
-        } catch is ConnectionRetired {
-            throw CallFailure.retired
+        } catch let retired as ConnectionRetired {
+            throw CallFailure.retired(retired.reason)
         } catch let error as RPCError {
             throw CallFailure.failed(error)
         } catch {

@@ -6,7 +6,11 @@ import NIOCore
 /// channel's event loop, where every call starts, finishes and times out.
 /// A call reached a connection that is closing, or the server said it never processed it
 /// (GOAWAY, REFUSED_STREAM): it may go once more on another connection.
-struct ConnectionRetired: Error {}
+struct ConnectionRetired: Error {
+    /// Why the connection failed, when it failed with an error (a refused TLS handshake, say):
+    /// named if the call cannot go elsewhere either.
+    var reason: RPCError? = nil
+}
 
 final class GRPCClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
@@ -53,16 +57,12 @@ final class GRPCClientHandler: ChannelInboundHandler {
     }
 
     /// Starts a call; its result completes `promise`. Returns the stream id, nil if it failed to
-    /// start. A connection that is closing fails the promise with `ConnectionRetired`; one that
-    /// failed with an error, with that error.
+    /// start. A connection that is closing (or failed) fails the promise with `ConnectionRetired`,
+    /// carrying the connection's error if it had one.
     func start(path: String, message: [UInt8], metadata: Metadata, timeout: Duration?,
                promise: EventLoopPromise<GRPCResponse>) -> Int32? {
-        if let failure {
-            promise.fail(failure)
-            return nil
-        }
-        guard let context, context.channel.isActive, !connection.isGoingAway, !reportedUnusable else {
-            promise.fail(ConnectionRetired())
+        guard let context, context.channel.isActive, !connection.isGoingAway, !reportedUnusable, failure == nil else {
+            promise.fail(ConnectionRetired(reason: failure))
             return nil
         }
         idleTimer?.cancel()

@@ -197,8 +197,11 @@ struct OperationsTests {
                     #expect((alert["retry_count"] as? Int).map { $0 >= 2 } == true, "\(alert)")
                     #expect(Set(alert.keys) == ["gid", "status", "branch", "error", "retry_count"])
                 }
-                let samples = parseMetrics(String(decoding: coordinator.metrics.render(), as: UTF8.self))
-                #expect(metric(samples, "dtm_alerts_total", ["result": "sent"]) >= 1)
+                // Counted once the webhook's answer is back, which may be after it logged the request.
+                try await waitUntil("dtm_alerts_total{result=sent} counts the alert") {
+                    let samples = parseMetrics(String(decoding: coordinator.metrics.render(), as: UTF8.self))
+                    return metric(samples, "dtm_alerts_total", ["result": "sent"]) >= 1
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ import Testing
             try busi.control(gid, ["delay": 0.3])
             // RetryInterval 10: the lease outlasts the request's pass (see waitResultPassRacesTheCron...).
             let options: [String: Any] = ["WaitResult": true, "RetryInterval": 10]
-            let results = try await runClient(dtm.target, [Op.submit(transferSaga(gid, busi, .grpc, options: options))])
+            let results = try await runClient(dtm.target, [Op.submit(transferSaga(gid, busi, .grpc, options: options), timeout: 60)])
             let submit = try #require(results.first)
             #expect(submit.code == "OK", "\(submit)")
             #expect(try await dtm.global(gid)?.status == .succeed)
@@ -32,7 +32,7 @@ import Testing
         try await E2ECoordinator.with { dtm in
             let gid = uniqueGid("wait-rb")
             let results = try await runClient(dtm.target, [
-                Op.submit(transferSaga(gid, busi, .grpc, transIn: "FAILURE", options: ["WaitResult": true, "RetryInterval": 10])),
+                Op.submit(transferSaga(gid, busi, .grpc, transIn: "FAILURE", options: ["WaitResult": true, "RetryInterval": 10]), timeout: 60),
             ])
             let submit = try #require(results.first)
             #expect(submit.code == "ABORTED", "\(submit)")
@@ -53,7 +53,7 @@ import Testing
         try await E2ECoordinator.with { dtm in
             let gid = uniqueGid("wait-race")
             try busi.control(gid, ["delay": ["TransOut": 2.5]])
-            let results = try await runClient(dtm.target, [Op.submit(transferSaga(gid, busi, .grpc, options: ["WaitResult": true]))])
+            let results = try await runClient(dtm.target, [Op.submit(transferSaga(gid, busi, .grpc, options: ["WaitResult": true]), timeout: 60)])
             #expect(results.map(\.code) == ["OK"], "\(results)")
             #expect(try await dtm.global(gid)?.status == .succeed)
             let transOuts = busi.calls(gid).named("TransOut")
