@@ -164,8 +164,11 @@ struct OperationsTests {
                 }
                 #expect(try await sqlite.store.findBranches(gid: gid).isEmpty)
                 #expect(try await sqlite.store.findGlobal(gid: prepared)?.status == .prepared)
-                let samples = parseMetrics(String(decoding: coordinator.metrics.render(), as: UTF8.self))
-                #expect(metric(samples, "dtm_retention_deleted_total") >= 1)
+                // Counted once the delete's commit returns, which may be after the row is gone.
+                try await waitUntil("dtm_retention_deleted_total counts the deletion") {
+                    let samples = parseMetrics(String(decoding: coordinator.metrics.render(), as: UTF8.self))
+                    return metric(samples, "dtm_retention_deleted_total") >= 1
+                }
             }
         }
     }
