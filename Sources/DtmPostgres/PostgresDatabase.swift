@@ -53,7 +53,8 @@ final class PostgresDatabase: Sendable {
     }
 
     /// Runs `body` on one pooled connection, outside any transaction (each statement commits
-    /// on its own). Reads may pass `idempotent: true` to be tried again after a lost connection:
+    /// on its own, at the Sync after it: postgres-nio may report it done although that commit
+    /// then failed, so a write whose success is acted on goes through `transaction`). Reads may pass `idempotent: true` to be tried again after a lost connection:
     /// after a server restart every idle connection of the pool is dead until the pool hears of it.
     func withConnection<T: Sendable>(
         _ context: String, idempotent: Bool = false, timeout: Duration? = nil,

@@ -11,8 +11,9 @@ import Synchronization
 ///
 /// Each call runs on a pooled connection: concurrent calls run concurrently, and PostgreSQL
 /// flushes the commits that are ready together (its group commit), so throughput grows with the
-/// pool instead of paying one fsync per request. A call that writes several rows either runs
-/// as one statement (data-modifying CTEs) or in one transaction.
+/// pool instead of paying one fsync per request. Every write runs in a transaction
+/// (BEGIN … COMMIT), so a success means PostgreSQL answered its COMMIT; a call that writes
+/// several rows runs as one statement (data-modifying CTEs) or several in that transaction.
 ///
 /// Several coordinators: `claimDue` leases rows with `FOR UPDATE SKIP LOCKED`, every driving
 /// write checks the lease owner, and a dead coordinator's leases simply expire.
@@ -543,12 +544,19 @@ public final class PostgresStore: TransactionStore {
 
     // MARK: Helpers
 
-    /// One statement that commits on its own; never retried after a lost connection.
+    /// A write, in a transaction of its own (BEGIN … COMMIT); never retried after a lost connection.
+    ///
+    /// Not a statement that commits on its own: postgres-nio reports a statement done at its
+    /// CommandComplete, and on the extended protocol PostgreSQL commits such a statement only at
+    /// the Sync after it. A commit that then fails or never happens (the server killed in
+    /// `pg_ctl restart -m immediate` flushes the pending CommandComplete as it dies; an error at
+    /// commit closes the connection) would reach the caller as a success: an acknowledged write
+    /// that is not there. PostgreSQL answers an explicit COMMIT only once the commit is done.
     private func write<T: Sendable>(
         _ context: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws(StoreError) -> T {
         let logger = database.logger
-        return try await database.withConnection(context) { connection in try await body(connection, logger) }
+        return try await database.transaction(context) { connection in try await body(connection, logger) }
     }
 
     /// A read: tried once more when the connection it got turns out to be dead.

@@ -131,6 +131,89 @@ struct PostgresStoreTests {
         await drop()
     }
 
+    /// A write is reported done only once PostgreSQL committed it. A statement run on its own
+    /// commits at the Sync after its CommandComplete, and postgres-nio reports it done at that
+    /// CommandComplete: a commit that then failed (here a deferred trigger refuses it; in the
+    /// fleet test, PostgreSQL killed by `pg_ctl restart -m immediate` while committing) came back
+    /// as a success, an acknowledged msg Prepare whose row was not there.
+    @Test func writeWhoseCommitFailsIsNotReportedDone() async throws {
+        let (store, drop) = try await freshStore()
+        let logger = store.database.logger
+        _ = try await store.database.withConnection("install a trigger that fails at commit") { connection in
+            try await connection.query(PostgresQuery(unsafeSQL: """
+                CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                IF NEW.rollback_reason = 'refuse at commit' THEN RAISE EXCEPTION 'commit refused'; END IF; \
+                RETURN NULL; END $$
+                """), logger: logger)
+            try await connection.query(PostgresQuery(unsafeSQL: """
+                CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT OR UPDATE ON trans_global \
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()
+                """), logger: logger)
+        }
+
+        var refused = sampleGlobal("commit-refused", type: .msg)
+        refused.rollbackReason = "refuse at commit"
+        let saved = await outcome { () async throws(StoreError) in
+            try await store.saveNew(refused, branches: sampleBranches("commit-refused"))
+        }
+        #expect(saved.error?.isDatabase == true, "saveNew answered \(saved) for a row that was not committed")
+        #expect(try await store.findGlobal(gid: "commit-refused") == nil)
+
+        // An update whose commit is refused: reported as failed, the stored row unchanged.
+        #expect(try await store.saveNew(sampleGlobal("update-refused", type: .msg), branches: []))
+        let changed = await outcome { () async throws(StoreError) in
+            try await store.changeStatus(gid: "update-refused", from: .prepared, to: .submitted,
+                                         update: GlobalUpdate.transition(to: .submitted, reason: "refuse at commit",
+                                                                         now: at(1)), now: at(1))
+        }
+        #expect(changed.error?.isDatabase == true, "changeStatus answered \(changed) for an update that was not committed")
+        #expect(try await store.findGlobal(gid: "update-refused")?.status == .prepared)
+        await store.close()
+        await drop()
+    }
+
+    /// PostgreSQL killed (`pg_ctl restart -m immediate`) under a stream of concurrent writes:
+    /// every saveNew reported done is there once the server is back. (Before writes ran in
+    /// their own transaction, a backend killed while committing flushed its statement's
+    /// CommandComplete as it died, and that write was acknowledged but lost.)
+    @Test func acknowledgedWritesSurviveAnImmediateRestart() async throws {
+        let cluster = try await TestPostgres.launch()
+        do {
+            let database = try await cluster.createDatabase()
+            let store = try openPostgresStore(database.url + "?sslmode=disable&operation_timeout=5&connect_timeout=2")
+            #expect(await store.waitUntilReady(timeout: .seconds(60)))
+            let progress = WriteProgress()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for writer in 0..<16 {
+                    group.addTask {
+                        // Bounded: each writer stops once writes work again after the restart.
+                        for index in 0..<2000 {
+                            let gid = "w\(writer)-\(index)"
+                            if (try? await store.saveNew(sampleGlobal(gid, type: .msg), branches: sampleBranches(gid))) == true {
+                                if progress.acknowledge(gid) >= 200 { return }
+                            }
+                        }
+                    }
+                }
+                try await waitUntil("writes under way", timeout: .seconds(60)) {
+                    progress.count >= 300
+                }
+                try await cluster.restartImmediate()
+                progress.restarted()
+                try await group.waitForAll()
+            }
+            let written = progress.gids
+            let stored = try await store.scanGlobals(GlobalQuery(limit: 100_000)).map(\.gid)
+            let lost = Set(written).subtracting(stored)
+            #expect(lost.isEmpty, "\(lost.count) of \(written.count) acknowledged writes lost: \(lost.sorted().prefix(10))")
+            await store.close()
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+
     /// Coordinators that start together on an empty database migrate it once, side by side.
     @Test func coordinatorsStartingTogetherMigrateOnce() async throws {
         let database = try await PostgresTestDatabase.shared()
@@ -204,5 +287,28 @@ struct PostgresStoreTests {
         return (store, {
             _ = try? await database.cluster.psql("DROP SCHEMA IF EXISTS \(schema) CASCADE", database: database.name)
         })
+    }
+}
+
+/// The writes a test saw acknowledged, and how many since the restart.
+private final class WriteProgress: Sendable {
+    private struct State {
+        var gids: [String] = []
+        var restarted = false
+        var sinceRestart = 0
+    }
+    private let state = Mutex(State())
+
+    var gids: [String] { state.withLock { $0.gids } }
+    var count: Int { state.withLock { $0.gids.count } }
+    func restarted() { state.withLock { $0.restarted = true } }
+
+    /// Records one; returns how many were acknowledged since the restart.
+    func acknowledge(_ gid: String) -> Int {
+        state.withLock { state in
+            state.gids.append(gid)
+            if state.restarted { state.sinceRestart += 1 }
+            return state.sinceRestart
+        }
     }
 }
