@@ -1,4 +1,5 @@
 import CSQLite
+import NIOPosix
 import Synchronization
 
 /// A value bound to, or read from, a SQLite statement.
@@ -24,7 +25,10 @@ public enum SQLiteValue: Sendable, Hashable {
 /// the handler's own writes commit in one SQLite transaction.
 ///
 /// Transactions run one at a time (SQLite has one writer); each waits its turn without blocking
-/// a thread. Statements run on the calling task: keep them short, as a branch handler's are.
+/// a thread. BEGIN, COMMIT (which waits for the disk) and ROLLBACK, and `execute`/`query` outside a
+/// transaction, run on NIO's blocking-I/O thread pool, never on one of Swift concurrency's few
+/// cooperative threads. Statements inside a transaction run on the calling task: keep them short,
+/// as a branch handler's are (they touch the disk only at COMMIT).
 public final class SQLiteBarrierDatabase: BarrierDatabase {
     public typealias Transaction = SQLiteTransaction
 
@@ -68,16 +72,16 @@ public final class SQLiteBarrierDatabase: BarrierDatabase {
     public func withTransaction<T: Sendable>(_ body: (SQLiteTransaction) async throws -> T) async throws -> T {
         await turns.acquire()
         do {
-            try connection.withLock { handle throws(DtmClientError) in _ = try handle.execute("BEGIN IMMEDIATE", []) }
+            try await blocking { handle throws(DtmClientError) in _ = try handle.execute("BEGIN IMMEDIATE", []) }
             let transaction = SQLiteTransaction(database: self)
             let result: T
             do {
                 result = try await body(transaction)
                 transaction.isOpen = false
-                try connection.withLock { handle throws(DtmClientError) in _ = try handle.execute("COMMIT", []) }
+                try await blocking { handle throws(DtmClientError) in _ = try handle.execute("COMMIT", []) }
             } catch {
                 transaction.isOpen = false
-                connection.withLock { handle in _ = try? handle.execute("ROLLBACK", []) }
+                _ = try? await blocking { handle throws(DtmClientError) in _ = try handle.execute("ROLLBACK", []) }
                 throw error
             }
             await turns.release()
@@ -92,7 +96,12 @@ public final class SQLiteBarrierDatabase: BarrierDatabase {
     @discardableResult
     public func execute(_ sql: String, _ bindings: [SQLiteValue] = []) async throws(DtmClientError) -> Int {
         await turns.acquire()
-        let result = connection.withLock { handle in Result { () throws(DtmClientError) in try handle.execute(sql, bindings) } }
+        let result: Result<Int, DtmClientError>
+        do {
+            result = .success(try await blocking { handle throws(DtmClientError) in try handle.execute(sql, bindings) })
+        } catch {
+            result = .failure(error)
+        }
         await turns.release()
         return try result.get()
     }
@@ -100,9 +109,28 @@ public final class SQLiteBarrierDatabase: BarrierDatabase {
     /// Runs one query outside any transaction of yours.
     public func query(_ sql: String, _ bindings: [SQLiteValue] = []) async throws(DtmClientError) -> [[SQLiteValue]] {
         await turns.acquire()
-        let result = connection.withLock { handle in Result { () throws(DtmClientError) in try handle.query(sql, bindings) } }
+        let result: Result<[[SQLiteValue]], DtmClientError>
+        do {
+            result = .success(try await blocking { handle throws(DtmClientError) in try handle.query(sql, bindings) })
+        } catch {
+            result = .failure(error)
+        }
         await turns.release()
         return try result.get()
+    }
+
+    /// Runs `work` with the connection on NIO's blocking-I/O thread pool.
+    private func blocking<T: Sendable>(_ work: @escaping @Sendable (SQLiteHandle) throws(DtmClientError) -> T)
+        async throws(DtmClientError) -> T {
+        let outcome: Result<T, DtmClientError>
+        do {
+            outcome = try await NIOThreadPool.singleton.runIfActive { [self] in
+                self.connection.withLock { handle in Result { () throws(DtmClientError) in try work(handle) } }
+            }
+        } catch {
+            throw .database("NIO's blocking thread pool is not running: \(error)")
+        }
+        return try outcome.get()
     }
 }
 

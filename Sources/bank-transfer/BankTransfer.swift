@@ -71,16 +71,22 @@ struct AccountService {
 struct BankTransfer {
     static func main() async {
         var dtm = "127.0.0.1:36790"
+        var callTimeout = Duration.seconds(10)
         var arguments = CommandLine.arguments.dropFirst()
         while let argument = arguments.popFirst() {
-            guard argument == "--dtm", let value = arguments.popFirst() else {
-                print("usage: bank-transfer [--dtm host:port]   (the coordinator's gRPC address)")
+            switch (argument, arguments.popFirst()) {
+            case ("--dtm", let value?):
+                dtm = value
+            case ("--timeout", let value?) where Int(value).map({ $0 > 0 }) == true:
+                callTimeout = .seconds(Int(value) ?? 10)
+            default:
+                print("usage: bank-transfer [--dtm host:port] [--timeout seconds]   (the coordinator's gRPC address;"
+                      + " how long a call to it may take, 10 s by default)")
                 exit(2)
             }
-            dtm = value
         }
         do {
-            exit(try await run(dtm: dtm) ? 0 : 1)
+            exit(try await run(dtm: dtm, callTimeout: callTimeout) ? 0 : 1)
         } catch {
             print("error: \(error) (is a coordinator running at \(dtm)? start one with `swift run dtm`)")
             exit(1)
@@ -88,7 +94,7 @@ struct BankTransfer {
     }
 
     /// Runs both transfers; true when the final balances are the expected 70 / 130.
-    static func run(dtm: String) async throws -> Bool {
+    static func run(dtm: String, callTimeout: Duration) async throws -> Bool {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bank-transfer-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
 
@@ -102,7 +108,7 @@ struct BankTransfer {
         logger.logLevel = .warning
         let outServer = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: outRouter, logger: logger)
         let inServer = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: inRouter, logger: logger)
-        let client = DtmClient(.grpc(dtm))
+        let client = DtmClient(.grpc(dtm), callTimeout: callTimeout)
         let bank = Bank(client: client, out: out, into: into,
                         outTarget: "127.0.0.1:\(outServer.port)", inTarget: "127.0.0.1:\(inServer.port)")
         let result: Result<Bool, any Error>

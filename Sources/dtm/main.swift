@@ -45,6 +45,7 @@ enum Dtm {
         let format = settings[\.logFormat]
         LoggingSystem.bootstrap { label in DtmLogHandler(label: label, format: format, level: level) }
         let logger = Logger(label: "dtm")
+        raiseOpenFileLimit(logger: logger)
         // This process in the `owner` column of the transactions it leases (shown by /query).
         let owner = "\(ProcessInfo.processInfo.hostName)/\(getpid())/\(UUID().uuidString.prefix(8).lowercased())"
         var config = settings.coordinatorConfig(owner: owner)
@@ -71,5 +72,24 @@ enum Dtm {
             "shutdown_timeout": "\(settings.shutdownTimeout)"])
         try await coordinator.waitUntilStopped()
         logger.info("stopped")
+    }
+
+    /// Every connection, branch call and store file takes a descriptor; a soft limit of 1024 (a
+    /// common default) is reached by a busy coordinator long before its memory or CPU is. Like Go
+    /// programs (DTM's included), raise the soft limit to the hard one at start.
+    static func raiseOpenFileLimit(logger: Logger) {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0 else { return }
+        let wanted = min(limit.rlim_max, 1 << 20)
+        guard limit.rlim_cur < wanted else { return }
+        let before = limit.rlim_cur
+        limit.rlim_cur = wanted
+        if setrlimit(resource, &limit) == 0 {
+            logger.debug("open-file limit raised", metadata: ["from": "\(before)", "to": "\(wanted)"])
+        } else {
+            logger.warning("cannot raise the open-file limit; connections beyond it will be refused",
+                           metadata: ["limit": "\(before)", "hard_limit": "\(limit.rlim_max)"])
+        }
     }
 }

@@ -28,7 +28,8 @@ import Testing
             let (status, output) = try await onOwnThread { () throws -> (Int32, String) in
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: binary)
-                process.arguments = ["--dtm", "127.0.0.1:\(port)"]
+                // A machine loaded by other work may take longer than the example's default 10 s.
+                process.arguments = ["--dtm", "127.0.0.1:\(port)", "--timeout", "60"]
                 let pipe = Pipe()
                 process.standardOutput = pipe
                 process.standardError = pipe

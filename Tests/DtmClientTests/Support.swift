@@ -220,7 +220,8 @@ struct Fixture: Sendable {
             case .grpc: .grpc("127.0.0.1:\(coordinator.grpcPort)")
             case .http: .http("http://127.0.0.1:\(coordinator.httpPort)/api/dtmsvr")
             }
-            try await withStarted(DtmClient(endpoint)) { client in
+            // Generous: wait_result submits run whole transactions, and the machine may be loaded.
+            try await withStarted(DtmClient(endpoint, callTimeout: .seconds(60))) { client in
                 let workflows = Workflows(client: client)
                 var router = GRPCRouter()
                 for method in Bank.methods {

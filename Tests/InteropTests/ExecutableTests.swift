@@ -24,8 +24,9 @@ import Testing
         let log = try FileHandle(forWritingTo: logURL)
         var output: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--grpc-port", "0", "--http-port", "0"]
+        // Started with a low soft open-file limit, which dtm raises to the hard one (as Go does).
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", #"ulimit -Sn 256 && exec "$0" "$@""#, binary, "--grpc-port", "0", "--http-port", "0"]
         process.currentDirectoryURL = workDir
         process.standardError = log
         process.standardOutput = log
@@ -52,6 +53,10 @@ import Testing
         let ping = try await Peers.run(python, ["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:\(httpPort)/api/ping', timeout=30).read().decode())"])
         #expect(ping.stdout.contains(#""msg":"pong""#), "\(ping.stdout) \(ping.stderr)")
         #expect(FileManager.default.fileExists(atPath: workDir.appendingPathComponent("dtm.sqlite").path))
+        let limits = try String(contentsOfFile: "/proc/\(process.processIdentifier)/limits", encoding: .utf8)
+        let files = try #require(limits.firstMatch(of: /Max open files\s+(\d+)\s+(\d+|unlimited)/), "\(limits)")
+        let hard = Int(files.2) ?? (1 << 20)
+        #expect(Int(files.1) == min(hard, 1 << 20), "\(limits)")
 
         process.terminate()  // SIGTERM
         try await waitUntil("dtm to exit after SIGTERM: \(output)") { !process.isRunning }

@@ -156,6 +156,9 @@ struct FleetRun {
     /// disruption, keyed on transactions started, finds the client still at work.
     static let rate = 10
 
+    /// Transactions started before `disruption`.
+    func needed(_ disruption: Disruption) -> Int { Int(Double(transactions) * disruption.progress) }
+
     func run(store: SharedStore, dir: URL) async throws {
         let binary = try #require(Peers.dtmBinary, "build the dtm executable first")
         let python = try Peers.require(Peers.python, "python with grpcio")
@@ -168,13 +171,14 @@ struct FleetRun {
         let client = try CrashClient(
             python: python, busi: busi, dir: dir, prefix: prefix, seed: UInt64.random(in: 1...999_999),
             arguments: ["--count", "\(transactions)", "--concurrency", "8", "--kinds", "saga,csaga,msg,msgcheck,tcc,xa",
-                        "--flaky", "0.5", "--delay", "0.1", "--rate", "\(Self.rate)"])
+                        "--flaky", "0.5", "--delay", "0.1", "--rate", "\(Self.rate)",
+                        "--gates", disruptions.map { "\(needed($0))" }.joined(separator: ","), "--gate-dir", dir.path])
         defer { client.killIfRunning() }
         try fleet.drive(client)
 
         var disrupted: [String] = []
         for disruption in disruptions {
-            let needed = Int(Double(transactions) * disruption.progress)
+            let needed = needed(disruption)
             var underWay = 0
             try await waitUntil("\(needed) transactions started before \(disruption.name)", timeout: .seconds(120),
                                 poll: .milliseconds(100)) {
@@ -183,8 +187,10 @@ struct FleetRun {
                     .filter { $0.hasPrefix("\(prefix)-") }.count ?? 0
                 return underWay >= needed || !client.process.isRunning
             }
-            // Transactions are still being started: the disruption hits a running load.
+            // The client waits at this disruption's gate, so the disruption hits a running load
+            // (released just before it), however slow the machine.
             #expect(client.process.isRunning, "the client finished before \(disruption.name)")
+            _ = FileManager.default.createFile(atPath: dir.appendingPathComponent("go-\(needed)").path, contents: nil)
             try await disruption.action(fleet)
             disrupted.append("\(disruption.name) after \(underWay) started")
         }

@@ -35,7 +35,9 @@ Results are injected through payloads and the busi's control files (see e2e_busi
 third of the transactions (--flaky) are "flaky": one of their branches first answers ERROR or ONGOING.
 --kinds limits the mix; --delay makes every busi call of a transaction take up to that many seconds
 (chosen per transaction), so that calls overlap the coordinators' leases and kills; --rate starts
-at most N transactions a second, so that the load spans a known time.
+at most N transactions a second, so that the load spans a known time. --gates N,M,... with
+--gate-dir D: before starting transaction N, wait until the file D/go-N exists (a test disrupts the
+coordinators at known points of a load that is certainly still running, however slow the machine).
 """
 import argparse
 import json
@@ -438,7 +440,10 @@ def main():
     parser.add_argument("--flaky", type=float, default=0.3)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--rate", type=float, default=0.0)
+    parser.add_argument("--gates", default="")
+    parser.add_argument("--gate-dir", default="")
     args = parser.parse_args()
+    gates = {int(n) for n in args.gates.split(",") if n}
     kinds = args.kinds.split(",")
     rng = random.Random(args.seed)
     client = Client(args)
@@ -448,6 +453,11 @@ def main():
         index = 0
         began = time.time()
         while index < args.count and not os.path.exists(args.stop):
+            if index in gates:
+                gate = os.path.join(args.gate_dir, "go-%d" % index)
+                while not os.path.exists(gate) and not os.path.exists(args.stop):
+                    time.sleep(0.05)
+                began = time.time() - (index / args.rate if args.rate > 0 else 0)
             if args.rate > 0:
                 time.sleep(max(0.0, began + index / args.rate - time.time()))
             while len(pending) >= args.concurrency:
