@@ -2,16 +2,33 @@ import AsyncHTTPClient
 import DtmGRPC
 import DtmNet
 @_exported import DtmProto
+@_exported import struct DtmNet.ClientTLSConfig
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Where the coordinator is and which of its APIs to speak.
 public enum CoordinatorEndpoint: Sendable, Hashable {
-    /// The gRPC API (`dtmgimp.Dtm`) at `host:port`, e.g. `"127.0.0.1:36790"`.
+    /// The gRPC API (`dtmgimp.Dtm`) at `host:port`, e.g. `"127.0.0.1:36790"`; `"grpcs://host:port"`
+    /// speaks it over TLS.
     case grpc(String)
-    /// The HTTP JSON API, e.g. `"http://127.0.0.1:36789/api/dtmsvr"`.
+    /// The HTTP JSON API, e.g. `"http://127.0.0.1:36789/api/dtmsvr"` (or `https://`).
     case http(String)
+}
+
+/// What a coordinator started with TLS or authentication (README "Security") needs from a client.
+public struct CoordinatorCredentials: Sendable, Equatable {
+    /// Sent as `authorization: Bearer <token>` with every call to the coordinator, never to a branch.
+    public var token: String?
+    /// Trusted CA bundle and optional client certificate, for a `grpcs://` or `https://`
+    /// coordinator and for TLS branch URLs the SDK calls itself; the system trust store by default.
+    public var tls: ClientTLSConfig
+
+    public init(token: String? = nil, tls: ClientTLSConfig = ClientTLSConfig()) {
+        self.token = token
+        self.tls = tls
+    }
 }
 
 /// A connection to a DTM coordinator (swift-dtm or DTM itself) and to branch services.
@@ -27,18 +44,40 @@ public final class DtmClient: Sendable {
     let http: HTTPClient
     private let ownsGRPC: Bool
     private let ownsHTTP: Bool
+    /// `authorization` of the calls to the coordinator.
+    private let authorization: String?
+    /// Why `credentials.tls` could not be used (a missing or bad PEM file): every HTTPS call fails with it.
+    private let tlsProblem: String?
 
     /// - Parameters:
-    ///   - grpcClient, httpClient: shared clients to use; the client makes (and shuts down) its own
-    ///     when nil.
+    ///   - credentials: a token and TLS trust for a coordinator that requires them.
+    ///   - grpcClient, httpClient: shared clients to use (they bring their own TLS settings); the
+    ///     client makes (and shuts down) its own when nil.
     public init(_ endpoint: CoordinatorEndpoint, callTimeout: Duration = .seconds(10),
+                credentials: CoordinatorCredentials = CoordinatorCredentials(),
                 grpcClient: GRPCClient? = nil, httpClient: HTTPClient? = nil) {
         self.endpoint = endpoint
         self.callTimeout = callTimeout
         self.ownsGRPC = grpcClient == nil
         self.ownsHTTP = httpClient == nil
-        self.grpc = grpcClient ?? GRPCClient()
-        self.http = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton)
+        self.authorization = credentials.token.map { "Bearer " + $0 }
+        self.grpc = grpcClient ?? GRPCClient(config: GRPCClientConfig(tls: credentials.tls))
+        var tlsProblem: String?
+        if let httpClient {
+            self.http = httpClient
+        } else if credentials.tls.isCustomized {
+            do {
+                let tls = try credentials.tls.makeConfiguration()
+                self.http = HTTPClient(eventLoopGroupProvider: .singleton,
+                                       configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+            } catch {
+                tlsProblem = "TLS client settings: \(error)"
+                self.http = HTTPClient(eventLoopGroupProvider: .singleton)
+            }
+        } else {
+            self.http = HTTPClient(eventLoopGroupProvider: .singleton)
+        }
+        self.tlsProblem = tlsProblem
     }
 
     /// Closes the connections this client opened.
@@ -144,13 +183,15 @@ public final class DtmClient: Sendable {
                                               body: payload.isEmpty ? nil : payload, headers: headers)
             return Array(body.utf8)
         }
-        guard let slash = url.firstIndex(of: "/") else {
-            throw .invalidArgument("gRPC branch URL '\(url)' is not host:port/package.Service/Method")
+        let address = url.hasPrefix("grpcs://") ? url.dropFirst("grpcs://".count) : Substring(url)
+        guard let slash = address.firstIndex(of: "/") else {
+            throw .invalidArgument("gRPC branch URL '\(url)' is not [grpcs://]host:port/package.Service/Method")
         }
-        let target = String(url[..<slash]), path = String(url[slash...])
+        let target = String(address[..<slash]), path = String(address[slash...])
+        let tls = url.hasPrefix("grpcs://")
         do {
             let response = try await grpc.unary(target: target, path: path, message: payload,
-                                                metadata: info.metadata(headers: headers), timeout: callTimeout)
+                                                metadata: info.metadata(headers: headers), timeout: callTimeout, tls: tls)
             return response.message
         } catch {
             throw DtmClientError(error)
@@ -162,8 +203,12 @@ public final class DtmClient: Sendable {
     private func grpcCall<Response: ProtoMessage>(_ target: String, _ path: String, _ request: some ProtoMessage,
                                                   as: Response.Type) async throws(DtmClientError) -> Response {
         let response: GRPCResponse
+        let (address, tls) = Self.grpcTarget(target)
+        var metadata = Metadata()
+        if let authorization { metadata.add("authorization", authorization) }
         do {
-            response = try await grpc.unary(target: target, path: path, message: request.encode(), timeout: callTimeout)
+            response = try await grpc.unary(target: address, path: path, message: request.encode(), metadata: metadata,
+                                            timeout: callTimeout, tls: tls)
         } catch {
             throw DtmClientError(error)
         }
@@ -174,13 +219,19 @@ public final class DtmClient: Sendable {
         }
     }
 
+    /// `grpcs://host:port` is `host:port` over TLS.
+    static func grpcTarget(_ target: String) -> (address: String, tls: Bool) {
+        target.hasPrefix("grpcs://") ? (String(target.dropFirst("grpcs://".count)), true) : (target, false)
+    }
+
     private func httpCall(_ url: String, method: HTTPMethod, body: [UInt8]?) async throws(DtmClientError) -> String {
-        try await httpExchange(url, method: method, body: body, headers: [:])
+        try await httpExchange(url, method: method, body: body, headers: authorization.map { ["Authorization": $0] } ?? [:])
     }
 
     /// One HTTP exchange; a 200 without FAILURE or ONGOING in its body is the only success.
     private func httpExchange(_ url: String, method: HTTPMethod, body: [UInt8]?,
                               headers: [String: String]) async throws(DtmClientError) -> String {
+        if let tlsProblem, url.hasPrefix("https://") { throw .transport("\(method) \(url): \(tlsProblem)") }
         var request = HTTPClientRequest(url: url)
         request.method = method
         request.headers.add(name: "Content-Type", value: "application/json")
