@@ -113,24 +113,38 @@ struct HTTPBranchCaller: BranchCaller {
         guard let url = Self.url(for: call, of: global) else {
             return .error(message: "branch URL '\(call.url)' is not a valid http(s) URL")
         }
+        let post = !call.payload.isEmpty || global.transType == .xa
+        switch await Self.exchange(client, url: url, body: post ? call.payload : nil, of: call, global) {
+        case .success(let (status, body)): return Self.result(status: status, body: body)
+        case .failure(let error): return .error(message: error.message)
+        }
+    }
+
+    /// Why an exchange with a branch has no answer (connect, TLS, timeout, a body too large).
+    struct ExchangeError: Error {
+        var message: String
+    }
+
+    /// One request to a branch (POST with `body`, GET without) carrying the transaction's branch
+    /// headers; its status and body, all within the call's request timeout.
+    static func exchange(_ client: HTTPClient, url: String, body: [UInt8]?, of call: BranchCall,
+                         _ global: GlobalTransaction) async -> Result<(Int, String), ExchangeError> {
         var request = HTTPClientRequest(url: url)
-        request.method = !call.payload.isEmpty || global.transType == .xa ? .POST : .GET
-        request.headers = Self.headers(global.options.branchHeaders)
-        if request.method == .POST { request.body = .bytes(ByteBuffer(bytes: call.payload)) }
+        request.method = body == nil ? .GET : .POST
+        request.headers = headers(global.options.branchHeaders)
+        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
         let timeout = Duration.seconds(max(call.requestTimeout, 1))
-        let client = self.client
         let prepared = request
         do {
             // async-http-client's own deadline ends with the response head; this one also
             // covers the body, so a branch that stalls halfway cannot hold the pass.
-            let (status, body) = try await withDeadline(timeout) {
+            return .success(try await withDeadline(timeout) {
                 let response = try await client.execute(prepared, timeout: .nanoseconds(timeout.saturatingNanoseconds))
-                let body = try await response.body.collect(upTo: Self.maxResponseBody)
+                let body = try await response.body.collect(upTo: maxResponseBody)
                 return (Int(response.status.code), String(buffer: body))
-            }
-            return Self.result(status: status, body: body)
+            })
         } catch {
-            return .error(message: "\(request.method) \(url): \(error)")
+            return .failure(ExchangeError(message: "\(prepared.method) \(url): \(error)"))
         }
     }
 

@@ -25,22 +25,9 @@ struct JSONRPCBranchCaller: BranchCaller {
         case .success(let bytes): body = bytes
         case .failure(let problem): return .error(message: problem.message)
         }
-        var request = HTTPClientRequest(url: call.url)
-        request.method = .POST
-        request.headers = HTTPBranchCaller.headers(global.options.branchHeaders)
-        request.body = .bytes(ByteBuffer(bytes: body))
-        let timeout = Duration.seconds(max(call.requestTimeout, 1))
-        let client = self.client
-        let prepared = request
-        do {
-            let (status, text) = try await withDeadline(timeout) {
-                let response = try await client.execute(prepared, timeout: .nanoseconds(timeout.saturatingNanoseconds))
-                let body = try await response.body.collect(upTo: HTTPBranchCaller.maxResponseBody)
-                return (Int(response.status.code), String(buffer: body))
-            }
-            return Self.result(status: status, body: text)
-        } catch {
-            return .error(message: "POST \(call.url): \(error)")
+        switch await HTTPBranchCaller.exchange(client, url: call.url, body: body, of: call, global) {
+        case .success(let (status, text)): return Self.result(status: status, body: text)
+        case .failure(let error): return .error(message: error.message)
         }
     }
 
