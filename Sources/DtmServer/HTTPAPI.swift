@@ -163,6 +163,8 @@ public struct DtmHTTPAPI: Sendable {
         }
         // DTM's JSON-RPC 2.0 endpoint (JSONRPCAPI.swift).
         routes.append(jsonRPCRoute)
+        // The admin web UI's static files (AdminUI.swift); its data comes from /api/admin/....
+        routes.append(contentsOf: AdminUI.routes)
         // DTM's liveness route, which here also tells whether the store can take writes:
         // 503 with the reason when it cannot (read-only, full, locked, failing).
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .head, .options] {
@@ -361,11 +363,12 @@ struct APIRoute: Sendable {
         }
     }
 
-    /// A route that writes its own response (the JSON-RPC endpoint's envelope).
-    init(_ method: HTTPRequest.Method, _ path: String, raw: @escaping @Sendable (APICall) async -> Response) {
+    /// A route that writes its own response (the JSON-RPC endpoint's envelope, the admin UI's files).
+    init(_ method: HTTPRequest.Method, _ path: String, isOpen: Bool = false,
+         raw: @escaping @Sendable (APICall) async -> Response) {
         self.method = method
         self.path = path
-        self.isOpen = false
+        self.isOpen = isOpen
         self.answer = raw
     }
 
