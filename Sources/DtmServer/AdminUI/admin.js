@@ -2,7 +2,7 @@
 // binary under a Content-Security-Policy that allows no inline script and no other origin.
 // Everything that comes from the API (gids, URLs, errors, custom data) is attacker-controlled:
 // it only ever reaches the page through textContent, attribute setters and DOM nodes, never
-// through innerHTML or string-built markup.
+// through an HTML parser fed with strings.
 "use strict";
 
 (function () {
