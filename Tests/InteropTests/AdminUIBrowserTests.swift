@@ -82,7 +82,7 @@ import Testing
                 "--prefix", prefix, "--ok", ok, "--failed", failed, "--stuck", stuck, "--stuck-error", stuckError,
                 "--token", token,
             ], timeout: .seconds(300))
-            #expect(run.status == 0, "admin_ui_check.py (\(run.status)): \(run.stdout)\n\(run.stderr.suffix(3000))")
+            try #require(run.status == 0, "admin_ui_check.py (\(run.status)): \(run.stdout)\n\(run.stderr.suffix(3000))")
             // Force stop from the page reached the store.
             try await waitUntil("force-stop of \(stuck) to be stored", timeout: .seconds(30)) {
                 try await status(stuck) == .failed
