@@ -163,6 +163,8 @@ public struct DtmHTTPAPI: Sendable {
         }
         // DTM's JSON-RPC 2.0 endpoint (JSONRPCAPI.swift).
         routes.append(jsonRPCRoute)
+        // The admin JSON API behind the /admin page (AdminAPI.swift).
+        routes += adminRoutes
         // The admin web UI's static files (AdminUI.swift); its data comes from /api/admin/....
         routes.append(contentsOf: AdminUI.routes)
         // DTM's liveness route, which here also tells whether the store can take writes:
@@ -193,6 +195,8 @@ let openAPIDocument = PackageResources.openapi_json
 struct APICall: Sendable {
     var queryItems: [String: String]
     var topicName: String
+    /// The `:gid` segment of admin routes, percent-decoded.
+    var pathGid: String = ""
     var body: [UInt8]
     /// Who sent it (`.unrestricted` when authentication is off).
     var principal: Principal = .unrestricted
@@ -402,9 +406,10 @@ struct APIRoute: Sendable {
                 return HTTPAnswer(.unreadableBody("\(error)")).response
             }
         }
-        let topic = context.parameters.get("topicName") ?? ""
+        let topic = context.parameters.get("topicName") ?? "", gid = context.parameters.get("gid") ?? ""
         return await answer(APICall(queryItems: APICall.parseQuery(request.uri.query),
-                                    topicName: topic.removingPercentEncoding ?? topic, body: body, principal: principal))
+                                    topicName: topic.removingPercentEncoding ?? topic,
+                                    pathGid: gid.removingPercentEncoding ?? gid, body: body, principal: principal))
     }
 
     /// Whether `path` (no query) matches this route's pattern; `:name` matches one segment.

@@ -218,7 +218,7 @@ let routeCases: [RouteCase] = [
               body: #"{"message":"GET is not allowed on /api/json-rpc (use POST)"}"#),
 
     RouteCase(name: "openapi.json", call: .get("/api/openapi.json"), status: 200,
-              check: { $0["openapi"] as? String == "3.0.3" && ($0["paths"] as? [String: Any])?.count == 22 }),
+              check: { $0["openapi"] as? String == "3.0.3" && ($0["paths"] as? [String: Any])?.count == 26 }),
     RouteCase(name: "openapi.json: wrong method", call: Call(method: .POST, path: "/api/openapi.json"), status: 405,
               body: #"{"message":"POST is not allowed on /api/openapi.json (use GET)"}"#),
 ]
