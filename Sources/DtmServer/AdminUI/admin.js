@@ -76,7 +76,11 @@
     if (!text) return "—";
     const date = new Date(text);
     if (isNaN(date.getTime())) return text;
-    return date.toLocaleString(undefined, { hour12: false }) + "." + String(date.getMilliseconds()).padStart(3, "0");
+    // Local time, one fixed shape whatever the browser's locale: 2026-11-29 18:00:00.123.
+    const pad = (n, width) => String(n).padStart(width || 2, "0");
+    return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) + " " +
+      pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" + pad(date.getSeconds()) + "." +
+      pad(date.getMilliseconds(), 3);
   }
 
   function table(headers, rows, attrs) {
@@ -234,7 +238,8 @@
       el("label", null, "Gid prefix ", el("input", { name: "gid_prefix", id: "filter-gid_prefix", value: filters.gid_prefix, size: 24 })),
       el("label", null, "Created from ", el("input", { type: "datetime-local", name: "created_from", id: "filter-created_from", value: rfc3339ToLocal(filters.created_from) })),
       el("label", null, "to ", el("input", { type: "datetime-local", name: "created_to", id: "filter-created_to", value: rfc3339ToLocal(filters.created_to) })),
-      el("label", null, "Per page ", select("limit", ["10", "20", "50", "100"], filters.limit, "20")),
+      el("label", null, "Per page ", select("limit", ["10", "20", "50", "100"].concat(
+        filters.limit && !["10", "20", "50", "100"].includes(filters.limit) ? [filters.limit] : []), filters.limit, "20")),
       el("button", { type: "submit", id: "apply-filters" }, "Apply"),
       el("button", { type: "button", id: "clear-filters", onclick: () => { location.hash = "#/"; } }, "Clear"));
     form.addEventListener("submit", (event) => {
@@ -281,7 +286,9 @@
       pageLabel.textContent = "page " + (state.page + 1) + " · " + rows.length + " shown";
       clear(results);
       if (rows.length === 0) {
-        results.appendChild(el("p", { class: "muted", id: "no-results" }, "No transactions match."));
+        // A full page before may still have had nothing after it (positions are row ids).
+        results.appendChild(el("p", { class: "muted", id: "no-results" },
+          state.page > 0 ? "No older transactions." : "No transactions match."));
         return;
       }
       results.appendChild(table(
@@ -290,10 +297,10 @@
           el("td", null, txLink(tx.gid)),
           el("td", null, tx.trans_type || ""),
           el("td", null, badge(tx.status)),
-          el("td", null, formatTime(tx.create_time)),
-          el("td", null, formatTime(tx.update_time)),
-          el("td", null, formatTime(tx.finish_time)),
-          el("td", null, formatTime(tx.next_cron_time)),
+          el("td", { class: "time" }, formatTime(tx.create_time)),
+          el("td", { class: "time" }, formatTime(tx.update_time)),
+          el("td", { class: "time" }, formatTime(tx.finish_time)),
+          el("td", { class: "time" }, formatTime(tx.next_cron_time)),
           el("td", null, tx.owner || ""),
           el("td", { class: "reason" }, tx.rollback_reason || ""))),
         { id: "tx-table", class: "data" }));
@@ -378,7 +385,7 @@
       el("section", { id: "attempts" }, el("h2", null, "Attempts (" + attempts.length + ")"), table(
         ["#", "Started", "Branch", "Op", "URL", "Result", "Duration", "Error", "Coordinator"],
         attempts.map((a, i) => el("tr", { class: "attempt-row result-" + cssToken(a.result) + " op-" + cssToken(a.op) },
-          el("td", null, String(i + 1)), el("td", null, formatTime(a.start_time)), el("td", null, a.branch_id || ""),
+          el("td", null, String(i + 1)), el("td", { class: "time" }, formatTime(a.start_time)), el("td", null, a.branch_id || ""),
           el("td", null, a.op || ""), el("td", { class: "url" }, a.url || ""), el("td", null, badge(a.result)),
           el("td", { class: "num" }, a.duration_ms === undefined || a.duration_ms === null ? "—" : a.duration_ms + " ms"),
           el("td", { class: "error-text" }, a.error || ""), el("td", null, a.owner || ""))),

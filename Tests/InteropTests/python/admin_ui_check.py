@@ -15,6 +15,7 @@ Screenshots (PNG) of each page go to DIR. Prints one JSON line {"ok": true, "scr
 Exit status 2: chromium or chromedriver is missing.
 """
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -90,11 +91,30 @@ class Run:
         self.driver.set_window_size(1400, 1000)
         self.screenshots.append(path)
 
+    def viewport_screenshot(self, name, width, height):
+        """What a user sees first (smaller than the whole page; docs/admin-ui.png is one)."""
+        path = os.path.join(self.args.artifacts, name + ".png")
+        self.driver.set_window_size(width, height)
+        self.driver.execute_script("window.scrollTo(0, 0)")
+        self.driver.save_screenshot(path)
+        self.driver.set_window_size(1400, 1000)
+        self.screenshots.append(path)
+
+    def element_screenshot(self, name, selector):
+        path = os.path.join(self.args.artifacts, name + ".png")
+        element = self.driver.find_element(By.CSS_SELECTOR, selector)
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
+        element.screenshot(path)
+        self.screenshots.append(path)
+
     def open(self, fragment=""):
+        # Empty the view first: a link that changes only the fragment re-renders on the
+        # hashchange event, and until then the previous page must not pass for the new one.
+        self.driver.execute_script("const v = document.getElementById('view'); if (v) v.textContent = '';")
         self.driver.get(self.args.base + "/admin/" + fragment)
 
     def open_tx(self, gid):
-        self.driver.get(self.args.base + "/admin/#/tx/" + urllib.parse.quote(gid, safe=""))
+        self.open("#/tx/" + urllib.parse.quote(gid, safe=""))
         self.wait(f"page of {gid}", lambda d: d.find_elements(By.ID, "attempt-table") or d.find_elements(By.ID, "not-found")
                   or d.find_elements(By.CSS_SELECTOR, "p.error"))
         self.check(self.driver.find_elements(By.ID, "attempt-table"),
@@ -158,6 +178,37 @@ class Run:
         self.driver.find_element(By.CSS_SELECTOR, "#tx-table tr.tx-row a.gid").click()
         self.wait("the link to the failed saga's page", lambda d: d.find_elements(By.ID, "attempt-table"))
         self.check(self.text("tx-gid") == a.failed, f"the row linked to {self.text('tx-gid')!r}")
+        # Paging through a deep link with one row a page: older, older, newer (newest first).
+        self.open("#/?gid_prefix=" + urllib.parse.quote(a.prefix, safe="") + "&limit=1")
+        self.wait_listed("page 1 of 1-row pages", lambda gids: len(gids) == 1)
+        pages = [self.listed_gids()[0]]
+        for _ in range(2):
+            self.driver.find_element(By.ID, "next-page").click()
+            self.wait_listed("the next page", lambda gids, seen=list(pages): len(gids) == 1 and gids[0] not in seen)
+            pages.append(self.listed_gids()[0])
+        self.check(set(pages) == ours, f"paging showed {pages}")
+        # A full last page may still offer "Older" (the API knows the end only once a page is
+        # short); that page is then empty and the end.
+        back_to = pages[1]
+        if self.driver.find_element(By.ID, "next-page").is_enabled():
+            self.driver.find_element(By.ID, "next-page").click()
+            self.wait_listed("the empty page after the last", lambda gids: gids == [])
+            back_to = pages[2]
+        self.wait("Older to be disabled at the end", lambda d: not d.find_element(By.ID, "next-page").is_enabled())
+        self.driver.find_element(By.ID, "prev-page").click()
+        self.wait_listed("the previous page", lambda gids: gids == [back_to])
+        # The time range (through the link: typing into datetime-local fields depends on the locale).
+        def rfc3339(delta):
+            t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=delta)
+            return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        base = "#/?gid_prefix=" + urllib.parse.quote(a.prefix, safe="")
+        for query, expected in [("&created_from=" + rfc3339(-1), ours), ("&created_from=" + rfc3339(1), set()),
+                                ("&created_to=" + rfc3339(-1), set()),
+                                ("&created_from=" + rfc3339(-1) + "&created_to=" + rfc3339(1), ours)]:
+            self.open(base + query)
+            self.wait_listed(f"the time filter {query}", lambda gids, want=expected: set(gids) == want)
+        from_field = self.driver.find_element(By.ID, "filter-created_from").get_attribute("value")
+        self.check(from_field, "the created-from field does not show the link's time")
 
     def failed_saga(self):
         gid = self.args.failed
@@ -179,6 +230,7 @@ class Run:
         self.check(any("failure" in r.get_attribute("class") for r in rows), "no failed attempt row")
         self.check("failed" in self.text("pending").lower(), f"the finished box says: {self.text('pending')}")
         self.screenshot("failed-saga")
+        self.element_screenshot("failed-saga-diagram", "#diagram .diagram-wrap")
 
     def ok_saga(self):
         self.open_tx(self.args.ok)
@@ -206,6 +258,7 @@ class Run:
         errors = self.driver.find_elements(By.CSS_SELECTOR, "#attempt-table td.error-text")
         self.check(any(self.args.stuck_error in e.text for e in errors), "attempts do not show the error text")
         self.screenshot("stuck")
+        self.viewport_screenshot("overview", 1200, 1260)
 
         self.step = "force stop"
         self.driver.find_element(By.ID, "force-stop").click()
