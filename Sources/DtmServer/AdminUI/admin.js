@@ -418,20 +418,19 @@
     output.hidden = false;
     output.className = "action-result";
     output.textContent = action + "…";
+    let body;
     try {
-      const body = await api("POST", API + "/" + encodeURIComponent(gid) + "/" + action);
-      output.textContent = action + ": " + JSON.stringify(body);
-      output.classList.add("ok");
-      // Show the new state, keeping the answer visible.
-      setTimeout(() => refreshKeeping(output), 300);
+      body = await api("POST", API + "/" + encodeURIComponent(gid) + "/" + action);
     } catch (error) {
       output.textContent = action + " failed: " + (error && error.message ? error.message : String(error));
       output.classList.add("failed");
+      return;
     }
+    // The answer comes once the change is stored: show the new state with the answer on it.
+    await refreshShowing(action + ": " + JSON.stringify(body), "ok");
   }
 
-  async function refreshKeeping(output) {
-    const text = output.textContent, className = output.className;
+  async function refreshShowing(text, kind) {
     const { path } = parseHash();
     if (!path.startsWith("/tx/")) return;
     generation += 1;
@@ -440,7 +439,7 @@
     if (fresh) {
       fresh.hidden = false;
       fresh.textContent = text;
-      fresh.className = className;
+      fresh.className = "action-result " + kind;
     }
   }
 

@@ -124,8 +124,10 @@ class Run:
         self.check(not shown.find_elements(By.XPATH, "./*"), f"the gid {gid!r} was rendered as markup")
 
     def text(self, element_id):
-        found = self.driver.find_elements(By.ID, element_id)
-        return found[0].text if found else f"(no #{element_id})"
+        """The element's rendered text, read in one script (a re-render cannot make it stale)."""
+        text = self.driver.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.innerText : null;", element_id)
+        return text if text is not None else f"(no #{element_id})"
 
     def listed_gids(self):
         """The gids of the rows shown, or None while the list is loading (read in one script, so a
@@ -260,11 +262,16 @@ class Run:
         self.screenshot("stuck")
         self.viewport_screenshot("overview", 1200, 1260)
 
+        # Retry now: the answer shows on the page re-read after it.
+        self.driver.find_element(By.ID, "retry-now").click()
+        self.wait("retry-now's answer", lambda d: 'retry-now: {"dtm_result":"SUCCESS"}' in self.text("action-result"))
+
         self.step = "force stop"
         self.driver.find_element(By.ID, "force-stop").click()
         alert = self.wait("the confirm dialog", EC.alert_is_present())
+        self.check(self.args.stuck in alert.text, f"the confirm does not name the gid: {alert.text!r}")
         alert.accept()
-        self.wait("force-stop's answer", lambda d: "SUCCESS" in self.text("action-result"))
+        self.wait("force-stop's answer", lambda d: 'force-stop: {"dtm_result":"SUCCESS"}' in self.text("action-result"))
         self.wait("the page to show status failed",
                   lambda d: d.find_elements(By.CSS_SELECTOR, "h1 .badge.status-failed"))
         self.screenshot("stuck-force-stopped")
