@@ -15,7 +15,7 @@ extension DtmHTTPAPI {
         let engine = self.engine, admin = self.admin, redact = redactQuery
         let p = Self.adminPrefix
         return [
-            APIRoute(.get, p, admin: { call throws(DtmError) in
+            APIRoute.admin(.get, p) { call throws(DtmError) in
                 let filter = try AdminListFilter(call)
                 if let prefix = call.principal.gidPrefix, !filter.gidPrefix.hasPrefix(prefix) {
                     throw DtmError.permissionDenied(
@@ -24,30 +24,30 @@ extension DtmHTTPAPI {
                 let page = try await admin.list(filter.query)
                 return .object([("transactions", .array(page.rows.map(AdminJSON.summary))),
                                 ("next_position", .string(page.nextPosition))])
-            }),
-            APIRoute(.get, "\(p)/:gid", admin: { call throws(DtmError) in
+            },
+            APIRoute.admin(.get, "\(p)/:gid") { call throws(DtmError) in
                 try call.principal.permit(gid: call.pathGid)
                 let detail = try await admin.detail(gid: call.pathGid)
                 return AdminJSON.detail(detail, redact: redact)
-            }),
-            APIRoute(.post, "\(p)/:gid/force-stop", admin: { call throws(DtmError) in
+            },
+            APIRoute.admin(.post, "\(p)/:gid/force-stop") { call throws(DtmError) in
                 try call.principal.permit(gid: call.pathGid)
                 try await engine.forceStop(gid: call.pathGid)
                 return nil
-            }),
-            APIRoute(.post, "\(p)/:gid/retry-now", admin: { call throws(DtmError) in
+            },
+            APIRoute.admin(.post, "\(p)/:gid/retry-now") { call throws(DtmError) in
                 try call.principal.permit(gid: call.pathGid)
                 try await admin.retryNow(gid: call.pathGid)
                 return nil
-            }),
+            },
         ]
     }
 }
 
 extension APIRoute {
     /// An admin route: nil from the handler is `{"dtm_result":"SUCCESS"}`; errors are `{"error": "..."}`.
-    init(_ method: HTTPRequest.Method, _ path: String, admin handler: @escaping Handler) {
-        self.init(method, path, raw: { call in
+    static func admin(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) -> APIRoute {
+        APIRoute(method, path, raw: { call in
             do throws(DtmError) {
                 guard let body = try await handler(call) else { return HTTPAnswer.success.response }
                 return HTTPAnswer(status: .ok, body: body).response
