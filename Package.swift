@@ -104,7 +104,10 @@ let package = Package(
             .product(name: "JWTKit", package: "jwt-kit"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
-        ], resources: [.embedInCode("openapi.json")]),
+        ], resources: [.embedInCode("openapi.json"),
+                       // The admin web UI (AdminUI.swift): plain files, no front-end build step.
+                       .embedInCode("AdminUI/admin.html"), .embedInCode("AdminUI/admin.js"),
+                       .embedInCode("AdminUI/admin.css")]),
         // The settings of `dtm`, each declared once (flag, env var, YAML key, default, check), read
         // from flags > environment > file > defaults; and the process's services in one ServiceGroup.
         .target(name: "DtmConfig", dependencies: [

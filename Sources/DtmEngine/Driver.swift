@@ -33,8 +33,14 @@ public struct PassReport: Sendable {
 
 /// What a pass waits for: a call's answer or its deadline.
 enum PassEvent: Sendable {
-    case answer(BranchCall, BranchResult)
+    case answer(BranchCall, BranchResult, CallTiming)
     case deadline
+}
+
+/// When a call started (wall clock) and how long it took (monotonic clock).
+struct CallTiming: Sendable {
+    var start: Date
+    var duration: Duration
 }
 
 /// One branch call's answer.
@@ -143,17 +149,21 @@ public struct TransactionDriver: Sendable {
                     for call in calls {
                         pass.state.memory.launched(call.key)
                         pass.report.calls.append(call)
-                        group.addTask { .answer(call, await self.invoke(call, of: current)) }
+                        group.addTask {
+                            let start = clock.now(), began = ContinuousClock.now
+                            let result = await self.invoke(call, of: current)
+                            return .answer(call, result, CallTiming(start: start, duration: .now - began))
+                        }
                     }
                 case .awaitResult:
                     guard !pass.state.memory.inFlight.isEmpty else { break loop }
                     // A pass cancelled by shutdown drops the answer it was waiting for: a call cut
                     // short is not the branch's error and must not double the retry interval.
-                    guard case .answer(let call, let result)? = await group.next(), !Task.isCancelled else {
+                    guard case .answer(let call, let result, let timing)? = await group.next(), !Task.isCancelled else {
                         if !Task.isCancelled { pass.report.deadlineExceeded = true }
                         break loop
                     }
-                    guard await pass.record(result, of: call) else { break loop }
+                    guard await pass.record(result, of: call, timing: timing) else { break loop }
                 case .transition(let status, let reason):
                     guard await pass.transition(to: status, reason: reason) else { break loop }
                 case .postpone(let time):
@@ -194,6 +204,10 @@ private struct Pass {
     var report: PassReport
     /// Branch results recorded in `state` but not stored yet.
     var pending: [BranchUpdate] = []
+    /// Attempt records not stored yet. They ride along with the pass's next write that carries
+    /// branch results, a status change or the schedule (never a write of their own), so they
+    /// add no commit; a write that loses its race drops them with it.
+    var attempts: [BranchAttempt] = []
     /// Until when this pass's lease is known to hold: from the row at the pass start (a claim or
     /// a request leased it), then from its own renewals. The cron renews leases of running passes
     /// too, without telling the pass: this is a lower bound.
@@ -217,8 +231,11 @@ private struct Pass {
     private var fence: String { report.global.owner }
 
     /// Applies a call's answer (spec 4.2); false when the branch write lost its race or failed.
-    mutating func record(_ result: BranchResult, of call: BranchCall) async -> Bool {
+    mutating func record(_ result: BranchResult, of call: BranchCall, timing: CallTiming) async -> Bool {
         state.memory.finished(call.key, with: result)
+        attempts.append(BranchAttempt(gid: gid, call: call, result: result, startTime: timing.start,
+                                      duration: timing.duration, owner: driver.owner))
+        if attempts.count > AttemptRetention.limit { attempts = AttemptRetention.trimmed(attempts) }
         report.answers.append(BranchAnswer(call: call, result: result))
         if call.kind == .branch && !result.isSuccess { report.lastUnsuccessful = result }
         let now = driver.clock.now()
@@ -241,14 +258,18 @@ private struct Pass {
     }
 
     /// Stores the branch results still in memory; false when the write failed or lost its race.
-    mutating func flush() async -> Bool {
-        guard !pending.isEmpty else { return true }
+    /// Attempts alone make no write, unless `attempts` is set (the pass ends and nothing else
+    /// will carry them: a workflow resume, which changes neither a branch nor the schedule).
+    mutating func flush(attempts force: Bool = false) async -> Bool {
+        guard !pending.isEmpty || (force && !attempts.isEmpty) else { return true }
         let (store, gid, expecting, updates, now) = (driver.store, gid, state.global.status, pending, driver.clock.now())
-        let fence = self.fence
+        let (fence, attempts) = (self.fence, self.attempts)
         guard await write({ () async throws(StoreError) in
-            try await store.updateBranches(gid: gid, expecting: expecting, owner: fence, updates: updates, now: now)
+            try await store.updateBranches(gid: gid, expecting: expecting, owner: fence, updates: updates,
+                                           attempts: attempts, now: now)
         }) else { return false }
         pending = []
+        self.attempts = []
         return true
     }
 
@@ -265,10 +286,12 @@ private struct Pass {
         guard leaseUntil.timeIntervalSince(now) <= calls + 1 else { return true }
         let until = now.addingTimeInterval(max(config.leaseSeconds, calls + 2))
         let update = GlobalUpdate(nextCronTime: until, expectedOwner: fence)
-        let (store, gid, status) = (driver.store, gid, state.global.status)
+        let (store, gid, status, attempts) = (driver.store, gid, state.global.status, self.attempts)
         guard await write({ () async throws(StoreError) in
-            try await store.changeStatus(gid: gid, from: status, to: status, update: update, now: now)
+            try await store.changeStatus(gid: gid, from: status, to: status, update: update, branchUpdates: [],
+                                         attempts: attempts, now: now)
         }) else { return false }
+        self.attempts = []
         leaseUntil = until
         return true
     }
@@ -278,12 +301,13 @@ private struct Pass {
         let now = driver.clock.now()
         var update = GlobalUpdate.transition(to: status, reason: reason, now: now)
         update.expectedOwner = fence
-        let (store, gid, from, updates) = (driver.store, gid, state.global.status, pending)
+        let (store, gid, from, updates, attempts) = (driver.store, gid, state.global.status, pending, self.attempts)
         guard await write({ () async throws(StoreError) in
             try await store.changeStatus(gid: gid, from: from, to: status, update: update, branchUpdates: updates,
-                                         now: now)
+                                         attempts: attempts, now: now)
         }) else { return false }
         pending = []
+        self.attempts = []
         state.global.apply(status: status, update, now: now)
         // While the transaction was `prepared`, RegisterBranch could add rows after this pass read
         // them (another request, another coordinator). The status change just stored ends that:
@@ -304,17 +328,18 @@ private struct Pass {
     mutating func touchCron() async {
         guard report.storeError == nil, !state.global.status.isFinished else { return }
         guard let next = schedule.nextTime else {
-            _ = await flush()
+            _ = await flush(attempts: true)
             return
         }
         let now = driver.clock.now()
         let (store, gid, status, interval, updates) = (driver.store, gid, state.global.status, schedule.interval, pending)
-        let fence = self.fence
+        let (fence, attempts) = (self.fence, self.attempts)
         guard await write({ () async throws(StoreError) in
             try await store.touchCron(gid: gid, status: status, owner: fence, nextCronInterval: interval,
-                                      nextCronTime: next, branchUpdates: updates, now: now)
+                                      nextCronTime: next, branchUpdates: updates, attempts: attempts, now: now)
         }) else { return }
         pending = []
+        self.attempts = []
         state.global.nextCronInterval = interval
         state.global.nextCronTime = next
         state.global.updateTime = now

@@ -5,6 +5,7 @@ import Foundation
 public actor InMemoryStore: TransactionStore {
     private var globals: [String: GlobalTransaction] = [:]
     private var branches: [String: [BranchRecord]] = [:]
+    private var attempts: [String: [BranchAttempt]] = [:]
     private var kv: [KVKey: KVRecord] = [:]
     private var lastID: Int64 = 0
 
@@ -42,13 +43,14 @@ public actor InMemoryStore: TransactionStore {
     }
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                             branchUpdates: [BranchUpdate], now: Date) throws(StoreError) {
+                             branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) throws(StoreError) {
         guard var global = globals[gid], global.status == from,
               update.expectedOwner.map({ $0 == global.owner }) ?? true else {
             throw StoreError.notFound("no transaction \(gid) in status \(from.rawValue)"
                                       + (update.expectedOwner.map { " leased by \($0)" } ?? ""))
         }
         try applyBranchUpdates(branchUpdates, gid: gid, now: now)
+        append(attempts, gid: gid)
         global.apply(status: to, update, now: now)
         globals[gid] = global
     }
@@ -60,16 +62,19 @@ public actor InMemoryStore: TransactionStore {
     }
 
     public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
-                               now: Date) throws(StoreError) {
+                               attempts: [BranchAttempt], now: Date) throws(StoreError) {
         try requireStatus(gid, expecting, owner: owner)
         try applyBranchUpdates(updates, gid: gid, now: now)
+        append(attempts, gid: gid)
     }
 
     public func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
-                          nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) throws(StoreError) {
+                          nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
+                          now: Date) throws(StoreError) {
         guard var global = globals[gid], global.status == status, owner.map({ $0 == global.owner }) ?? true
         else { return }
         try applyBranchUpdates(branchUpdates, gid: gid, now: now)
+        append(attempts, gid: gid)
         global.nextCronInterval = nextCronInterval
         global.nextCronTime = nextCronTime
         global.updateTime = now
@@ -129,6 +134,7 @@ public actor InMemoryStore: TransactionStore {
         for global in expired {
             globals[global.gid] = nil
             branches[global.gid] = nil
+            attempts[global.gid] = nil
         }
         return expired.count
     }
@@ -149,9 +155,26 @@ public actor InMemoryStore: TransactionStore {
                 && (query.transType.map { global.transType == $0 } ?? true)
                 && (query.createdFrom.map { global.createTime >= $0 } ?? true)
                 && (query.createdTo.map { global.createTime <= $0 } ?? true)
+                && global.gid.hasPrefix(query.gidPrefix)
                 && (query.position.map { (global.id ?? 0) < $0 } ?? true)
         }
         return Array(rows.sorted { ($0.id ?? 0) > ($1.id ?? 0) }.prefix(max(0, query.limit)))
+    }
+
+    public func findAttempts(gid: String) -> [BranchAttempt] {
+        attempts[gid] ?? []
+    }
+
+    /// Appends with ids, then keeps what `AttemptRetention` keeps.
+    private func append(_ new: [BranchAttempt], gid: String) {
+        guard !new.isEmpty else { return }
+        var rows = attempts[gid] ?? []
+        for var attempt in new {
+            attempt.id = nextID()
+            attempt.gid = gid
+            rows.append(attempt)
+        }
+        attempts[gid] = AttemptRetention.trimmed(rows)
     }
 
     private func requireStatus(_ gid: String, _ expecting: GlobalStatus, owner: String? = nil) throws(StoreError) {

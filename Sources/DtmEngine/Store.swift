@@ -66,16 +66,19 @@ public struct GlobalQuery: Sendable, Equatable {
     public var transType: TransType?
     public var createdFrom: Date?
     public var createdTo: Date?
+    /// Only gids starting with this text (taken literally: `%` and `_` are no wildcards); "" for any.
+    public var gidPrefix: String
     /// Return rows with id < position (ids descend); nil starts at the newest.
     public var position: Int64?
     public var limit: Int
 
     public init(status: GlobalStatus? = nil, transType: TransType? = nil, createdFrom: Date? = nil,
-                createdTo: Date? = nil, position: Int64? = nil, limit: Int = 100) {
+                createdTo: Date? = nil, gidPrefix: String = "", position: Int64? = nil, limit: Int = 100) {
         self.status = status
         self.transType = transType
         self.createdFrom = createdFrom
         self.createdTo = createdTo
+        self.gidPrefix = gidPrefix
         self.position = position
         self.limit = limit
     }
@@ -119,10 +122,14 @@ public protocol TransactionStore: Sendable {
     func findBranches(gid: String) async throws(StoreError) -> [BranchRecord]
 
     /// Sets `status` (and the given fields, and update_time = now) where the stored status is `from`,
-    /// and records `branchUpdates` in the same transaction: all of it or nothing.
+    /// and records `branchUpdates` and `attempts` in the same transaction: all of it or nothing.
     /// Throws `.notFound` when no global row matched (or a branch row is missing).
+    ///
+    /// `attempts` (here and in `updateBranches` / `touchCron`) are appended to the transaction's
+    /// attempt history, which keeps at most `AttemptRetention.limit` rows per transaction
+    /// (the first and the latest); a write that does not happen stores none of them.
     func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                      branchUpdates: [BranchUpdate], now: Date) async throws(StoreError)
+                      branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError)
 
     /// Inserts branches while the global row is in `expecting` (checked in the same
     /// transaction). `.notFound` if it is not; `.uniqueConflict` on a duplicate (gid, branch_id, op).
@@ -132,13 +139,17 @@ public protocol TransactionStore: Sendable {
     /// Records branch results while the global row is in `expecting` (and, when `owner` is
     /// given, leased by it). `.notFound` if it is not.
     func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
-                        now: Date) async throws(StoreError)
+                        attempts: [BranchAttempt], now: Date) async throws(StoreError)
 
     /// Moves next_cron_time / next_cron_interval and records `branchUpdates` while the status is
     /// still `status` (and, when `owner` is given, the row is leased by it); does nothing (no
     /// error) otherwise: a pass that lost its race has nothing worth keeping.
     func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
-                   nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError)
+                   nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
+                   now: Date) async throws(StoreError)
+
+    /// Attempts of a transaction, oldest first (see `changeStatus`).
+    func findAttempts(gid: String) async throws(StoreError) -> [BranchAttempt]
 
     /// Leases up to `limit` due transactions: unfinished with next_cron_time <= now. Each
     /// returned row has been updated in the same statement to owner = `owner` and
@@ -163,7 +174,7 @@ public protocol TransactionStore: Sendable {
     /// Sets next_cron_time = now for one gid, whatever its status. `.notFound` for an unknown gid.
     func resetNextCronTime(gid: String, now: Date) async throws(StoreError)
 
-    /// Listing for `/all`: ordered by id descending.
+    /// Listing for `/all` and the admin API: ordered by id descending.
     func scanGlobals(_ query: GlobalQuery) async throws(StoreError) -> [GlobalTransaction]
 
     /// KV rows matching cat and key; an empty string matches any.
@@ -187,7 +198,7 @@ public protocol TransactionStore: Sendable {
 
     /// Retention (DTM's FinishedDataExpire): deletes up to `limit` finished transactions
     /// (`succeed` or `failed`) last updated before `before`, oldest ids first, with their branch
-    /// rows, in one transaction. Never touches an unfinished row. Returns how many were deleted.
+    /// rows and attempts, in one transaction. Never touches an unfinished row. Returns how many were deleted.
     func deleteFinished(before: Date, limit: Int) async throws(StoreError) -> Int
 
     /// Unfinished transactions whose next_cron_time has passed (due, not leased by a running pass).
@@ -201,27 +212,47 @@ extension TransactionStore {
     /// A status change with no branch results.
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                              now: Date) async throws(StoreError) {
-        try await changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: [], now: now)
+        try await changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: [], attempts: [], now: now)
+    }
+
+    /// A status change with branch results and no attempts.
+    public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
+                             branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+        try await changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: branchUpdates,
+                               attempts: [], now: now)
+    }
+
+    /// Branch results with no attempts.
+    public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
+                               now: Date) async throws(StoreError) {
+        try await updateBranches(gid: gid, expecting: expecting, owner: owner, updates: updates, attempts: [], now: now)
+    }
+
+    /// A schedule change with no attempts.
+    public func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
+                          nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+        try await touchCron(gid: gid, status: status, owner: owner, nextCronInterval: nextCronInterval,
+                            nextCronTime: nextCronTime, branchUpdates: branchUpdates, attempts: [], now: now)
     }
 
     /// A schedule change with no branch results and no owner check.
     public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
                           nextCronTime: Date, now: Date) async throws(StoreError) {
         try await touchCron(gid: gid, status: status, owner: nil, nextCronInterval: nextCronInterval,
-                            nextCronTime: nextCronTime, branchUpdates: [], now: now)
+                            nextCronTime: nextCronTime, branchUpdates: [], attempts: [], now: now)
     }
 
     /// A schedule change without owner check.
     public func touchCron(gid: String, status: GlobalStatus, nextCronInterval: Int64,
                           nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
         try await touchCron(gid: gid, status: status, owner: nil, nextCronInterval: nextCronInterval,
-                            nextCronTime: nextCronTime, branchUpdates: branchUpdates, now: now)
+                            nextCronTime: nextCronTime, branchUpdates: branchUpdates, attempts: [], now: now)
     }
 
     /// Branch results without owner check.
     public func updateBranches(gid: String, expecting: GlobalStatus, updates: [BranchUpdate],
                                now: Date) async throws(StoreError) {
-        try await updateBranches(gid: gid, expecting: expecting, owner: nil, updates: updates, now: now)
+        try await updateBranches(gid: gid, expecting: expecting, owner: nil, updates: updates, attempts: [], now: now)
     }
 
     /// Lease extension without owner check.

@@ -1,3 +1,4 @@
+import DtmEngine
 import DtmStore
 import PostgresNIO
 
@@ -156,7 +157,8 @@ struct DeleteFinished: Statement {
     static let sql = """
         WITH doomed AS (SELECT id, gid FROM trans_global WHERE status IN ('succeed', 'failed') AND update_time < $1 \
         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-        branches AS (DELETE FROM trans_branch_op WHERE gid IN (SELECT gid FROM doomed)) \
+        branches AS (DELETE FROM trans_branch_op WHERE gid IN (SELECT gid FROM doomed)), \
+        attempts AS (DELETE FROM trans_attempt WHERE gid IN (SELECT gid FROM doomed)) \
         DELETE FROM trans_global WHERE id IN (SELECT id FROM doomed) RETURNING id
         """
     let bindings: PostgresBindings
@@ -177,8 +179,41 @@ struct ScanGlobals: Statement {
         SELECT \(GlobalColumns.select) FROM trans_global \
         WHERE id < $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR trans_type = $3) \
         AND ($4::int8 IS NULL OR create_time >= $4) AND ($5::int8 IS NULL OR create_time <= $5) \
+        AND ($7::text = '' OR substr(gid, 1, char_length($7::text)) = $7::text) \
         ORDER BY id DESC LIMIT $6
         """
+    let bindings: PostgresBindings
+}
+
+// MARK: Attempts
+
+/// Attempts of one transaction as parallel arrays, inserted in array order: $1 gid, then
+/// branch_id, op, url, start_time, duration_ms, result, message, owner.
+struct InsertAttempts: Statement {
+    static let sql = """
+        INSERT INTO trans_attempt (gid, branch_id, op, url, start_time, duration_ms, result, message, owner) \
+        SELECT $1, u.bid, u.op, u.url, u.st, u.dur, u.res, u.msg, u.own \
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], $8::text[], \
+        $9::text[]) WITH ORDINALITY AS u(bid, op, url, st, dur, res, msg, own, n) ORDER BY u.n RETURNING id
+        """
+    let bindings: PostgresBindings
+}
+
+/// Keeps the first and the latest (AttemptRetention): deletes what lies strictly between the
+/// first's last id and the latest's first id; with fewer rows a bound is NULL and nothing goes.
+/// A separate statement: a data-modifying CTE would not see the rows just inserted.
+struct TrimAttempts: Statement {
+    static let sql = """
+        DELETE FROM trans_attempt WHERE gid = $1 \
+        AND id > (SELECT id FROM trans_attempt WHERE gid = $1 ORDER BY id LIMIT 1 OFFSET \(AttemptRetention.first - 1)) \
+        AND id < (SELECT id FROM trans_attempt WHERE gid = $1 ORDER BY id DESC LIMIT 1 OFFSET \(AttemptRetention.latest - 1)) \
+        RETURNING id
+        """
+    let bindings: PostgresBindings
+}
+
+struct FindAttempts: Statement {
+    static let sql = "SELECT \(AttemptColumns.select) FROM trans_attempt WHERE gid = $1 ORDER BY id"
     let bindings: PostgresBindings
 }
 

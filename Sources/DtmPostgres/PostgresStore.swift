@@ -256,7 +256,7 @@ public final class PostgresStore: TransactionStore {
     }
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                             branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                             branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         Failpoint.hit("store.changeStatus.before"); defer { Failpoint.hit("store.changeStatus.after") }
         try checkReady()
         let change = ChangeStatus(bindings: binds {
@@ -276,8 +276,9 @@ public final class PostgresStore: TransactionStore {
         let missing = StoreError.notFound("no global transaction \(gid) in status \(from.rawValue)"
                                           + (update.expectedOwner.map { " leased by \($0)" } ?? ""))
         let branchUpdate = branchUpdateStatement(branchUpdates, gid: gid, now: now)
+        let attemptInsert = attemptStatement(attempts, gid: gid)
         let context = "changeStatus \(gid)"
-        guard let branchUpdate else {
+        guard branchUpdate != nil || attemptInsert != nil else {
             let matched = try await write(context) { connection, logger in
                 try await connection.rows(change, logger: logger).count
             }
@@ -286,7 +287,8 @@ public final class PostgresStore: TransactionStore {
         }
         try await database.transaction(context) { [logger = database.logger] connection in
             guard try await connection.rows(change, logger: logger).count == 1 else { throw missing }
-            try await Self.run(branchUpdate, on: connection, gid: gid, logger: logger)
+            if let branchUpdate { try await Self.run(branchUpdate, on: connection, gid: gid, logger: logger) }
+            try await Self.run(attemptInsert, on: connection, gid: gid, logger: logger)
         }
     }
 
@@ -307,7 +309,7 @@ public final class PostgresStore: TransactionStore {
     }
 
     public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
-                               now: Date) async throws(StoreError) {
+                               attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         Failpoint.hit("store.updateBranches.before"); defer { Failpoint.hit("store.updateBranches.after") }
         try checkReady()
         let lock = LockGlobal(bindings: binds {
@@ -319,14 +321,17 @@ public final class PostgresStore: TransactionStore {
         let missing = StoreError.notFound("no global transaction \(gid) in status \(expecting.rawValue)"
                                           + (owner.map { " leased by \($0)" } ?? ""))
         let branchUpdate = branchUpdateStatement(updates, gid: gid, now: now)
+        let attemptInsert = attemptStatement(attempts, gid: gid)
         try await database.transaction("updateBranches \(gid)") { [logger = database.logger] connection in
             guard try await connection.rows(lock, logger: logger).count == 1 else { throw missing }
             if let branchUpdate { try await Self.run(branchUpdate, on: connection, gid: gid, logger: logger) }
+            try await Self.run(attemptInsert, on: connection, gid: gid, logger: logger)
         }
     }
 
     public func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
-                          nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                          nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
+                          now: Date) async throws(StoreError) {
         Failpoint.hit("store.touchCron.before"); defer { Failpoint.hit("store.touchCron.after") }
         try checkReady()
         let touch = TouchCron(bindings: binds {
@@ -338,14 +343,17 @@ public final class PostgresStore: TransactionStore {
             $0.append(owner)
         })
         let context = "touchCron \(gid)"
-        guard let branchUpdate = branchUpdateStatement(branchUpdates, gid: gid, now: now) else {
+        let branchUpdate = branchUpdateStatement(branchUpdates, gid: gid, now: now)
+        let attemptInsert = attemptStatement(attempts, gid: gid)
+        guard branchUpdate != nil || attemptInsert != nil else {
             _ = try await write(context) { connection, logger in try await connection.rows(touch, logger: logger) }
             return
         }
         try await database.transaction(context) { [logger = database.logger] connection in
             // Status moved on: this pass lost its race and its results are not kept.
             guard try await connection.rows(touch, logger: logger).count == 1 else { return }
-            try await Self.run(branchUpdate, on: connection, gid: gid, logger: logger)
+            if let branchUpdate { try await Self.run(branchUpdate, on: connection, gid: gid, logger: logger) }
+            try await Self.run(attemptInsert, on: connection, gid: gid, logger: logger)
         }
     }
 
@@ -466,10 +474,20 @@ public final class PostgresStore: TransactionStore {
             $0.append(query.createdFrom?.microsecondsSince1970)
             $0.append(query.createdTo?.microsecondsSince1970)
             $0.append(Int64(query.limit))
+            $0.append(query.gidPrefix)
         })
         return try await read("scanGlobals") { connection, logger in
             try await connection.rows(statement, logger: logger).map(Self.global)
         }
+    }
+
+    public func findAttempts(gid: String) async throws(StoreError) -> [BranchAttempt] {
+        try checkReady()
+        let statement = FindAttempts(bindings: binds { $0.append(gid) })
+        let rows = try await read("findAttempts \(gid)") { connection, logger in
+            try await connection.rows(statement, logger: logger).map(StoredAttempt.init)
+        }
+        return rows.map { $0.decoded() }
     }
 
     // MARK: KV
@@ -607,6 +625,30 @@ public final class PostgresStore: TransactionStore {
         return BranchUpdateBatch(statement: statement, updates: unique)
     }
 
+    /// The attempts as one statement, or nil when there are none.
+    private func attemptStatement(_ attempts: [BranchAttempt], gid: String) -> InsertAttempts? {
+        guard !attempts.isEmpty else { return nil }
+        return InsertAttempts(bindings: binds {
+            $0.append(gid)
+            $0.append(attempts.map(\.branchID))
+            $0.append(attempts.map(\.op.rawValue))
+            $0.append(attempts.map(\.url))
+            $0.append(attempts.map(\.startTime.microsecondsSince1970))
+            $0.append(attempts.map(\.durationMs))
+            $0.append(attempts.map(\.result.rawValue))
+            $0.append(attempts.map(\.message))
+            $0.append(attempts.map(\.owner))
+        })
+    }
+
+    /// Inside a transaction: appends the attempts, then trims the history to what is kept.
+    private static func run(_ insert: InsertAttempts?, on connection: PostgresConnection, gid: String,
+                            logger: Logger) async throws {
+        guard let insert else { return }
+        _ = try await connection.rows(insert, logger: logger)
+        _ = try await connection.rows(TrimAttempts(bindings: binds { $0.append(gid) }), logger: logger)
+    }
+
     /// Inside a transaction: every named branch row must exist, or the whole transaction rolls back.
     private static func run(_ batch: BranchUpdateBatch, on connection: PostgresConnection, gid: String,
                             logger: Logger) async throws {
@@ -653,6 +695,17 @@ extension StoredBranch {
                   status: try c[6].decode(String.self), createTime: try c[7].decode(Int64.self),
                   updateTime: try c[8].decode(Int64.self), finishTime: try c[9].decode(Int64?.self),
                   rollbackTime: try c[10].decode(Int64?.self))
+    }
+}
+
+extension StoredAttempt {
+    init(_ row: PostgresRow) throws {
+        let c = row.makeRandomAccess()
+        self.init(id: try c[0].decode(Int64.self), gid: try c[1].decode(String.self),
+                  branchID: try c[2].decode(String.self), op: try c[3].decode(String.self),
+                  url: try c[4].decode(String.self), startTime: try c[5].decode(Int64.self),
+                  durationMs: try c[6].decode(Int64.self), result: try c[7].decode(String.self),
+                  message: try c[8].decode(String.self), owner: try c[9].decode(String.self))
     }
 }
 

@@ -141,17 +141,7 @@ enum Redaction {
     /// Remote text (a branch's response body, a gRPC status message) cut to
     /// `maxRemoteText` bytes on a character boundary, with a marker saying how long it was.
     static func clip(_ text: String, max: Int = maxRemoteText) -> String {
-        let total = text.utf8.count
-        guard total > max else { return text }
-        var kept = ""
-        var bytes = 0
-        for character in text {
-            let size = character.utf8.count
-            if bytes + size > max { break }
-            kept.append(character)
-            bytes += size
-        }
-        return kept + "…[truncated, \(total) bytes]"
+        clipText(text, max: max)
     }
 
     /// A value for log metadata: clipped (at 1 KiB: remote text in it is clipped before),

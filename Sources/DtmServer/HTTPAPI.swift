@@ -163,6 +163,10 @@ public struct DtmHTTPAPI: Sendable {
         }
         // DTM's JSON-RPC 2.0 endpoint (JSONRPCAPI.swift).
         routes.append(jsonRPCRoute)
+        // The admin JSON API behind the /admin page (AdminAPI.swift).
+        routes += adminRoutes
+        // The admin web UI's static files (AdminUI.swift); its data comes from /api/admin/....
+        routes.append(contentsOf: AdminUI.routes)
         // DTM's liveness route, which here also tells whether the store can take writes:
         // 503 with the reason when it cannot (read-only, full, locked, failing).
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete, .head, .options] {
@@ -191,6 +195,8 @@ let openAPIDocument = PackageResources.openapi_json
 struct APICall: Sendable {
     var queryItems: [String: String]
     var topicName: String
+    /// The `:gid` segment of admin routes, percent-decoded.
+    var pathGid: String = ""
     var body: [UInt8]
     /// Who sent it (`.unrestricted` when authentication is off).
     var principal: Principal = .unrestricted
@@ -361,11 +367,12 @@ struct APIRoute: Sendable {
         }
     }
 
-    /// A route that writes its own response (the JSON-RPC endpoint's envelope).
-    init(_ method: HTTPRequest.Method, _ path: String, raw: @escaping @Sendable (APICall) async -> Response) {
+    /// A route that writes its own response (the JSON-RPC endpoint's envelope, the admin UI's files).
+    init(_ method: HTTPRequest.Method, _ path: String, isOpen: Bool = false,
+         raw: @escaping @Sendable (APICall) async -> Response) {
         self.method = method
         self.path = path
-        self.isOpen = false
+        self.isOpen = isOpen
         self.answer = raw
     }
 
@@ -399,9 +406,10 @@ struct APIRoute: Sendable {
                 return HTTPAnswer(.unreadableBody("\(error)")).response
             }
         }
-        let topic = context.parameters.get("topicName") ?? ""
+        let topic = context.parameters.get("topicName") ?? "", gid = context.parameters.get("gid") ?? ""
         return await answer(APICall(queryItems: APICall.parseQuery(request.uri.query),
-                                    topicName: topic.removingPercentEncoding ?? topic, body: body, principal: principal))
+                                    topicName: topic.removingPercentEncoding ?? topic,
+                                    pathGid: gid.removingPercentEncoding ?? gid, body: body, principal: principal))
     }
 
     /// Whether `path` (no query) matches this route's pattern; `:name` matches one segment.

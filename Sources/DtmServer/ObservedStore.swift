@@ -47,10 +47,10 @@ struct ObservedStore: TransactionStore {
     }
 
     func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                      branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                      branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         try await timed("changeStatus") { () async throws(StoreError) in
             try await base.changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: branchUpdates,
-                                        now: now)
+                                        attempts: attempts, now: now)
         }
         guard from != to else { return }
         // The model is not part of a status change; one read, only for real transitions.
@@ -76,17 +76,20 @@ struct ObservedStore: TransactionStore {
     }
 
     func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
-                        now: Date) async throws(StoreError) {
+                        attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         try await timed("updateBranches") { () async throws(StoreError) in
-            try await base.updateBranches(gid: gid, expecting: expecting, owner: owner, updates: updates, now: now)
+            try await base.updateBranches(gid: gid, expecting: expecting, owner: owner, updates: updates,
+                                          attempts: attempts, now: now)
         }
     }
 
     func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
-                   nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                   nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
+                   now: Date) async throws(StoreError) {
         try await timed("touchCron") { () async throws(StoreError) in
             try await base.touchCron(gid: gid, status: status, owner: owner, nextCronInterval: nextCronInterval,
-                                     nextCronTime: nextCronTime, branchUpdates: branchUpdates, now: now)
+                                     nextCronTime: nextCronTime, branchUpdates: branchUpdates, attempts: attempts,
+                                     now: now)
         }
     }
 
@@ -137,6 +140,10 @@ struct ObservedStore: TransactionStore {
 
     func findBranches(gid: String) async throws(StoreError) -> [BranchRecord] {
         try await base.findBranches(gid: gid)
+    }
+
+    func findAttempts(gid: String) async throws(StoreError) -> [BranchAttempt] {
+        try await base.findAttempts(gid: gid)
     }
 
     func scanGlobals(_ query: GlobalQuery) async throws(StoreError) -> [GlobalTransaction] {

@@ -214,3 +214,59 @@ package enum KVColumns {
                  version: row.int(4), createTime: row.time(5), updateTime: row.time(6))
     }
 }
+
+/// A `trans_attempt` row as stored (start time in microseconds since 1970): shared by the stores.
+package struct StoredAttempt: Sendable {
+    package var id: Int64
+    package var gid: String
+    package var branchID: String
+    package var op: String
+    package var url: String
+    package var startTime: Int64
+    package var durationMs: Int64
+    package var result: String
+    package var message: String
+    package var owner: String
+
+    package init(id: Int64, gid: String, branchID: String, op: String, url: String, startTime: Int64,
+                 durationMs: Int64, result: String, message: String, owner: String) {
+        self.id = id
+        self.gid = gid
+        self.branchID = branchID
+        self.op = op
+        self.url = url
+        self.startTime = startTime
+        self.durationMs = durationMs
+        self.result = result
+        self.message = message
+        self.owner = owner
+    }
+
+    /// A result this build does not know reads as `error`: the history is for people to read,
+    /// and one odd row must not hide the others.
+    package func decoded() -> BranchAttempt {
+        BranchAttempt(id: id, gid: gid, branchID: branchID, op: BranchOp(op), url: url,
+                      startTime: Date(microsecondsSince1970: startTime), durationMs: durationMs,
+                      result: AttemptResult(rawValue: result) ?? .error, message: message, owner: owner)
+    }
+}
+
+package enum AttemptColumns {
+    package static let select = "id, gid, branch_id, op, url, start_time, duration_ms, result, message, owner"
+
+    static func bindings(_ attempt: BranchAttempt, gid: String) -> [SQLValue] {
+        [
+            .text(gid), .text(attempt.branchID), .text(attempt.op.rawValue), .text(attempt.url),
+            .time(attempt.startTime), .int(attempt.durationMs), .text(attempt.result.rawValue),
+            .text(attempt.message), .text(attempt.owner),
+        ]
+    }
+
+    static func decode(_ row: borrowing Row) -> BranchAttempt {
+        StoredAttempt(
+            id: row.int(0), gid: row.text(1), branchID: row.text(2), op: row.text(3), url: row.text(4),
+            startTime: row.int(5), durationMs: row.int(6), result: row.text(7), message: row.text(8),
+            owner: row.text(9)
+        ).decoded()
+    }
+}

@@ -149,7 +149,7 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                             branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                             branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         Failpoint.hit("store.changeStatus.before"); defer { Failpoint.hit("store.changeStatus.after") }
         let bindings: [SQLValue] = [
             .text(to.rawValue), .time(now), .text(update.rollbackReason), .text(update.result),
@@ -158,12 +158,14 @@ public final class SQLiteStore: TransactionStore {
             .text(update.expectedOwner),
         ]
         let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
+        let attemptRows = attempts.map { AttemptColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
             guard try db.run(.changeStatus, bindings) == 1 else {
                 throw .notFound("no global transaction \(gid) in status \(from.rawValue)"
                                 + (update.expectedOwner.map { " leased by \($0)" } ?? ""))
             }
             try Self.updateBranchRows(db, rows, branchUpdates, gid: gid)
+            try Self.insertAttempts(db, attemptRows, gid: gid)
         }
     }
 
@@ -178,12 +180,27 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
-                               now: Date) async throws(StoreError) {
+                               attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         Failpoint.hit("store.updateBranches.before"); defer { Failpoint.hit("store.updateBranches.after") }
         let rows = Self.branchRows(updates, gid: gid, now: now)
+        let attemptRows = attempts.map { AttemptColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
             try Self.lockGlobal(db, gid: gid, expecting: expecting, owner: owner, now: now)
             try Self.updateBranchRows(db, rows, updates, gid: gid)
+            try Self.insertAttempts(db, attemptRows, gid: gid)
+        }
+    }
+
+    /// Appends attempts, then trims the transaction's history to what `AttemptRetention` keeps.
+    private static func insertAttempts(_ db: SQLiteConnection, _ rows: [[SQLValue]], gid: String) throws(StoreError) {
+        guard !rows.isEmpty else { return }
+        for row in rows { try db.run(.insertAttempt, row) }
+        try db.run(.trimAttempts, [.text(gid)])
+    }
+
+    public func findAttempts(gid: String) async throws(StoreError) -> [BranchAttempt] {
+        try await reader.perform { db throws(StoreError) in
+            try db.query(.findAttempts, [.text(gid)], AttemptColumns.decode)
         }
     }
 
@@ -213,15 +230,18 @@ public final class SQLiteStore: TransactionStore {
     }
 
     public func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
-                          nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                          nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
+                          now: Date) async throws(StoreError) {
         Failpoint.hit("store.touchCron.before"); defer { Failpoint.hit("store.touchCron.after") }
         let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
                                     .text(status.rawValue), .text(owner)]
         let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
+        let attemptRows = attempts.map { AttemptColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
             // Status moved on: this pass lost its race and its results are not kept.
             guard try db.run(.touchCron, bindings) == 1 else { return }
             try Self.updateBranchRows(db, rows, branchUpdates, gid: gid)
+            try Self.insertAttempts(db, attemptRows, gid: gid)
         }
     }
 
@@ -284,6 +304,7 @@ public final class SQLiteStore: TransactionStore {
             var deleted = 0
             for gid in gids where try db.run(.deleteFinishedGlobal, [.text(gid)]) == 1 {
                 try db.run(.deleteBranchesOf, [.text(gid)])
+                try db.run(.deleteAttemptsOf, [.text(gid)])
                 deleted += 1
             }
             return deleted
@@ -310,7 +331,7 @@ public final class SQLiteStore: TransactionStore {
         guard query.limit > 0 else { return [] }
         let bindings: [SQLValue] = [
             .int(query.position ?? .max), .text(query.status?.rawValue), .text(query.transType?.rawValue),
-            .time(query.createdFrom), .time(query.createdTo), .int(Int64(query.limit)),
+            .time(query.createdFrom), .time(query.createdTo), .int(Int64(query.limit)), .text(query.gidPrefix),
         ]
         return try await reader.perform { db throws(StoreError) in
             try db.query(.scanGlobals, bindings, GlobalColumns.decode)

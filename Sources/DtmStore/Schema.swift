@@ -72,6 +72,23 @@ enum Schema {
             filler BLOB NOT NULL
         ) STRICT;
         """,
+        // 3: the history of branch calls (BranchAttempt), at most AttemptRetention.limit rows a
+        // transaction, read and trimmed along (gid, id).
+        """
+        CREATE TABLE trans_attempt (
+            id INTEGER PRIMARY KEY,
+            gid TEXT NOT NULL,
+            branch_id TEXT NOT NULL,
+            op TEXT NOT NULL,
+            url TEXT NOT NULL DEFAULT '',
+            start_time INTEGER NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            result TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            owner TEXT NOT NULL DEFAULT ''
+        ) STRICT;
+        CREATE INDEX attempt_gid_id ON trans_attempt (gid, id);
+        """,
     ]
 
     static var currentVersion: Int { migrations.count }

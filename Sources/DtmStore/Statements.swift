@@ -1,3 +1,5 @@
+import DtmEngine
+
 /// Every statement the store runs. Each connection prepares a statement on first use and
 /// keeps it (see `SQLiteConnection`); the case name is the context of its error messages.
 enum SQL: Int, CaseIterable {
@@ -7,6 +9,7 @@ enum SQL: Int, CaseIterable {
     case touchCron, claimDue, parkGlobal, extendLease, forceFail, resetCronTime, resetNextCronTime, scanGlobals
     case findKV, scanKV, createKV, updateKV, deleteKV
     case expiredFinished, deleteFinishedGlobal, deleteBranchesOf, countDue
+    case insertAttempt, trimAttempts, findAttempts, deleteAttemptsOf
     case probeWrite
 
     /// Statuses the cron still has work for.
@@ -81,6 +84,7 @@ enum SQL: Int, CaseIterable {
             SELECT \(GlobalColumns.select) FROM trans_global \
             WHERE id < ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR trans_type = ?3) \
             AND (?4 IS NULL OR create_time >= ?4) AND (?5 IS NULL OR create_time <= ?5) \
+            AND (?7 = '' OR substr(gid, 1, length(?7)) = ?7) \
             ORDER BY id DESC LIMIT ?6
             """
 
@@ -90,6 +94,20 @@ enum SQL: Int, CaseIterable {
         case .deleteFinishedGlobal: "DELETE FROM trans_global WHERE gid = ? AND status IN ('succeed', 'failed')"
         case .deleteBranchesOf: "DELETE FROM trans_branch_op WHERE gid = ?"
         case .countDue: "SELECT count(*) FROM trans_global WHERE \(Self.unfinished) AND next_cron_time <= ?"
+
+        case .insertAttempt: """
+            INSERT INTO trans_attempt (gid, branch_id, op, url, start_time, duration_ms, result, message, owner) \
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """
+        // Keeps the first and the latest (AttemptRetention): deletes what lies strictly between the
+        // first's last id and the latest's first id; with fewer rows a bound is NULL and nothing goes.
+        case .trimAttempts: """
+            DELETE FROM trans_attempt WHERE gid = ?1 \
+            AND id > (SELECT id FROM trans_attempt WHERE gid = ?1 ORDER BY id LIMIT 1 OFFSET \(AttemptRetention.first - 1)) \
+            AND id < (SELECT id FROM trans_attempt WHERE gid = ?1 ORDER BY id DESC LIMIT 1 OFFSET \(AttemptRetention.latest - 1))
+            """
+        case .findAttempts: "SELECT \(AttemptColumns.select) FROM trans_attempt WHERE gid = ? ORDER BY id"
+        case .deleteAttemptsOf: "DELETE FROM trans_attempt WHERE gid = ?"
 
         case .findKV: """
             SELECT \(KVColumns.select) FROM kv WHERE (?1 = '' OR cat = ?1) AND (?2 = '' OR k = ?2) ORDER BY id

@@ -18,24 +18,28 @@ private final class RacingStore: TransactionStore {
     }
     func findGlobal(gid: String) async throws(StoreError) -> GlobalTransaction? { await inner.findGlobal(gid: gid) }
     func findBranches(gid: String) async throws(StoreError) -> [BranchRecord] { await inner.findBranches(gid: gid) }
+    func findAttempts(gid: String) async throws(StoreError) -> [BranchAttempt] { await inner.findAttempts(gid: gid) }
     func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
-                      branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                      branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         if from == .prepared && to == .aborting { await hook.run() }
         try await inner.changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: branchUpdates,
-                                     now: now)
+                                     attempts: attempts, now: now)
     }
     func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
                         now: Date) async throws(StoreError) {
         try await inner.appendBranches(gid: gid, expecting: expecting, branches: branches, now: now)
     }
     func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
-                        now: Date) async throws(StoreError) {
-        try await inner.updateBranches(gid: gid, expecting: expecting, owner: owner, updates: updates, now: now)
+                        attempts: [BranchAttempt], now: Date) async throws(StoreError) {
+        try await inner.updateBranches(gid: gid, expecting: expecting, owner: owner, updates: updates,
+                                       attempts: attempts, now: now)
     }
     func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
-                   nextCronTime: Date, branchUpdates: [BranchUpdate], now: Date) async throws(StoreError) {
+                   nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
+                   now: Date) async throws(StoreError) {
         try await inner.touchCron(gid: gid, status: status, owner: owner, nextCronInterval: nextCronInterval,
-                                  nextCronTime: nextCronTime, branchUpdates: branchUpdates, now: now)
+                                  nextCronTime: nextCronTime, branchUpdates: branchUpdates, attempts: attempts,
+                                  now: now)
     }
     func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
         -> [GlobalTransaction] {

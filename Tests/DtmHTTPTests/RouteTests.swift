@@ -217,8 +217,29 @@ let routeCases: [RouteCase] = [
     RouteCase(name: "json-rpc: wrong method", call: .get("/api/json-rpc"), status: 405,
               body: #"{"message":"GET is not allowed on /api/json-rpc (use POST)"}"#),
 
+    // AdminAPITests covers the admin API in depth.
+    RouteCase(name: "admin list", setup: [tccPrepare], call: .get("/api/admin/transactions?status=prepared"), status: 200,
+              check: { ($0["transactions"] as? [[String: Any]])?.first?["gid"] as? String == "g1" }),
+    RouteCase(name: "admin list: bad status", call: .get("/api/admin/transactions?status=x"), status: 400,
+              body: #"{"error":"status: must be one of prepared, submitted, aborting, succeed, failed (got 'x')"}"#),
+    RouteCase(name: "admin detail", setup: [tccPrepare], call: .get("/api/admin/transactions/g1"), status: 200,
+              check: { ($0["transaction"] as? [String: Any])?["status"] as? String == "prepared" && $0["pending"] is [String: Any] }),
+    RouteCase(name: "admin detail: unknown gid", call: .get("/api/admin/transactions/zz"), status: 404,
+              body: #"{"error":"no transaction with gid 'zz'"}"#),
+    RouteCase(name: "admin force-stop", setup: [tccPrepare], call: Call(method: .POST, path: "/api/admin/transactions/g1/force-stop"),
+              status: 200, body: ok),
+    RouteCase(name: "admin force-stop: unknown gid", call: Call(method: .POST, path: "/api/admin/transactions/zz/force-stop"),
+              status: 404, body: #"{"error":"no TransGlobal with gid: zz found"}"#),
+    RouteCase(name: "admin retry-now", setup: [tccPrepare], call: Call(method: .POST, path: "/api/admin/transactions/g1/retry-now"),
+              status: 200, body: ok),
+    RouteCase(name: "admin retry-now: finished", setup: [tccPrepare, .post("forceStop", #"{"gid":"g1"}"#)],
+              call: Call(method: .POST, path: "/api/admin/transactions/g1/retry-now"), status: 409,
+              body: #"{"error":"transaction 'g1' is failed: a finished transaction is not retried"}"#),
+    RouteCase(name: "admin retry-now: wrong method", call: .get("/api/admin/transactions/g1/retry-now"), status: 405,
+              body: #"{"message":"GET is not allowed on /api/admin/transactions/g1/retry-now (use POST)"}"#),
+
     RouteCase(name: "openapi.json", call: .get("/api/openapi.json"), status: 200,
-              check: { $0["openapi"] as? String == "3.0.3" && ($0["paths"] as? [String: Any])?.count == 22 }),
+              check: { $0["openapi"] as? String == "3.0.3" && ($0["paths"] as? [String: Any])?.count == 26 }),
     RouteCase(name: "openapi.json: wrong method", call: Call(method: .POST, path: "/api/openapi.json"), status: 405,
               body: #"{"message":"POST is not allowed on /api/openapi.json (use GET)"}"#),
 ]
@@ -249,7 +270,8 @@ let routeCases: [RouteCase] = [
                                                  schedule: { _ in }),
                              admin: CoordinatorAdmin(store: InMemoryStore(), config: quickEngine),
                              topics: TopicRegistry(store: InMemoryStore()))
-        for route in api.routes where route.path != "/api/ping" {
+        // AdminUITests covers the admin UI's static files.
+        for route in api.routes where route.path != "/api/ping" && !AdminUI.assets.contains(where: { $0.path == route.path }) {
             let cases = routeCases.filter { route.matches(String($0.call.path.prefix { $0 != "?" })) }
             #expect(cases.contains { $0.status == 200 && $0.call.method.rawValue == route.method.rawValue },
                     "\(route.method) \(route.path) has no valid call")

@@ -31,7 +31,7 @@ struct SQLiteStoreTests {
             let store = try openSQLiteStore(file.path)
             #expect(try await store.saveNew(sampleGlobal("g\(round)"), branches: []))
             store.close()
-            #expect(try RawDatabase(path: file.path).integer("PRAGMA user_version") == 2)
+            #expect(try RawDatabase(path: file.path).integer("PRAGMA user_version") == 3)
         }
         let raw = try RawDatabase(path: file.path)
         #expect(try raw.integer("SELECT count(*) FROM trans_global") == 3)

@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+@testable import DtmEngine
+
+@Suite("Attempt history of branch calls")
+struct AttemptTests {
+    /// A saga whose action errors twice then succeeds: three attempts, in order, each with the
+    /// time its pass started it, its result and its text, written by the passes' own writes.
+    @Test func failingTwiceThenSucceedingLeavesThreeAttempts() async throws {
+        let h = Harness(owner: "coordinator-a")
+        await h.start()
+        await h.caller.script("01", .action, .error(message: "HTTP 503: busy"),
+                              .error(message: String(repeating: "x", count: 5000)))
+        try await h.coordinator.submit(sagaRequest("att-1", steps: 1))
+        let firstStart = h.clock.now()
+        await h.process()
+        #expect(await h.global("att-1").status == .submitted)
+        await h.cronWhenDue("att-1")
+        let secondStart = h.clock.now()
+        #expect(await h.global("att-1").status == .submitted)
+        await h.cronWhenDue("att-1")
+        let thirdStart = h.clock.now()
+        #expect(await h.global("att-1").status == .succeed)
+
+        let attempts = await h.store.findAttempts(gid: "att-1")
+        #expect(attempts.map(\.result) == [.error, .error, .success])
+        #expect(attempts.allSatisfy { $0.branchID == "01" && $0.op == .action && $0.url == "http://busi/a1" })
+        #expect(attempts.allSatisfy { $0.owner == "coordinator-a" && $0.gid == "att-1" && $0.durationMs >= 0 })
+        #expect(attempts.map(\.startTime) == [firstStart, secondStart, thirdStart])
+        #expect(attempts[0].message == "HTTP 503: busy")
+        // Remote text is clipped; a success keeps no text.
+        #expect(attempts[1].message.hasPrefix(String(repeating: "x", count: BranchAttempt.maxMessageBytes) + "…"))
+        #expect(attempts[1].message.utf8.count < BranchAttempt.maxMessageBytes + 40)
+        #expect(attempts[2].message.isEmpty)
+    }
+
+    /// Compensations, the msg back-check (op `msg`) and FAILURE answers are attempts too.
+    @Test func compensationsAndBackChecksAreRecorded() async throws {
+        let h = Harness()
+        await h.start()
+        await h.caller.script("02", .action, .failure(message: "reason: no money"))
+        try await h.coordinator.submit(sagaRequest("att-2", steps: 2))
+        await h.process()
+        #expect(await h.global("att-2").status == .failed)
+        let saga = await h.store.findAttempts(gid: "att-2")
+        #expect(saga.map { "\($0.branchID)/\($0.op)/\($0.result.rawValue)" }
+                == ["01/action/success", "02/action/failure", "02/compensate/success", "01/compensate/success"])
+        #expect(saga[1].message == "reason: no money FAILURE")
+
+        await h.caller.script("00", .msg, .ongoing)
+        try await h.coordinator.prepare(msgRequest("att-3", steps: 1))
+        // The back-check comes once the prepared msg timed out.
+        await h.cron(after: 180)
+        #expect(await h.global("att-3").status == .prepared)
+        await h.cron(after: 180)
+        #expect(await h.global("att-3").status == .succeed)
+        let msg = await h.store.findAttempts(gid: "att-3")
+        #expect(msg.map { "\($0.branchID)/\($0.op)/\($0.result.rawValue)" }
+                == ["00/msg/ongoing", "00/msg/success", "01/action/success"])
+        #expect(msg.first?.url == "http://busi/query")
+    }
+
+    /// Attempts ride on the writes a pass makes anyway: a 2-step saga still takes 3 store writes
+    /// (saveNew, the first result with the second launch, the final status with the last result).
+    @Test func attemptsAddNoStoreWrite() async throws {
+        let counting = CountingStore()
+        let driver = TransactionDriver(store: counting, caller: ScriptedCaller(), clock: FakeClock(), owner: "c")
+        let cron = CronLoop(driver: driver)
+        let coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        try await coordinator.submit(sagaRequest("att-4", steps: 2))
+        await cron.runOnce()
+        #expect(await counting.inner.findGlobal(gid: "att-4")?.status == .succeed)
+        #expect(await counting.inner.findAttempts(gid: "att-4").count == 2)
+        #expect(counting.writes() == ["saveNew", "updateBranches", "changeStatus"])
+    }
+
+    @Test func retentionKeepsTheFirstAndTheLatest() {
+        let numbers = Array(1...250)
+        let kept = AttemptRetention.trimmed(numbers)
+        #expect(kept.count == AttemptRetention.limit)
+        #expect(kept.prefix(10) == numbers.prefix(10))
+        #expect(kept.suffix(90) == numbers.suffix(90))
+        #expect(AttemptRetention.trimmed(Array(1...100)) == Array(1...100))
+    }
+}
+
+/// An `InMemoryStore` that names every write it gets (claims and lease renewals of the cron left out).
+final class CountingStore: TransactionStore {
+    let inner = InMemoryStore()
+    private let log = NSLockedLog()
+
+    func writes() -> [String] { log.values }
+
+    func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {
+        log.append("saveNew")
+        return try await inner.saveNew(global, branches: branches)
+    }
+    func findGlobal(gid: String) async throws(StoreError) -> GlobalTransaction? { await inner.findGlobal(gid: gid) }
+    func findBranches(gid: String) async throws(StoreError) -> [BranchRecord] { await inner.findBranches(gid: gid) }
+    func findAttempts(gid: String) async throws(StoreError) -> [BranchAttempt] { await inner.findAttempts(gid: gid) }
+    func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
+                      branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
+        log.append("changeStatus")
+        try await inner.changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: branchUpdates,
+                                     attempts: attempts, now: now)
+    }
+    func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
+                        now: Date) async throws(StoreError) {
+        log.append("appendBranches")
+        try await inner.appendBranches(gid: gid, expecting: expecting, branches: branches, now: now)
+    }
+    func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
+                        attempts: [BranchAttempt], now: Date) async throws(StoreError) {
+        log.append("updateBranches")
+        try await inner.updateBranches(gid: gid, expecting: expecting, owner: owner, updates: updates,
+                                       attempts: attempts, now: now)
+    }
+    func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
+                   nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
+                   now: Date) async throws(StoreError) {
+        log.append("touchCron")
+        try await inner.touchCron(gid: gid, status: status, owner: owner, nextCronInterval: nextCronInterval,
+                                  nextCronTime: nextCronTime, branchUpdates: branchUpdates, attempts: attempts,
+                                  now: now)
+    }
+    func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
+        -> [GlobalTransaction] {
+        await inner.claimDue(now: now, leaseUntil: leaseUntil, owner: owner, limit: limit)
+    }
+    func extendLeases(gids: [String], owner: String?, until: Date, now: Date) async throws(StoreError) {
+        await inner.extendLeases(gids: gids, owner: owner, until: until, now: now)
+    }
+    func forceFail(gid: String, reason: String, now: Date) async throws(StoreError) {
+        log.append("forceFail")
+        try await inner.forceFail(gid: gid, reason: reason, now: now)
+    }
+    func resetCronTime(after: Date, limit: Int, now: Date) async throws(StoreError) -> Int {
+        await inner.resetCronTime(after: after, limit: limit, now: now)
+    }
+    func resetNextCronTime(gid: String, now: Date) async throws(StoreError) {
+        try await inner.resetNextCronTime(gid: gid, now: now)
+    }
+    func scanGlobals(_ query: GlobalQuery) async throws(StoreError) -> [GlobalTransaction] {
+        await inner.scanGlobals(query)
+    }
+    func deleteFinished(before: Date, limit: Int) async throws(StoreError) -> Int {
+        await inner.deleteFinished(before: before, limit: limit)
+    }
+    func countDue(now: Date) async throws(StoreError) -> Int { await inner.countDue(now: now) }
+    func findKV(cat: String, key: String) async throws(StoreError) -> [KVRecord] {
+        await inner.findKV(cat: cat, key: key)
+    }
+    func scanKV(cat: String, position: Int64?, limit: Int) async throws(StoreError) -> [KVRecord] {
+        await inner.scanKV(cat: cat, position: position, limit: limit)
+    }
+    func createKV(cat: String, key: String, value: String, now: Date) async throws(StoreError) {
+        try await inner.createKV(cat: cat, key: key, value: value, now: now)
+    }
+    func updateKV(cat: String, key: String, value: String, expectedVersion: Int64,
+                  now: Date) async throws(StoreError) {
+        try await inner.updateKV(cat: cat, key: key, value: value, expectedVersion: expectedVersion, now: now)
+    }
+    func deleteKV(cat: String, key: String) async throws(StoreError) {
+        try await inner.deleteKV(cat: cat, key: key)
+    }
+}
+
+/// Names appended from concurrent code.
+final class NSLockedLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func append(_ item: String) { lock.withLock { items.append(item) } }
+    var values: [String] { lock.withLock { items } }
+}
