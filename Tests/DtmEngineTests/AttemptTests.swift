@@ -60,6 +60,24 @@ struct AttemptTests {
         #expect(msg.first?.url == "http://busi/query")
     }
 
+    /// A workflow resume changes neither a branch nor the schedule: its attempt is the one record
+    /// that takes a write of its own (owner-checked, at the end of the pass).
+    @Test func workflowResumesAreRecorded() async throws {
+        let h = Harness()
+        await h.start()
+        _ = try await h.coordinator.prepareWorkflow(TransRequest(
+            gid: "att-wf", transType: "workflow", queryPrepared: "http://client/resume",
+            customData: #"{"name":"wf_transfer","data":"aW4="}"#))
+        await h.caller.script("00", BranchOp("wf_transfer"), .error(message: "client down"))
+        await h.cronWhenDue("att-wf")
+        await h.cronWhenDue("att-wf")
+        let attempts = await h.store.findAttempts(gid: "att-wf")
+        #expect(attempts.map { "\($0.branchID)/\($0.op)/\($0.result.rawValue)" }
+                == ["00/wf_transfer/error", "00/wf_transfer/success"])
+        #expect(attempts.first?.message == "client down")
+        #expect(await h.global("att-wf").status == .prepared)
+    }
+
     /// Attempts ride on the writes a pass makes anyway: a 2-step saga still takes 3 store writes
     /// (saveNew, the first result with the second launch, the final status with the last result).
     @Test func attemptsAddNoStoreWrite() async throws {
