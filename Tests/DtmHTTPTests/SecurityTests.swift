@@ -376,16 +376,7 @@ private func makeRSAKeyPair(in folder: TempFolder) async throws -> (String, Stri
     let publicPath = folder.url.appendingPathComponent("\(name).pub").path
     for arguments in [["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", privatePath],
                       ["pkey", "-in", privatePath, "-pubout", "-out", publicPath]] {
-        let status = try await onOwnThread { () throws -> Int32 in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            process.arguments = arguments
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            return process.terminationStatus
-        }
+        let status = try await onOwnThread { try spawnAndWait("/usr/bin/openssl", arguments) }
         #expect(status == 0, "openssl \(arguments)")
     }
     return (try String(contentsOfFile: privatePath, encoding: .utf8), try String(contentsOfFile: publicPath, encoding: .utf8))

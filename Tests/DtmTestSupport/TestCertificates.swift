@@ -60,18 +60,13 @@ public struct OpenSSLFailed: Error, CustomStringConvertible {
     public let description: String
 }
 
+/// Runs openssl to its end (see `spawnAndWait` for why not Foundation's `Process`).
 private func openssl(_ arguments: [String]) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["openssl"] + arguments
-    let errors = Pipe()
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = errors
-    try process.run()
-    let output = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw OpenSSLFailed(description: "openssl \(arguments.joined(separator: " ")): "
-                            + String(decoding: output, as: UTF8.self))
+    let outputURL = FileManager.default.temporaryDirectory.appendingPathComponent("dtm-openssl-\(UUID().uuidString).out")
+    defer { try? FileManager.default.removeItem(at: outputURL) }
+    let status = try spawnAndWait("/usr/bin/openssl", arguments, outputPath: outputURL.path)
+    guard status == 0 else {
+        let output = (try? String(contentsOf: outputURL, encoding: .utf8)) ?? ""
+        throw OpenSSLFailed(description: "openssl \(arguments.joined(separator: " ")) exited \(status): \(output)")
     }
 }
