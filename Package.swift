@@ -129,6 +129,7 @@ let package = Package(
         .executableTarget(name: "dtm-bench", dependencies: [
             "DtmNet", "DtmGRPC", "DtmProto", "CSQLite", "DtmEngine", "DtmStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
 
         // The client SDK: Saga, Msg, TCC, Workflow, the sub-transaction barrier (SQLite) and

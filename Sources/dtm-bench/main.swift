@@ -6,6 +6,7 @@ import DtmNet
 import DtmProto
 import DtmStore
 import Foundation
+import Logging
 import Synchronization
 
 /// Load generator behind tools/bench-saga: serves the busi branches in process, sends 2-step
@@ -168,7 +169,6 @@ struct Bench: AsyncParsableCommand {
         var closedLoopSagas = 0
         if needsPeak {
             let sagas = self.sagas
-            closedLoopSagas = sagas
             let failures = AtomicCounter()
             let next = AtomicCounter()
             let before = try probes.snapshot()
@@ -181,27 +181,34 @@ struct Bench: AsyncParsableCommand {
                             let index = next.increment()
                             guard index < sagas else { return mine }
                             let callStart = ContinuousClock.now
-                            do { try await submit("bench-\(run)-\(index)") } catch { failures.increment() }
-                            mine.append(ContinuousClock.now - callStart)
+                            do {
+                                try await submit("bench-\(run)-\(index)")
+                                mine.append(ContinuousClock.now - callStart)
+                            } catch {
+                                // Rejected (admission control) or failed: not stored, not waited for.
+                                failures.increment()
+                            }
                         }
                     }
                 }
                 return await group.reduce(into: []) { $0 += $1 }
             }
             let acceptedIn = ContinuousClock.now - started
+            let acceptedCount = sagas - failures.value
+            closedLoopSagas = acceptedCount
             var finished = 0
-            while finished < sagas && ContinuousClock.now - started < .seconds(120) {
+            while finished < acceptedCount && ContinuousClock.now - started < .seconds(120) {
                 finished = try counter.finished(allOfRun: false)
-                if finished < sagas { try await Task.sleep(for: poll) }
+                if finished < acceptedCount { try await Task.sleep(for: poll) }
             }
             let completedIn = ContinuousClock.now - started
             let after = try probes.snapshot()
-            let accepted = Double(sagas) / acceptedIn.seconds
+            let accepted = Double(acceptedCount) / acceptedIn.seconds
             acceptedRate = accepted
             let completedRate = Double(finished) / completedIn.seconds
-            report.append("-- closed loop: sagas=\(sagas) concurrency=\(concurrency) failed submits=\(failures.value)")
+            report.append("-- closed loop: sagas=\(sagas) concurrency=\(concurrency) failed or rejected submits=\(failures.value)")
             line("accepted Submits (durable)", accepted, "/s")
-            line("completed sagas (\(finished)/\(sagas) final)", completedRate, "/s")
+            line("completed sagas (\(finished)/\(acceptedCount) final)", completedRate, "/s")
             line("Submit latency p50 at full load", latencies.percentile(0.5), " ms")
             line("Submit latency p99 at full load", latencies.percentile(0.99), " ms")
             line("ratio accepted / baseline", accepted / baseline, "")
@@ -266,7 +273,7 @@ struct Bench: AsyncParsableCommand {
         }
         let offeredIn = ContinuousClock.now - phaseStart
         // Let the paced sagas finish before their branches go away.
-        let total = closedLoopSagas + (newGidOnly ? 0 : count)
+        let total = closedLoopSagas + (newGidOnly ? 0 : count - failures.value)
         var finished = try counter.finished(allOfRun: true)
         while finished < total && ContinuousClock.now - phaseStart < .seconds(seconds + 60) {
             try await Task.sleep(for: poll)
@@ -281,7 +288,7 @@ struct Bench: AsyncParsableCommand {
 
         let pacedFinished = finished - closedLoopSagas
         let measured = latencies.withLock { $0 }
-        report.append("-- paced: \(count) \(newGidOnly ? "NewGid calls" : "Submits") offered at \(Int(rate))/s for \(String(format: "%.1f", seconds)) s, failed=\(failures.value)")
+        report.append("-- paced: \(count) \(newGidOnly ? "NewGid calls" : "Submits") offered at \(Int(rate))/s for \(String(format: "%.1f", seconds)) s, failed or rejected=\(failures.value)")
         line("offered rate", rate, "/s")
         line("offered rate / baseline", rate / baseline, "")
         line("Submits sent", Double(count) / offeredIn.seconds, "/s")
@@ -291,7 +298,7 @@ struct Bench: AsyncParsableCommand {
         line("Submit latency max (paced)", measured.percentile(1.0), " ms")
         if !newGidOnly {
             let completedRate = Double(pacedFinished) / completedIn.seconds
-            line("completed sagas (\(pacedFinished)/\(count) final)", completedRate, "/s")
+            line("completed sagas (\(pacedFinished)/\(count - failures.value) final)", completedRate, "/s")
             line("ratio completed / baseline", completedRate / baseline, "")
             report += probes.perSaga(from: before, to: after, completed: pacedFinished)
         }
@@ -312,7 +319,9 @@ struct Bench: AsyncParsableCommand {
         let steps = try TransRequest.parseSteps(context.steps)
         let prefix = "bench-\(context.run)-rec-"
         do {
-            let sqlite = try SQLiteStore(path: store)
+            var quiet = Logger(label: "dtm-bench.fill")
+            quiet.logLevel = .warning
+            let sqlite = try SQLiteStore(path: store, logger: quiet)
             let fillStart = ContinuousClock.now
             let now = Date()
             let next = AtomicCounter()
