@@ -11,6 +11,9 @@ let package = Package(
         .library(name: "DtmClient", targets: ["DtmClient"]),
         .library(name: "DtmClientHummingbird", targets: ["DtmClientHummingbird"]),
         .library(name: "DtmClientPostgres", targets: ["DtmClientPostgres"]),
+        // Not an API: the micro-benchmarks package (Benchmarks/Package.swift) reaches the
+        // engine, the store and the wire messages through it.
+        .library(name: "DtmInternalsForBenchmarks", targets: ["DtmProto", "DtmEngine", "DtmStore"]),
     ],
     dependencies: [
         // Socket I/O and event loops; nghttp2 does the HTTP/2 protocol work in memory.
@@ -127,8 +130,9 @@ let package = Package(
 
         // Load generator for tools/bench-saga (not shipped): Submits over gRPC, a busi server, a raw SQLite baseline.
         .executableTarget(name: "dtm-bench", dependencies: [
-            "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
+            "DtmNet", "DtmGRPC", "DtmProto", "CSQLite", "DtmEngine", "DtmStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
 
         // The client SDK: Saga, Msg, TCC, Workflow, the sub-transaction barrier (SQLite) and

@@ -1,19 +1,36 @@
 import ArgumentParser
 import CSQLite
+import DtmEngine
 import DtmGRPC
 import DtmNet
 import DtmProto
+import DtmStore
 import Foundation
+import Logging
 import Synchronization
 
 /// Load generator behind tools/bench-saga: serves the busi branches in process, sends 2-step
 /// saga Submits over gRPC to one or several running coordinators (in turn), watches their store
 /// for completions (the SQLite file, or a PostgreSQL database through psql), and measures a raw
 /// durable SQLite insert loop as the baseline of the same run (or takes the script's pgbench rate).
+///
+/// Modes: `throughput` (closed loop, then a short paced phase: the original benchmark),
+/// `paced` (open loop at a fixed rate for a bounded time), `soak` (paced, with the
+/// coordinators' RSS and open fds sampled) and `recovery` (fills the store with unfinished
+/// sagas, starts a coordinator on it, times until all are finished). Where the coordinators'
+/// pids, metrics addresses or malloc counter files are given, each mode also prints their CPU,
+/// allocator calls and store commits per completed saga over its measured window.
 @main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dtm-bench",
                                                     abstract: "Saga Submit benchmark against a running swift-dtm.")
+
+    enum Mode: String, ExpressibleByArgument, CaseIterable {
+        case throughput, paced, soak, recovery
+    }
+
+    @Option(help: "throughput | paced | soak | recovery.")
+    var mode: Mode = .throughput
 
     @Option(help: "Coordinator gRPC address; several, comma-separated, share the Submits in turn.")
     var coordinator = "127.0.0.1:36790"
@@ -30,20 +47,50 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Name of the baseline in the report.")
     var baselineLabel = "raw SQLite durable commits (baseline)"
 
-    @Option(help: "Sagas in the throughput phase.")
+    @Option(help: "Sagas in the throughput phase (in paced and soak modes: the peak measurement before, when the rate is a fraction).")
     var sagas = 50_000
 
     @Option(help: "Submits in flight at once in the throughput phase.")
     var concurrency = 256
 
-    @Option(help: "Seconds of the latency phase (at half the measured Submit rate).")
+    @Option(help: "Seconds of the latency phase of the throughput mode (at half the measured Submit rate).")
     var latencySeconds = 4.0
 
-    @Option(help: "Submits/s of the latency phase (default: half the measured accepted rate).")
+    @Option(help: "Submits/s of the paced phase (throughput mode: default half the accepted rate).")
     var pacedRate: Double?
+
+    @Option(help: "Paced and soak modes without --paced-rate: offer this fraction of a reference rate measured in the same run.")
+    var pacedFraction: Double?
+
+    @Option(help: "The reference of --paced-fraction: 'accepted' (peak accepted Submits/s, measured first) or 'baseline' (the baseline's commits/s).")
+    var pacedOf = "accepted"
+
+    @Option(help: "Seconds of the paced or soak phase.")
+    var duration = 15.0
+
+    @Option(help: "Soak mode: seconds between samples of RSS and open fds.")
+    var sampleSeconds = 5.0
 
     @Flag(help: "In the latency phase call NewGid (no store, no engine) instead of Submit: separates transport latency from the rest.")
     var pacedNewGid = false
+
+    @Option(help: "Coordinator pids (comma-separated): CPU time, RSS and open fds are read from /proc/<pid>.")
+    var coordinatorPid: String?
+
+    @Option(help: "Coordinator HTTP addresses host:port (comma-separated): store commits are read from /api/metrics.")
+    var metrics: String?
+
+    @Option(help: "Files written by tools/malloc-count.c in the coordinators (comma-separated): allocator calls.")
+    var mallocCountFile: String?
+
+    @Option(help: "Recovery mode: unfinished sagas written to the store before the coordinator starts.")
+    var recoveryCount = 100_000
+
+    @Option(help: "Recovery mode: the dtm executable to start on the filled store.")
+    var dtmBinary: String?
+
+    @Option(help: "Recovery mode: the malloc counter shim to preload into the started dtm (optional).")
+    var mallocShim: String?
 
     @Option(help: "Scratch folder for the raw SQLite baseline.")
     var scratch = NSTemporaryDirectory()
@@ -60,10 +107,40 @@ struct Bench: AsyncParsableCommand {
             })
         }
         let busi = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: router)
-        let client = GRPCClient()
         let run = String(UInt32.random(in: 0 ... .max), radix: 36)
+        let context = Context(busiPort: busi.port, run: run, baseline: baseline, busiCalls: busiCalls)
+        do {
+            if mode == .recovery {
+                try await recovery(context)
+            } else {
+                try await load(context)
+            }
+        } catch {
+            await busi.shutdown(gracePeriod: .milliseconds(200))
+            throw error
+        }
+        await busi.shutdown(gracePeriod: .milliseconds(200))
+    }
+
+    struct Context {
+        var busiPort: Int
+        var run: String
+        var baseline: Double
+        var busiCalls: AtomicCounter
+
+        var steps: String {
+            #"[{"action":"127.0.0.1:\#(busiPort)/busi.Busi/TransOut","compensate":"127.0.0.1:\#(busiPort)/busi.Busi/TransOutRevert"},{"action":"127.0.0.1:\#(busiPort)/busi.Busi/TransIn","compensate":"127.0.0.1:\#(busiPort)/busi.Busi/TransInRevert"}]"#
+        }
+    }
+
+    // MARK: - Throughput, paced and soak
+
+    private func load(_ context: Context) async throws {
+        let client = GRPCClient()
+        let run = context.run
+        let baseline = context.baseline
         let payload = BusiReqGrpc(amount: 30).encode()
-        let steps = #"[{"action":"127.0.0.1:\#(busi.port)/busi.Busi/TransOut","compensate":"127.0.0.1:\#(busi.port)/busi.Busi/TransOutRevert"},{"action":"127.0.0.1:\#(busi.port)/busi.Busi/TransIn","compensate":"127.0.0.1:\#(busi.port)/busi.Busi/TransInRevert"}]"#
+        let steps = context.steps
         let coordinators = self.coordinator.split(separator: ",").map(String.init)
         guard let coordinator = coordinators.first else { throw ValidationError("--coordinator names no address") }
         let turn = AtomicCounter()
@@ -78,43 +155,101 @@ struct Bench: AsyncParsableCommand {
             : try RawSQLite.Counter(path: store, gidPrefix: "bench-\(run)-")
         // psql starts a process per count: poll it less often than the SQLite file.
         let poll: Duration = counter is PsqlCounter ? .milliseconds(100) : .milliseconds(20)
+        let probes = try Probes(pids: coordinatorPid, metrics: metrics, mallocFiles: mallocCountFile)
 
-        // Phase 1: closed loop, as many Submits as the coordinator accepts.
-        let sagas = self.sagas
-        let failures = AtomicCounter()
-        let next = AtomicCounter()
-        let started = ContinuousClock.now
-        let latencies = await withTaskGroup(of: [Duration].self) { group in
-            for _ in 0..<self.concurrency {
-                group.addTask {
-                    var mine: [Duration] = []
-                    while true {
-                        let index = next.increment()
-                        guard index < sagas else { return mine }
-                        let callStart = ContinuousClock.now
-                        do { try await submit("bench-\(run)-\(index)") } catch { failures.increment() }
-                        mine.append(ContinuousClock.now - callStart)
+        var report: [String] = []
+        func line(_ label: String, _ value: Double, _ unit: String) { report.append(row(label, value, unit)) }
+        report.append("mode=\(mode.rawValue) coordinators=\(coordinators.count)")
+        line(baselineLabel, baseline, "/s")
+
+        // Closed loop, as many Submits as the coordinator accepts: the throughput mode, and the
+        // peak a paced fraction refers to.
+        var acceptedRate: Double?
+        let needsPeak = mode == .throughput || (pacedRate == nil && pacedOf == "accepted")
+        var closedLoopSagas = 0
+        if needsPeak {
+            let sagas = self.sagas
+            let failures = AtomicCounter()
+            let next = AtomicCounter()
+            let before = try probes.snapshot()
+            let started = ContinuousClock.now
+            let latencies = await withTaskGroup(of: [Duration].self) { group in
+                for _ in 0..<self.concurrency {
+                    group.addTask {
+                        var mine: [Duration] = []
+                        while true {
+                            let index = next.increment()
+                            guard index < sagas else { return mine }
+                            let callStart = ContinuousClock.now
+                            do {
+                                try await submit("bench-\(run)-\(index)")
+                                mine.append(ContinuousClock.now - callStart)
+                            } catch {
+                                // Rejected (admission control) or failed: not stored, not waited for.
+                                failures.increment()
+                            }
+                        }
                     }
                 }
+                return await group.reduce(into: []) { $0 += $1 }
             }
-            return await group.reduce(into: []) { $0 += $1 }
+            let acceptedIn = ContinuousClock.now - started
+            let acceptedCount = sagas - failures.value
+            closedLoopSagas = acceptedCount
+            var finished = 0
+            while finished < acceptedCount && ContinuousClock.now - started < .seconds(120) {
+                finished = try counter.finished(allOfRun: false)
+                if finished < acceptedCount { try await Task.sleep(for: poll) }
+            }
+            let completedIn = ContinuousClock.now - started
+            let after = try probes.snapshot()
+            let accepted = Double(acceptedCount) / acceptedIn.seconds
+            acceptedRate = accepted
+            let completedRate = Double(finished) / completedIn.seconds
+            report.append("-- closed loop: sagas=\(sagas) concurrency=\(concurrency) failed or rejected submits=\(failures.value)")
+            line("accepted Submits (durable)", accepted, "/s")
+            line("completed sagas (\(finished)/\(acceptedCount) final)", completedRate, "/s")
+            line("Submit latency p50 at full load", latencies.percentile(0.5), " ms")
+            line("Submit latency p99 at full load", latencies.percentile(0.99), " ms")
+            line("ratio accepted / baseline", accepted / baseline, "")
+            line("ratio completed / baseline", completedRate / baseline, "")
+            report += probes.perSaga(from: before, to: after, completed: finished)
         }
-        let acceptedIn = ContinuousClock.now - started
-        var finished = 0
-        while finished < sagas && ContinuousClock.now - started < .seconds(120) {
-            finished = try counter.finished(allOfRun: false)
-            if finished < sagas { try await Task.sleep(for: poll) }
-        }
-        let completedIn = ContinuousClock.now - started
-        let acceptedRate = Double(sagas) / acceptedIn.seconds
-        let completedRate = Double(finished) / completedIn.seconds
 
-        // Phase 2: open loop at half the accepted rate; latency of each Submit.
-        let rate = pacedRate ?? acceptedRate / 2
+        // Open loop: Submits offered at a fixed rate, each one's latency recorded.
+        let rate: Double
+        if let pacedRate {
+            rate = pacedRate
+        } else if let fraction = pacedFraction ?? (mode == .throughput ? 0.5 : nil) {
+            switch pacedOf {
+            case "accepted": rate = fraction * (acceptedRate ?? 0)
+            case "baseline": rate = fraction * baseline
+            default: throw ValidationError("--paced-of must be 'accepted' or 'baseline'")
+            }
+        } else {
+            throw ValidationError("paced and soak modes need --paced-rate or --paced-fraction")
+        }
+        guard rate > 0 else { throw ValidationError("the paced rate came out as \(rate)/s") }
+        let seconds = mode == .throughput ? latencySeconds : duration
         let newGidOnly = pacedNewGid
-        let count = Int(rate * latencySeconds)
-        let paced = await withTaskGroup(of: Duration?.self) { group in
-            let phaseStart = ContinuousClock.now
+        let count = Int(rate * seconds)
+        let latencies = Locked<[Duration]>([])
+        let failures = AtomicCounter()
+        let samples = Locked<[Sample]>([])
+        let sampling = mode == .soak
+        let sampleEvery = Duration.milliseconds(Int64(sampleSeconds * 1000))
+        let before = try probes.snapshot()
+        let phaseStart = ContinuousClock.now
+        let sampler = Task {
+            guard sampling else { return }
+            while !Task.isCancelled {
+                if let sample = probes.sample(at: (ContinuousClock.now - phaseStart).seconds) {
+                    samples.withLock { $0.append(sample) }
+                }
+                try? await Task.sleep(for: sampleEvery)
+            }
+        }
+        await withDiscardingTaskGroup { group in
             for index in 0..<count {
                 let due = phaseStart + .seconds(Double(index) / rate)
                 if due > ContinuousClock.now { try? await Task.sleep(until: due) }
@@ -127,36 +262,162 @@ struct Bench: AsyncParsableCommand {
                         } else {
                             try await submit("bench-\(run)-paced-\(index)")
                         }
-                    } catch { return nil }
-                    return ContinuousClock.now - callStart
+                    } catch {
+                        failures.increment()
+                        return
+                    }
+                    let latency = ContinuousClock.now - callStart
+                    latencies.withLock { $0.append(latency) }
                 }
             }
-            return await group.reduce(into: [Duration]()) { if let latency = $1 { $0.append(latency) } }
         }
+        let offeredIn = ContinuousClock.now - phaseStart
         // Let the paced sagas finish before their branches go away.
-        let total = sagas + (newGidOnly ? 0 : count)
-        let drainStart = ContinuousClock.now
-        while try counter.finished(allOfRun: true) < total && ContinuousClock.now - drainStart < .seconds(60) {
+        let total = closedLoopSagas + (newGidOnly ? 0 : count - failures.value)
+        var finished = try counter.finished(allOfRun: true)
+        while finished < total && ContinuousClock.now - phaseStart < .seconds(seconds + 60) {
             try await Task.sleep(for: poll)
+            finished = try counter.finished(allOfRun: true)
         }
+        let completedIn = ContinuousClock.now - phaseStart
+        if sampling, let last = probes.sample(at: completedIn.seconds) { samples.withLock { $0.append(last) } }
+        sampler.cancel()
+        _ = await sampler.value
+        let after = try probes.snapshot()
         await client.shutdown()
-        await busi.shutdown(gracePeriod: .milliseconds(200))
 
-        print("sagas=\(sagas) concurrency=\(concurrency) coordinators=\(coordinators.count) failed submits=\(failures.value)")
-        print(row(baselineLabel, baseline, "/s"))
-        print(row("accepted Submits (durable)", acceptedRate, "/s"))
-        print(row("completed sagas (\(finished)/\(sagas) final)", completedRate, "/s"))
-        print(row("busi calls", Double(busiCalls.value), ""))
-        print(row("Submit latency p50 at full load", latencies.percentile(0.5), " ms"))
-        print(row("Submit latency p99 at full load", latencies.percentile(0.99), " ms"))
-        print(row("Submit latency p50 at \(Int(rate))/s", paced.percentile(0.5), " ms"))
-        print(row("Submit latency p99 at \(Int(rate))/s", paced.percentile(0.99), " ms"))
-        print(row("ratio accepted / baseline", acceptedRate / baseline, ""))
-        print(row("ratio completed / baseline", completedRate / baseline, ""))
+        let pacedFinished = finished - closedLoopSagas
+        let measured = latencies.withLock { $0 }
+        report.append("-- paced: \(count) \(newGidOnly ? "NewGid calls" : "Submits") offered at \(Int(rate))/s for \(String(format: "%.1f", seconds)) s, failed or rejected=\(failures.value)")
+        line("offered rate", rate, "/s")
+        line("offered rate / baseline", rate / baseline, "")
+        line("Submits sent", Double(count) / offeredIn.seconds, "/s")
+        line("Submit latency p50 (paced)", measured.percentile(0.5), " ms")
+        line("Submit latency p90 (paced)", measured.percentile(0.9), " ms")
+        line("Submit latency p99 (paced)", measured.percentile(0.99), " ms")
+        line("Submit latency max (paced)", measured.percentile(1.0), " ms")
+        if !newGidOnly {
+            let completedRate = Double(pacedFinished) / completedIn.seconds
+            line("completed sagas (\(pacedFinished)/\(count - failures.value) final)", completedRate, "/s")
+            line("ratio completed / baseline", completedRate / baseline, "")
+            report += probes.perSaga(from: before, to: after, completed: pacedFinished)
+        }
+        if sampling { report += Sample.summary(samples.withLock { $0 }, warmUpFraction: 0.25) }
+        line("busi calls", Double(context.busiCalls.value), "")
+        print(report.joined(separator: "\n"))
     }
 
-    private func row(_ label: String, _ value: Double, _ unit: String) -> String {
-        label.padding(toLength: 46, withPad: " ", startingAt: 0) + String(format: "%12.2f", value) + unit
+    // MARK: - Recovery
+
+    /// Writes `recoveryCount` submitted 2-step sagas through the SQLite store (as a coordinator
+    /// killed right after acknowledging them leaves them, with leases already expired), starts
+    /// `dtm` on the file with the branches up, and times until every one is finished.
+    private func recovery(_ context: Context) async throws {
+        guard let dtmBinary else { throw ValidationError("recovery mode needs --dtm-binary") }
+        let count = recoveryCount
+        let payload = BusiReqGrpc(amount: 30).encode()
+        let steps = try TransRequest.parseSteps(context.steps)
+        let prefix = "bench-\(context.run)-rec-"
+        do {
+            var quiet = Logger(label: "dtm-bench.fill")
+            quiet.logLevel = .warning
+            let sqlite = try SQLiteStore(path: store, logger: quiet)
+            let fillStart = ContinuousClock.now
+            let now = Date()
+            let next = AtomicCounter()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<256 {
+                    group.addTask {
+                        while true {
+                            let index = next.increment()
+                            guard index < count else { return }
+                            let gid = prefix + String(index)
+                            var global = GlobalTransaction(gid: gid, transType: .saga, status: .submitted,
+                                                           transProtocol: .grpc, createTime: now)
+                            global.nextCronInterval = 10
+                            global.nextCronTime = now.addingTimeInterval(-1)
+                            global.owner = "bench-killed-coordinator"
+                            var branches: [BranchRecord] = []
+                            for (number, step) in steps.enumerated() {
+                                let id = number < 9 ? "0\(number + 1)" : "\(number + 1)"
+                                branches.append(BranchRecord(gid: gid, url: step["compensate"] ?? "", binData: payload,
+                                                             branchID: id, op: .compensate, createTime: now))
+                                branches.append(BranchRecord(gid: gid, url: step["action"] ?? "", binData: payload,
+                                                             branchID: id, op: .action, createTime: now))
+                            }
+                            _ = try await sqlite.saveNew(global, branches: branches)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            sqlite.close()
+            let filled = ContinuousClock.now - fillStart
+            print(row("filled unfinished sagas (\(count))", Double(count) / filled.seconds, "/s"))
+        }
+
+        let counter = try RawSQLite.Counter(path: store, gidPrefix: prefix)
+        let grpcPort = try freePort(), httpPort = try freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: dtmBinary)
+        process.arguments = ["--host", "127.0.0.1", "--grpc-port", "\(grpcPort)", "--http-port", "\(httpPort)",
+                             "--store", store, "--log-level", "warning"]
+        var environment = ProcessInfo.processInfo.environment
+        let mallocFile = scratch + "/recovery-malloc-\(getpid())"
+        if let mallocShim {
+            environment["LD_PRELOAD"] = mallocShim
+            environment["DTM_MALLOC_COUNT_FILE"] = mallocFile
+        }
+        process.environment = environment
+        let logPath = scratch + "/recovery-dtm-\(getpid()).log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = FileHandle.nullDevice
+        let started = ContinuousClock.now
+        try process.run()
+        let pid = process.processIdentifier
+        defer {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+        }
+        let probes = try Probes(pids: "\(pid)", metrics: "127.0.0.1:\(httpPort)",
+                                mallocFiles: mallocShim == nil ? nil : mallocFile)
+        let zero = Snapshot.zero
+        let deadline = Duration.seconds(max(120, Double(count) / 200))
+        var finished = 0
+        var peakRSS = 0
+        while finished < count && ContinuousClock.now - started < deadline && process.isRunning {
+            try await Task.sleep(for: .milliseconds(100))
+            finished = try counter.finished(allOfRun: true)
+            peakRSS = max(peakRSS, probes.sample(at: 0)?.rss ?? 0)
+        }
+        let took = ContinuousClock.now - started
+        // Metrics need the HTTP server up: read them once at the end (from zero at start).
+        let after = try probes.snapshot()
+        print("recovery: \(finished) of \(count) unfinished sagas finished after the coordinator started"
+              + (process.isRunning ? "" : " (the coordinator exited; see \(logPath))"))
+        print(row("time until all finished (goal < 10 s)", took.seconds, " s"))
+        print(row("recovered sagas", Double(finished) / took.seconds, "/s"))
+        print(row("recovered / baseline", Double(finished) / took.seconds / context.baseline, ""))
+        print(row("coordinator peak RSS", Double(peakRSS) / 1_048_576, " MiB"))
+        print(probes.perSaga(from: zero, to: after, completed: finished).joined(separator: "\n"))
+        if finished < count { throw ExitCode(1) }
+    }
+}
+
+/// One report line: label, value, unit.
+func row(_ label: String, _ value: Double, _ unit: String) -> String {
+    label.padding(toLength: 46, withPad: " ", startingAt: 0) + String(format: "%12.2f", value) + unit
+}
+
+/// A value shared between tasks behind a lock.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    init(_ value: Value) { mutex = Mutex(value) }
+
+    func withLock<Result: Sendable>(_ body: (inout Value) -> Result) -> Result {
+        mutex.withLock { body(&$0) }
     }
 }
 
@@ -281,4 +542,246 @@ struct PsqlCounter: FinishedCounter {
         }
         return count
     }
+}
+
+// MARK: - Coordinator probes
+
+/// Cumulative counters of the coordinators at one moment; differences over a window give the
+/// per-saga figures. A component is nil when its source was not given.
+struct Snapshot {
+    var cpuSeconds: Double?
+    var allocations: UInt64?
+    var frees: UInt64?
+    var commits: Double?
+    var writes: Double?
+
+    static let zero = Snapshot(cpuSeconds: 0, allocations: 0, frees: 0, commits: 0, writes: 0)
+}
+
+/// RSS and open fds of the coordinators at one moment of a soak.
+struct Sample {
+    var seconds: Double
+    var rss: Int
+    var fds: Int
+
+    /// First, last, max and least-squares slope of each series, and a verdict. Rule: the
+    /// first `warmUpFraction` of the samples is warm-up; over the rest, a series is "flat"
+    /// when its fitted growth across that span stays below max(8 MiB, 5% of its value at the
+    /// end of warm-up) for RSS and below 3 for fds, else "growing".
+    static func summary(_ samples: [Sample], warmUpFraction: Double) -> [String] {
+        guard samples.count >= 3 else { return ["soak: \(samples.count) samples, too few for a verdict"] }
+        let steady = Array(samples.dropFirst(Int(Double(samples.count) * warmUpFraction)))
+        func slope(_ values: [(Double, Double)]) -> Double {
+            let n = Double(values.count)
+            let mx = values.map(\.0).reduce(0, +) / n, my = values.map(\.1).reduce(0, +) / n
+            let sxx = values.map { ($0.0 - mx) * ($0.0 - mx) }.reduce(0, +)
+            let sxy = values.map { ($0.0 - mx) * ($0.1 - my) }.reduce(0, +)
+            return sxx == 0 ? 0 : sxy / sxx
+        }
+        let span = (steady.last?.seconds ?? 0) - (steady.first?.seconds ?? 0)
+        let mib = 1_048_576.0
+        let rssSlope = slope(steady.map { ($0.seconds, Double($0.rss) / mib) })
+        let fdSlope = slope(steady.map { ($0.seconds, Double($0.fds)) })
+        let rssStart = Double(steady.first?.rss ?? 0) / mib
+        let rssGrowth = rssSlope * span, fdGrowth = fdSlope * span
+        let rssFlat = rssGrowth < max(8, 0.05 * rssStart)
+        let fdFlat = fdGrowth < 3
+        func series(_ name: String, _ values: [Double], _ unit: String, _ slope: Double) -> String {
+            func f(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
+            return "\(name): first \(f(values.first ?? 0))\(unit), last \(f(values.last ?? 0))\(unit), "
+                + "max \(f(values.max() ?? 0))\(unit); slope \(f(slope * 60, 3))\(unit)/min after warm-up"
+        }
+        return [
+            "soak: \(samples.count) samples over \(String(format: "%.0f", samples.last?.seconds ?? 0)) s, the first \(Int(warmUpFraction * 100))% warm-up",
+            series("RSS", samples.map { Double($0.rss) / mib }, " MiB", rssSlope),
+            series("open fds", samples.map { Double($0.fds) }, "", fdSlope),
+            "verdict RSS: \(rssFlat ? "flat" : "growing") (fitted growth "
+                + String(format: "%.1f MiB after warm-up; flat below %.1f)", rssGrowth, max(8, 0.05 * rssStart)),
+            "verdict fds: \(fdFlat ? "flat" : "growing") (fitted growth "
+                + String(format: "%.1f after warm-up; flat below 3)", fdGrowth),
+        ]
+    }
+}
+
+/// Reads the coordinators' /proc entries, their malloc counter files (tools/malloc-count.c)
+/// and their `/api/metrics` (store commits).
+struct Probes: Sendable {
+    var pids: [Int32]
+    var metrics: [(host: String, port: UInt16)]
+    var mallocFiles: [String]
+
+    init(pids: String?, metrics: String?, mallocFiles: String?) throws {
+        func list(_ text: String?) -> [String] {
+            (text ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        self.pids = try list(pids).map {
+            guard let pid = Int32($0) else { throw ValidationError("--coordinator-pid: '\($0)' is not a pid") }
+            return pid
+        }
+        self.metrics = try list(metrics).map {
+            guard let colon = $0.lastIndex(of: ":"), let port = UInt16($0[$0.index(after: colon)...]) else {
+                throw ValidationError("--metrics: '\($0)' is not host:port")
+            }
+            return (String($0[..<colon]), port)
+        }
+        self.mallocFiles = list(mallocFiles)
+    }
+
+    func snapshot() throws -> Snapshot {
+        var snapshot = Snapshot()
+        if !pids.isEmpty {
+            snapshot.cpuSeconds = try pids.map { try Self.cpuSeconds(pid: $0) }.reduce(0, +)
+        }
+        if !mallocFiles.isEmpty {
+            let counts = try mallocFiles.map(Self.mallocCounts)
+            snapshot.allocations = counts.map(\.allocations).reduce(0, +)
+            snapshot.frees = counts.map(\.frees).reduce(0, +)
+        }
+        if !metrics.isEmpty {
+            var commits = 0.0, writes = 0.0
+            for (host, port) in metrics {
+                let text = try httpGet(host: host, port: port, path: "/api/metrics")
+                commits += Self.metricValue(text, "dtm_store_commit_batch_size_count")
+                writes += Self.metricValue(text, "dtm_store_commit_batch_size_sum")
+            }
+            snapshot.commits = commits
+            snapshot.writes = writes
+        }
+        return snapshot
+    }
+
+    /// RSS and open fds summed over the coordinators; nil when a process is gone.
+    func sample(at seconds: Double) -> Sample? {
+        guard !pids.isEmpty else { return nil }
+        var rss = 0, fds = 0
+        for pid in pids {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                  let kib = Int(line.split(separator: " ").dropFirst().first ?? ""),
+                  let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else {
+                return nil
+            }
+            rss += kib * 1024
+            fds += entries.count
+        }
+        return Sample(seconds: seconds, rss: rss, fds: fds)
+    }
+
+    /// The per-saga lines of a window that completed `completed` sagas.
+    func perSaga(from before: Snapshot, to after: Snapshot, completed: Int) -> [String] {
+        guard completed > 0 else { return ["no saga completed in the window: no per-saga figures"] }
+        let n = Double(completed)
+        var lines: [String] = []
+        if let start = before.cpuSeconds, let end = after.cpuSeconds {
+            lines.append(row("coordinator CPU per completed saga", (end - start) / n * 1e6, " µs"))
+        }
+        if let start = before.allocations, let end = after.allocations, let freeStart = before.frees,
+           let freeEnd = after.frees {
+            lines.append(row("allocations per completed saga", Double(end &- start) / n, ""))
+            lines.append(row("frees per completed saga", Double(freeEnd &- freeStart) / n, ""))
+        }
+        if let start = before.commits, let end = after.commits, let writeStart = before.writes,
+           let writeEnd = after.writes {
+            if end > start {
+                lines.append(row("store commits per completed saga", (end - start) / n, ""))
+                lines.append(row("store write requests per completed saga", (writeEnd - writeStart) / n, ""))
+            } else {
+                lines.append("store commits: none counted (a PostgreSQL store has no commit metric)")
+            }
+        }
+        return lines
+    }
+
+    /// utime + stime of /proc/<pid>/stat (fields 14 and 15), in seconds.
+    static func cpuSeconds(pid: Int32) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        // The command name (field 2) is in parentheses and may hold spaces: count after it.
+        guard let close = stat.lastIndex(of: ")") else { throw ValidationError("unreadable /proc/\(pid)/stat") }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
+            throw ValidationError("unreadable /proc/\(pid)/stat")
+        }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// malloc + calloc + realloc + aligned calls, and frees, from the shim's shared file.
+    static func mallocCounts(_ path: String) throws -> (allocations: UInt64, frees: UInt64) {
+        guard let data = FileManager.default.contents(atPath: path), data.count >= 48 else {
+            throw ValidationError("malloc counter file \(path) missing or short: was the shim preloaded?")
+        }
+        let bytes = [UInt8](data)
+        // Native (little-endian) uint64 words, as the shim writes them.
+        let words = (0..<6).map { slot in
+            bytes[(slot * 8)..<(slot * 8 + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        }
+        guard Array(bytes[0..<8]) == Array("dtmalloc".utf8) else {
+            throw ValidationError("\(path) is not a malloc counter file")
+        }
+        return (words[1] &+ words[2] &+ words[3] &+ words[4], words[5])
+    }
+
+    /// The sum of a Prometheus metric's samples (all label sets) in a text exposition.
+    static func metricValue(_ text: String, _ name: String) -> Double {
+        text.split(separator: "\n").reduce(0) { sum, line in
+            guard line.hasPrefix(name), line.dropFirst(name.count).first.map({ $0 == " " || $0 == "{" }) == true,
+                  let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { return sum }
+            return sum + value
+        }
+    }
+}
+
+/// A blocking HTTP/1.1 GET (Connection: close) returning the body; for the metrics endpoint.
+func httpGet(host: String, port: UInt16, path: String) throws -> String {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw ValidationError("socket: errno \(errno)") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw ValidationError("bad IPv4 address \(host)") }
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    guard connected == 0 else { throw ValidationError("connect \(host):\(port): errno \(errno)") }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n\r\n".utf8)
+    var sent = 0
+    while sent < request.count {
+        let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard n > 0 else { throw ValidationError("send to \(host):\(port): errno \(errno)") }
+        sent += n
+    }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n < 0 && errno == EINTR { continue }
+        guard n >= 0 else { throw ValidationError("recv from \(host):\(port): errno \(errno)") }
+        if n == 0 { break }
+        response += buffer[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard text.hasPrefix("HTTP/1.1 200"), let body = text.range(of: "\r\n\r\n") else {
+        throw ValidationError("GET \(path) from \(host):\(port): \(text.prefix(80))")
+    }
+    return String(text[body.upperBound...])
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, closed: the caller binds it soon after).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw ValidationError("socket: errno \(errno)") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+        }
+    }
+    guard ok else { throw ValidationError("bind: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
 }
