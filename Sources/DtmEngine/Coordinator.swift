@@ -212,8 +212,9 @@ public struct Coordinator: Sendable {
         guard let status = GlobalStatus(rawValue: text), status.isFinished else {
             throw DtmError.invalidArgument("req_extra.status: must be 'succeed' or 'failed', got '\(text)'")
         }
-        let update = GlobalUpdate.transition(to: status, reason: request.reqExtra["rollback_reason"],
+        var update = GlobalUpdate.transition(to: status, reason: request.reqExtra["rollback_reason"],
                                              result: request.reqExtra["result"], now: now)
+        update.transType = .workflow
         do {
             try await store.changeStatus(gid: request.gid, from: .prepared, to: status, update: update, now: now)
         } catch .notFound {
@@ -274,6 +275,7 @@ public struct Coordinator: Sendable {
                       lease: Bool = false, nextCronTime: Date? = nil) async throws(DtmError) -> GlobalTransaction? {
         let now = self.now
         var update = GlobalUpdate.transition(to: status, reason: reason, now: now)
+        update.transType = stored.transType
         if lease {
             update.nextCronTime = nextCronTime ?? now.addingTimeInterval(Double(stored.resetInterval(config)))
             update.owner = driver.owner

@@ -301,6 +301,7 @@ private struct Pass {
         let now = driver.clock.now()
         var update = GlobalUpdate.transition(to: status, reason: reason, now: now)
         update.expectedOwner = fence
+        update.transType = state.global.transType
         let (store, gid, from, updates, attempts) = (driver.store, gid, state.global.status, pending, self.attempts)
         guard await write({ () async throws(StoreError) in
             try await store.changeStatus(gid: gid, from: from, to: status, update: update, branchUpdates: updates,

@@ -30,10 +30,13 @@ public struct GlobalUpdate: Sendable, Equatable {
     /// Fencing: the change happens only while the row's owner is this one (a pass whose lease
     /// was taken over by another coordinator stops at its next write).
     public var expectedOwner: String?
+    /// The transaction's mode, when the writer knows it: not written, but told to observers of
+    /// the store (metrics and logs by mode), which otherwise read the row back to learn it.
+    public var transType: TransType?
 
     public init(rollbackReason: String? = nil, result: String? = nil, finishTime: Date? = nil,
                 rollbackTime: Date? = nil, nextCronInterval: Int64? = nil, nextCronTime: Date? = nil,
-                owner: String? = nil, expectedOwner: String? = nil) {
+                owner: String? = nil, expectedOwner: String? = nil, transType: TransType? = nil) {
         self.rollbackReason = rollbackReason
         self.result = result
         self.finishTime = finishTime
@@ -42,6 +45,7 @@ public struct GlobalUpdate: Sendable, Equatable {
         self.nextCronTime = nextCronTime
         self.owner = owner
         self.expectedOwner = expectedOwner
+        self.transType = transType
     }
 }
 

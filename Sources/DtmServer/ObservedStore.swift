@@ -53,8 +53,13 @@ struct ObservedStore: TransactionStore {
                                         attempts: attempts, now: now)
         }
         guard from != to else { return }
-        // The model is not part of a status change; one read, only for real transitions.
-        let model = (try? await base.findGlobal(gid: gid))?.transType ?? .saga
+        // The engine's writers name the mode; anyone else's change costs one read.
+        let model: TransType
+        if let known = update.transType {
+            model = known
+        } else {
+            model = (try? await base.findGlobal(gid: gid))?.transType ?? .saga
+        }
         logChange(gid, model: model, from: from.rawValue, to: to, reason: update.rollbackReason)
     }
 

@@ -92,6 +92,22 @@ struct AttemptTests {
         #expect(counting.writes() == ["saveNew", "updateBranches", "changeStatus"])
     }
 
+    /// Every status change the engine writes names the transaction's mode, so that the store's
+    /// observers (metrics and logs by mode) need not read the row back.
+    @Test func statusChangesNameTheirMode() async throws {
+        let counting = CountingStore()
+        let driver = TransactionDriver(store: counting, caller: ScriptedCaller(), clock: FakeClock(), owner: "c")
+        let cron = CronLoop(driver: driver)
+        let coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        try await coordinator.submit(sagaRequest("att-mode-saga", steps: 2))
+        await cron.runOnce()
+        try await coordinator.prepare(TransRequest(gid: "att-mode-tcc", transType: "tcc"))
+        try await coordinator.abort(TransRequest(gid: "att-mode-tcc", transType: "tcc"))
+        await cron.runOnce()
+        #expect(await counting.inner.findGlobal(gid: "att-mode-tcc")?.status == .failed)
+        #expect(counting.modes() == ["saga", "tcc", "tcc"])
+    }
+
     @Test func retentionKeepsTheFirstAndTheLatest() {
         let numbers = Array(1...250)
         let kept = AttemptRetention.trimmed(numbers)
@@ -108,6 +124,9 @@ final class CountingStore: TransactionStore {
     private let log = NSLockedLog()
 
     func writes() -> [String] { log.values }
+    private let modeLog = NSLockedLog()
+    /// The mode each status change named (`GlobalUpdate.transType`), "none" when it named none.
+    func modes() -> [String] { modeLog.values }
 
     func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {
         log.append("saveNew")
@@ -119,6 +138,7 @@ final class CountingStore: TransactionStore {
     func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                       branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         log.append("changeStatus")
+        if from != to { modeLog.append(update.transType?.rawValue ?? "none") }
         try await inner.changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: branchUpdates,
                                      attempts: attempts, now: now)
     }
