@@ -213,9 +213,9 @@ public final class GRPCServerConnection {
         streams[streamID] = nil
         switch result {
         case .success(let response):
-            let headers = [HeaderField(":status", "200"), HeaderField("content-type", Wire.contentType)]
-                + response.metadata.headerFields
-            let trailers = [HeaderField("grpc-status", "0")] + response.trailers.headerFields
+            // The common answer carries no metadata: its header lists are built once.
+            let headers = response.metadata.isEmpty ? Self.responseHeaders : Self.responseHeaders + response.metadata.headerFields
+            let trailers = response.trailers.isEmpty ? Self.okTrailers : Self.okTrailers + response.trailers.headerFields
             do {
                 try session.respond(streamID: streamID, headers: headers, body: Wire.frame(response.message),
                                     trailers: trailers)
@@ -478,7 +478,9 @@ public final class GRPCServerConnection {
             return
         }
         // The 5-byte prefix tells the size up front: refuse before buffering a huge message.
-        let declared = buffer.count < 5 ? Wire.declaredLength(buffer + bytes.prefix(5 - buffer.count)) : nil
+        let declared = buffer.count < 5
+            ? (buffer.isEmpty ? Wire.declaredLength(bytes) : Wire.declaredLength(buffer + bytes.prefix(5 - buffer.count)))
+            : nil
         let limit = config.maxReceiveMessageSize
         var refusal: String?
         if let declared, declared > limit {
@@ -497,7 +499,11 @@ public final class GRPCServerConnection {
             return
         }
         streams[id] = .rejected  // drop our reference so the append below does not copy the buffer
-        buffer.append(contentsOf: bytes)
+        if buffer.isEmpty {
+            buffer = bytes  // the usual unary request: one DATA chunk, kept as it came
+        } else {
+            buffer.append(contentsOf: bytes)
+        }
         bufferedBytes += bytes.count
         streams[id] = .receiving(headers: headers, buffer: buffer, deadline: deadline, since: since)
     }
@@ -585,23 +591,26 @@ public final class GRPCServerConnection {
         }
         let path = headers[":path"] ?? ""
         guard let handler = router.handler(for: path) else { return }
+        // Drop the stream's reference to the buffer first: the message is cut out of it in place.
+        streams[id] = .dispatched
         let message: [UInt8]
         let metadata: Metadata
         do throws(RPCError) {
-            message = try Wire.unaryMessage(from: buffer, maxSize: config.maxReceiveMessageSize).get()
+            message = try Wire.unaryMessage(from: consume buffer, maxSize: config.maxReceiveMessageSize).get()
             metadata = try Metadata(headers: headers)
         } catch {
             streams[id] = .rejected
             sendError(streamID: id, error)
             return
         }
-        streams[id] = .dispatched
         let timeout = headers["grpc-timeout"].flatMap(Wire.parseTimeout)
         actions.append(.start(streamID: id,
                               request: GRPCRequest(path: path, metadata: metadata, message: message, timeout: timeout,
                                                    deadline: deadline),
                               handler: handler))
     }
+
+    private static let okTrailers = [HeaderField("grpc-status", "0")]
 
     /// `grpc-status`, `grpc-message` and the error's metadata.
     private static func statusFields(_ error: RPCError) -> [HeaderField] {

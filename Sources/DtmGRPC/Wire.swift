@@ -27,7 +27,8 @@ package enum Wire {
     /// The single message of a unary call's DATA, checked against `maxSize`.
     /// `encodingNegotiated` is true when the peer sent a `grpc-encoding` other than identity
     /// (which we do not support and reject before getting here).
-    package static func unaryMessage(from buffer: [UInt8], maxSize: Int) -> Result<[UInt8], RPCError> {
+    /// The message is cut out of `buffer` in place (no copy when the caller hands its only reference).
+    package static func unaryMessage(from buffer: consuming [UInt8], maxSize: Int) -> Result<[UInt8], RPCError> {
         guard buffer.count >= 5 else {
             return .failure(RPCError(.internal, buffer.isEmpty
                 ? "unary call carried no message" : "message ended inside its 5-byte prefix"))
@@ -48,7 +49,8 @@ package enum Wire {
         if buffer.count > 5 + length {
             return .failure(RPCError(.unimplemented, "more than one message on a unary call"))
         }
-        return .success(Array(buffer[5...]))
+        buffer.removeFirst(5)
+        return .success(buffer)
     }
 
     /// The declared length once the prefix is known; lets a receiver refuse early.

@@ -314,27 +314,41 @@ private struct HeaderBlock {
 }
 
 /// Calls `body` with an nghttp2 name/value array for `fields`; the array and the strings
-/// it points to live only during the call (nghttp2 copies them).
+/// it points to live only during the call (nghttp2 copies them). Both live in scoped temporary
+/// storage (on the stack when small): a header block costs no heap allocation here.
 private func withNV<R>(_ fields: [HeaderField], _ body: (UnsafePointer<nghttp2_nv>?, Int) -> R) -> R {
-    var storage: [UInt8] = []
-    storage.reserveCapacity(fields.reduce(1) { $0 + $1.name.utf8.count + $1.value.utf8.count })
-    var offsets: [(Int, Int, Int, Int)] = []
-    offsets.reserveCapacity(fields.count)
-    for field in fields {
-        let nameStart = storage.count
-        storage.append(contentsOf: field.name.utf8)
-        let valueStart = storage.count
-        storage.append(contentsOf: field.value.utf8)
-        offsets.append((nameStart, valueStart - nameStart, valueStart, storage.count - valueStart))
-    }
-    storage.append(0)
-    return storage.withUnsafeMutableBufferPointer { buffer in
-        let base = buffer.baseAddress
-        let nva = offsets.map { nameStart, nameLength, valueStart, valueLength in
-            nghttp2_nv(name: base.map { $0 + nameStart }, value: base.map { $0 + valueStart },
-                       namelen: nameLength, valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+    var size = 1
+    for field in fields { size += field.name.utf8.count + field.value.utf8.count }
+    return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: size) { storage in
+        withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(fields.count, 1)) { nva in
+            guard let base = storage.baseAddress, let entries = nva.baseAddress else { return body(nil, 0) }
+            var offset = 0
+            func copy(_ text: String) -> (UnsafeMutablePointer<UInt8>, Int) {
+                let start = base + offset
+                let copied = text.utf8.withContiguousStorageIfAvailable { source in
+                    if let from = source.baseAddress { start.update(from: from, count: source.count) }
+                    return source.count
+                }
+                if let copied {
+                    offset += copied
+                } else {
+                    for byte in text.utf8 {
+                        base[offset] = byte
+                        offset += 1
+                    }
+                }
+                return (start, base + offset - start)
+            }
+            for (index, field) in fields.enumerated() {
+                let (name, nameLength) = copy(field.name)
+                let (value, valueLength) = copy(field.value)
+                (entries + index).initialize(to: nghttp2_nv(name: name, value: value, namelen: nameLength,
+                                                            valuelen: valueLength,
+                                                            flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+            }
+            base[offset] = 0
+            return body(UnsafePointer(entries), fields.count)
         }
-        return nva.withUnsafeBufferPointer { body($0.baseAddress, $0.count) }
     }
 }
 

@@ -85,18 +85,15 @@ public final class GRPCClient: Sendable {
     private func call(on connection: ClientConnection, target: String, path: String, message: [UInt8],
                       metadata: Metadata, deadline: ContinuousClock.Instant?) async throws(CallFailure) -> GRPCResponse {
         let promise = connection.eventLoop.makePromise(of: GRPCResponse.self)
-        let callID = NIOLockedValueBox<Int32?>(nil)
-        connection.eventLoop.execute {
-            let timeout = deadline.map { max($0 - ContinuousClock.now, .zero) }
-            callID.withLockedValue { $0 = connection.handler.value.start(
-                path: path, message: message, metadata: metadata, timeout: timeout, promise: promise) }
-        }
+        let handle = CallOutbox.Handle(nil)
+        connection.send(CallOutbox.Start(path: path, message: message, metadata: metadata, deadline: deadline,
+                                         promise: promise, handle: handle))
         do {
             return try await withTaskCancellationHandler {
                 try await promise.futureResult.get()
             } onCancel: {
                 connection.eventLoop.execute {
-                    if let id = callID.withLockedValue({ $0 }) {
+                    if let id = handle.withLockedValue({ $0 }) {
                         connection.handler.value.cancel(id, RPCError(.cancelled, "call cancelled by the caller"))
                     } else {
                         promise.fail(RPCError(.cancelled, "call cancelled by the caller"))
@@ -117,6 +114,8 @@ public final class GRPCClient: Sendable {
     private func connection(to endpoint: Endpoint, deadline: ContinuousClock.Instant?) async throws(RPCError)
         -> ClientConnection {
         let target = endpoint.target
+        // The common case: the pooled connection is up, and nothing needs waiting for.
+        if let ready = pool.withLockedValue({ $0[endpoint.poolKey]?.ready }) { return ready }
         let future = connection(to: endpoint)
         let promise = future.eventLoop.makePromise(of: ClientConnection.self)
         future.cascade(to: promise)
@@ -165,6 +164,9 @@ public final class GRPCClient: Sendable {
             }
             let future = connect(to: endpoint, onUnusable: remove)
             future.whenFailure { _ in remove() }
+            future.whenSuccess { [pool = self.pool] connection in
+                pool.withLockedValue { if $0[target]?.id == id { $0[target]?.ready = connection } }
+            }
             pool[target] = PoolEntry(id: id, future: future)
             return future
         }
@@ -207,7 +209,8 @@ public final class GRPCClient: Sendable {
             .flatMapThrowing { channel in
                 let handler = try channel.pipeline.syncOperations.handler(type: GRPCClientHandler.self)
                 logger.debug("connected", metadata: ["target": "\(target)"])
-                return ClientConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                return ClientConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop),
+                                        outbox: CallOutbox())
             }
     }
 }
@@ -244,13 +247,57 @@ private struct Endpoint {
 private struct PoolEntry {
     var id: Int
     var future: EventLoopFuture<ClientConnection>
+    /// The connection once `future` succeeded: calls take it without waiting on the future.
+    var ready: ClientConnection? = nil
 }
 
 /// One pooled connection: the channel and its handler (touched on the channel's loop only).
 struct ClientConnection: Sendable {
     let channel: Channel
     let handler: NIOLoopBound<GRPCClientHandler>
+    let outbox: CallOutbox
     var eventLoop: EventLoop { channel.eventLoop }
+
+    /// Hands a call to the connection's event loop. Calls made while the loop is busy travel
+    /// together: one hop to the loop and one socket write for the whole batch.
+    func send(_ call: CallOutbox.Start) {
+        guard outbox.post(call) else { return }
+        let handler = self.handler
+        let outbox = self.outbox
+        eventLoop.execute { handler.value.start(outbox.take()) }
+    }
+}
+
+/// Calls on their way from callers' tasks to a connection's event loop.
+final class CallOutbox: Sendable {
+    struct Start: Sendable {
+        var path: String
+        var message: [UInt8]
+        var metadata: Metadata
+        var deadline: ContinuousClock.Instant?
+        var promise: EventLoopPromise<GRPCResponse>
+        var handle: Handle
+    }
+
+    /// The stream id of a started call, for its caller's cancellation.
+    typealias Handle = NIOLockedValueBox<Int32?>
+
+    private let queue = NIOLockedValueBox<[Start]>([])
+
+    /// Queues a call; true when the queue was empty, so the caller must hop to the loop to `take`.
+    func post(_ call: Start) -> Bool {
+        queue.withLockedValue { queue in
+            queue.append(call)
+            return queue.count == 1
+        }
+    }
+
+    func take() -> [Start] {
+        queue.withLockedValue { queue in
+            defer { queue = [] }
+            return queue
+        }
+    }
 }
 
 extension String {

@@ -31,6 +31,9 @@ final class GRPCClientHandler: ChannelInboundHandler {
     private var failure: RPCError?
     private let idleTimeout: Duration
     private var idleTimer: Scheduled<Void>?
+    /// Bytes were read since the last read-complete: what they cause (WINDOW_UPDATE, SETTINGS
+    /// ACK, PING ACK) goes out in one write when the read burst ends.
+    private var readSinceFlush = false
 
     init(authority: String, config: GRPCClientConfig, logger: Logger,
          onUnusable: @escaping @Sendable () -> Void) throws {
@@ -56,9 +59,21 @@ final class GRPCClientHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
+    /// Starts the calls handed over together (see `CallOutbox`), then writes all their
+    /// requests with one flush.
+    func start(_ batch: [CallOutbox.Start]) {
+        for call in batch {
+            let id = start(path: call.path, message: call.message, metadata: call.metadata,
+                           timeout: call.deadline.map { max($0 - ContinuousClock.now, .zero) }, promise: call.promise)
+            if let id { call.handle.withLockedValue { $0 = id } }
+        }
+        flush()
+    }
+
     /// Starts a call; its result completes `promise`. Returns the stream id, nil if it failed to
     /// start. A connection that is closing (or failed) fails the promise with `ConnectionRetired`,
-    /// carrying the connection's error if it had one.
+    /// carrying the connection's error if it had one. The request is written by the next flush
+    /// (`start(_:)` flushes after its batch).
     func start(path: String, message: [UInt8], metadata: Metadata, timeout: Duration?,
                promise: EventLoopPromise<GRPCResponse>) -> Int32? {
         guard let context, context.channel.isActive, !connection.isGoingAway, !reportedUnusable, failure == nil else {
@@ -82,7 +97,6 @@ final class GRPCClientHandler: ChannelInboundHandler {
             }
         }
         pending[id] = call
-        flush()
         return id
     }
 
@@ -107,13 +121,21 @@ final class GRPCClientHandler: ChannelInboundHandler {
             return
         }
         if connection.isGoingAway { markUnusable() }
-        flush()
-        if connection.isFinished {
-            // nghttp2 ended the session (e.g. after a protocol error it answered with GOAWAY):
-            // nothing more can happen on this connection.
-            failAll(RPCError(.unavailable, "HTTP/2 session with \(connection.authority) ended"))
-            context.close(promise: nil)
+        readSinceFlush = true
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if readSinceFlush {
+            readSinceFlush = false
+            flush()
+            if connection.isFinished {
+                // nghttp2 ended the session (e.g. after a protocol error it answered with GOAWAY):
+                // nothing more can happen on this connection.
+                failAll(RPCError(.unavailable, "HTTP/2 session with \(connection.authority) ended"))
+                context.close(promise: nil)
+            }
         }
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

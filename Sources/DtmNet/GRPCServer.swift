@@ -138,6 +138,15 @@ final class GRPCServerHandler: ChannelInboundHandler {
     private var idleTimerIsGrace = false
     private let requestReceiveTimeout: Duration
     private var slowRequestTimer: Scheduled<Void>?
+    /// Bytes were read since the last read-complete: their output (responses of inline
+    /// handlers, SETTINGS ACK, WINDOW_UPDATE) goes out in one write when the read burst ends.
+    private var readSinceFlush = false
+    /// A flush is queued on the event loop: output produced outside a read (answers of
+    /// async handlers, expiries, streaming output) is written once per loop tick, not per call.
+    private var flushScheduled = false
+    /// Answers of async handlers, handed over from their tasks in batches: one event-loop hop
+    /// and one write for all the answers that arrived while the loop was busy.
+    private let answers = AnswerInbox()
 
     init(router: GRPCRouter, config: GRPCServerConfig, calls: CallAdmission, logger: Logger,
          refusal: String? = nil) throws {
@@ -241,14 +250,37 @@ final class GRPCServerHandler: ChannelInboundHandler {
         }
         if !actions.isEmpty || connection.openStreams > 0 { servedAStream = true }
         for action in actions { run(action, context: context) }
-        flush(context)
-        if connection.canClose {
-            // nghttp2 ended the session (GOAWAY exchanged, no stream left): close the socket.
-            context.close(promise: nil)
-            return
+        readSinceFlush = true
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if readSinceFlush {
+            readSinceFlush = false
+            flush(context)
+            if connection.canClose {
+                // nghttp2 ended the session (GOAWAY exchanged, no stream left): close the socket.
+                context.close(promise: nil)
+                return
+            }
+            updateIdleTimer(context)
+            updateSlowRequestTimer(context)
         }
-        updateIdleTimer(context)
-        updateSlowRequestTimer(context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Writes the session's output once the tasks already queued on the loop have run, so
+    /// that everything they produce shares one socket write.
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let handler = bound.value
+            handler.flushScheduled = false
+            guard let context = handler.context else { return }
+            handler.flush(context)
+            handler.updateIdleTimer(context)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -317,6 +349,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
             var call = Running()
+            let answers = self.answers
             call.task = Task {
                 let result: Result<GRPCResponse, RPCError>
                 do throws(RPCError) {
@@ -324,7 +357,9 @@ final class GRPCServerHandler: ChannelInboundHandler {
                 } catch {
                     result = .failure(error)
                 }
-                loop.execute { bound.value.finish(id, result) }
+                if answers.post(id, result) {
+                    loop.execute { bound.value.takeAnswers() }
+                }
             }
             if let deadline = request.deadline {
                 let remaining = max(deadline - ContinuousClock.now, .zero)
@@ -402,10 +437,15 @@ final class GRPCServerHandler: ChannelInboundHandler {
             bridge.close(RPCError(.cancelled, "the call finished"))
             connection.finishStreaming(streamID: id, result: result)
         }
-        if let context {
-            flush(context)
-            updateIdleTimer(context)
-        }
+        scheduleFlush()
+    }
+
+    /// Answers every call whose task finished since the last time, then writes them at once.
+    private func takeAnswers() {
+        for (id, result) in answers.take() { finish(id, result) }
+        guard let context else { return }
+        flush(context)
+        updateIdleTimer(context)
     }
 
     private func finish(_ id: Int32, _ result: Result<GRPCResponse, RPCError>) {
@@ -413,10 +453,6 @@ final class GRPCServerHandler: ChannelInboundHandler {
         call.timer?.cancel()
         calls.leave()
         connection.complete(streamID: id, result: result)
-        if let context {
-            flush(context)
-            updateIdleTimer(context)
-        }
     }
 
     private func expire(_ id: Int32) {
@@ -427,10 +463,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
         }
         if connection.expire(streamID: id) { call.task?.cancel() }
         calls.leave()
-        if let context {
-            flush(context)
-            updateIdleTimer(context)
-        }
+        scheduleFlush()
     }
 
     private func flush(_ context: ChannelHandlerContext) {
@@ -445,6 +478,28 @@ final class GRPCServerHandler: ChannelInboundHandler {
         for (id, bridge) in streaming { bridge.didSend(connection.takeSentBytes(streamID: id)) }
         if connection.isShuttingDown && running.isEmpty && connection.canClose {
             context.close(promise: nil)
+        }
+    }
+}
+
+/// Answers of a connection's async handlers on their way from the handlers' tasks to the
+/// connection's event loop. `post` tells the first poster of a batch to hop to the loop, which
+/// takes the whole batch: one hop for many answers.
+final class AnswerInbox: Sendable {
+    private let queue = NIOLockedValueBox<[(Int32, Result<GRPCResponse, RPCError>)]>([])
+
+    /// Queues an answer; true when the queue was empty, so the caller must schedule `take`.
+    func post(_ id: Int32, _ result: Result<GRPCResponse, RPCError>) -> Bool {
+        queue.withLockedValue { queue in
+            queue.append((id, result))
+            return queue.count == 1
+        }
+    }
+
+    func take() -> [(Int32, Result<GRPCResponse, RPCError>)] {
+        queue.withLockedValue { queue in
+            defer { queue = [] }
+            return queue
         }
     }
 }

@@ -1,9 +1,17 @@
 internal import CProtobufC
 
-/// Owns the C memory behind a protobuf-c message being packed: strings, bytes, nested structs
-/// and pointer arrays. Everything is freed in one place, `deinit`, once the pack call is done.
+/// Owns the C memory behind a protobuf-c message being packed or unpacked: strings, bytes,
+/// nested structs and pointer arrays. Small pieces are cut from a few larger blocks (a bump
+/// allocator), so a message costs a malloc or two instead of one per field; everything is
+/// freed in one place, `deinit`, once the pack call is done or the unpacked message copied.
 final class CArena {
     private var blocks: [UnsafeMutableRawPointer] = []
+    /// Free space left in the newest block.
+    private var next: UnsafeMutableRawPointer?
+    private var remaining = 0
+    /// malloc's alignment: protobuf-c stores any C type in what its allocator returns.
+    private static let alignment = 16
+    private static let blockSize = 4096
 
     private init() {}
 
@@ -17,10 +25,43 @@ final class CArena {
         return withExtendedLifetime(arena) { body(arena) }
     }
 
+    /// `byteCount` bytes aligned for any C type, valid until the arena is freed.
+    func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
+        let size = (max(byteCount, 1) + Self.alignment - 1) & ~(Self.alignment - 1)
+        if size <= remaining, let pointer = next {
+            next = pointer + size
+            remaining -= size
+            return pointer
+        }
+        if size > Self.blockSize / 4 {
+            // Large pieces get a block of their own; the current block keeps its free space.
+            let block = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: Self.alignment)
+            blocks.append(block)
+            return block
+        }
+        let block = UnsafeMutableRawPointer.allocate(byteCount: Self.blockSize, alignment: Self.alignment)
+        blocks.append(block)
+        next = block + size
+        remaining = Self.blockSize - size
+        return block
+    }
+
     private func allocate<T>(_: T.Type, count: Int) -> UnsafeMutablePointer<T> {
-        let pointer = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1))
-        blocks.append(UnsafeMutableRawPointer(pointer))
-        return pointer
+        precondition(MemoryLayout<T>.alignment <= Self.alignment)
+        let count = max(count, 1)
+        return allocate(byteCount: MemoryLayout<T>.stride * count).bindMemory(to: T.self, capacity: count)
+    }
+
+    /// A protobuf-c allocator drawing from this arena (`free` does nothing: the arena frees
+    /// all at once). Valid while the arena is alive.
+    var allocator: ProtobufCAllocator {
+        ProtobufCAllocator(
+            alloc: { data, size in
+                guard let data else { return nil }
+                return Unmanaged<CArena>.fromOpaque(data).takeUnretainedValue().allocate(byteCount: size)
+            },
+            free: { _, _ in },
+            allocator_data: Unmanaged.passUnretained(self).toOpaque())
     }
 
     /// A NUL-terminated copy of `string` (protobuf-c has no string length field).

@@ -52,17 +52,22 @@ extension CBackedMessage {
 
     public init(decoding bytes: UnsafeRawBufferPointer) throws(ProtoError) {
         let data = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)
-        guard let message = Self.codec.unpack(nil, bytes.count, data) else {
-            throw .malformed(message: Self.protoName, byteCount: bytes.count)
+        // The unpacked message lives in an arena (a malloc or two, not one per field) that is
+        // freed as a whole once its fields are copied out: the arena's deinit is the one free.
+        let result = CArena.scoped { arena -> Result<Self, ProtoError> in
+            var allocator = arena.allocator
+            guard let message = Self.codec.unpack(&allocator, bytes.count, data) else {
+                return .failure(.malformed(message: Self.protoName, byteCount: bytes.count))
+            }
+            let invalid = withUnsafePointer(to: Self.codec.descriptor.c) { descriptor in
+                StringFieldCheck.firstInvalid(in: bytes, descriptor: descriptor)
+            }
+            if let invalid {
+                return .failure(.invalidString(message: Self.protoName, field: invalid.field, reason: invalid.reason))
+            }
+            return .success(Self(copying: message.pointee))
         }
-        defer { Self.codec.freeUnpacked(message, nil) }
-        let invalid = withUnsafePointer(to: Self.codec.descriptor.c) { descriptor in
-            StringFieldCheck.firstInvalid(in: bytes, descriptor: descriptor)
-        }
-        if let invalid {
-            throw .invalidString(message: Self.protoName, field: invalid.field, reason: invalid.reason)
-        }
-        self.init(copying: message.pointee)
+        self = try result.get()
     }
 
     public func encode() -> [UInt8] {
