@@ -119,14 +119,18 @@ public final class SQLiteBarrierDatabase: BarrierDatabase {
         return try result.get()
     }
 
-    /// Runs `work` with the connection on NIO's blocking-I/O thread pool.
+    /// Runs `work` with the connection on NIO's blocking-I/O thread pool. It runs even when the
+    /// calling task is cancelled (`runIfActive` would skip it): a BEGIN whose COMMIT or ROLLBACK
+    /// were skipped would leave the connection inside a transaction.
     private func blocking<T: Sendable>(_ work: @escaping @Sendable (SQLiteHandle) throws(DtmClientError) -> T)
         async throws(DtmClientError) -> T {
         let outcome: Result<T, DtmClientError>
         do {
-            outcome = try await NIOThreadPool.singleton.runIfActive { [self] in
-                self.connection.withLock { handle in Result { () throws(DtmClientError) in try work(handle) } }
-            }
+            outcome = try await Task { [self] in
+                try await NIOThreadPool.singleton.runIfActive {
+                    self.connection.withLock { handle in Result { () throws(DtmClientError) in try work(handle) } }
+                }
+            }.value
         } catch {
             throw .database("NIO's blocking thread pool is not running: \(error)")
         }

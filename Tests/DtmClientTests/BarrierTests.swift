@@ -67,6 +67,22 @@ import Testing
     }
 
     /// Action then compensation, the normal rollback, both run.
+    /// A handler whose task is cancelled mid-transaction still commits or rolls back: the
+    /// connection is never left inside a transaction for the next handler.
+    @Test func aCancelledTaskLeavesNoOpenTransaction() async throws {
+        let database = try SQLiteBarrierDatabase(path: temporaryPath("cancelled"))
+        try await database.execute("CREATE TABLE t (x INTEGER)")
+        let task = Task {
+            try await database.withTransaction { transaction in
+                try transaction.execute("INSERT INTO t VALUES (1)")
+                withUnsafeCurrentTask { $0?.cancel() }
+            }
+        }
+        _ = await task.result
+        try await database.withTransaction { transaction in try transaction.execute("INSERT INTO t VALUES (2)") }
+        #expect(try await database.query("SELECT x FROM t ORDER BY x").map { $0.first?.int } == [1, 2])
+    }
+
     @Test func actionThenCompensationBothRun() async throws {
         let ledger = try await Ledger()
         let gid = uniqueGid("normal")
