@@ -183,12 +183,11 @@ public final class DtmClient: Sendable {
                                               body: payload.isEmpty ? nil : payload, headers: headers)
             return Array(body.utf8)
         }
-        let address = url.hasPrefix("grpcs://") ? url.dropFirst("grpcs://".count) : Substring(url)
+        let (tls, address) = Self.grpcsPrefixed(url) ? (true, url.dropFirst("grpcs://".count)) : (false, Substring(url))
         guard let slash = address.firstIndex(of: "/") else {
             throw .invalidArgument("gRPC branch URL '\(url)' is not [grpcs://]host:port/package.Service/Method")
         }
         let target = String(address[..<slash]), path = String(address[slash...])
-        let tls = url.hasPrefix("grpcs://")
         do {
             let response = try await grpc.unary(target: target, path: path, message: payload,
                                                 metadata: info.metadata(headers: headers), timeout: callTimeout, tls: tls)
@@ -219,10 +218,13 @@ public final class DtmClient: Sendable {
         }
     }
 
-    /// `grpcs://host:port` is `host:port` over TLS.
+    /// `grpcs://host:port` (the scheme in any case, as the coordinator reads branch URLs) is
+    /// `host:port` over TLS.
     static func grpcTarget(_ target: String) -> (address: String, tls: Bool) {
-        target.hasPrefix("grpcs://") ? (String(target.dropFirst("grpcs://".count)), true) : (target, false)
+        grpcsPrefixed(target) ? (String(target.dropFirst("grpcs://".count)), true) : (target, false)
     }
+
+    static func grpcsPrefixed(_ url: String) -> Bool { url.prefix("grpcs://".count).lowercased() == "grpcs://" }
 
     private func httpCall(_ url: String, method: HTTPMethod, body: [UInt8]?) async throws(DtmClientError) -> String {
         try await httpExchange(url, method: method, body: body, headers: authorization.map { ["Authorization": $0] } ?? [:])

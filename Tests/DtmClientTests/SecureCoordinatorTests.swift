@@ -27,7 +27,7 @@ import Testing
         config.security = SecurityConfig(auth: AuthConfig(tokensFile: tokens))
         try await withStarted(try await CoordinatorServer.start(config, store: InMemoryStore(), logger: testLogger)) { coordinator in
             let endpoint: CoordinatorEndpoint = switch transport {
-            case .grpc: .grpc("grpcs://127.0.0.1:\(coordinator.grpcPort)")
+            case .grpc: .grpc("GRPCS://127.0.0.1:\(coordinator.grpcPort)")  // the scheme in any case
             case .http: .http("https://127.0.0.1:\(coordinator.httpPort)/api/dtmsvr")
             }
             try await body(coordinator, endpoint, ca)
