@@ -65,24 +65,21 @@ struct AdminListFilter {
     var gidPrefix: String
     var query: GlobalQuery
 
+    /// Query parameter `name` as one of `T`'s values; nil when absent or empty (any).
+    private static func oneOf<T: RawRepresentable & CaseIterable>(_: T.Type, _ name: String, _ call: APICall)
+        throws(DtmError) -> T? where T.RawValue == String {
+        let text = call.query(name)
+        if text.isEmpty { return nil }
+        guard let value = T(rawValue: text) else {
+            throw DtmError.invalidArgument("\(name): must be one of "
+                + T.allCases.map(\.rawValue).joined(separator: ", ") + " (got '\(text)')")
+        }
+        return value
+    }
+
     init(_ call: APICall) throws(DtmError) {
-        let statusText = call.query("status"), typeText = call.query("trans_type")
-        var status: GlobalStatus?
-        if !statusText.isEmpty {
-            guard let parsed = GlobalStatus(rawValue: statusText) else {
-                throw DtmError.invalidArgument("status: must be one of "
-                    + GlobalStatus.allCases.map(\.rawValue).joined(separator: ", ") + " (got '\(statusText)')")
-            }
-            status = parsed
-        }
-        var transType: TransType?
-        if !typeText.isEmpty {
-            guard let parsed = TransType(rawValue: typeText) else {
-                throw DtmError.invalidArgument("trans_type: must be one of "
-                    + TransType.allCases.map(\.rawValue).joined(separator: ", ") + " (got '\(typeText)')")
-            }
-            transType = parsed
-        }
+        let status = try Self.oneOf(GlobalStatus.self, "status", call)
+        let transType = try Self.oneOf(TransType.self, "trans_type", call)
         let limit = try call.integer("limit", default: DtmHTTPAPI.adminDefaultLimit)
         guard (1...Int64(CoordinatorAdmin.maxLimit)).contains(limit) else {
             throw DtmError.invalidArgument("limit: must be between 1 and \(CoordinatorAdmin.maxLimit) (got \(limit))")
