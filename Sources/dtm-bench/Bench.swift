@@ -92,23 +92,31 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Recovery mode: the malloc counter shim to preload into the started dtm (optional).")
     var mallocShim: String?
 
+    @Option(help: "The C load generator (tools/loadgen.c, built by tools/bench-saga) that sends the Submits and serves the branches in its own process; without it this process does both in Swift.")
+    var loadgen: String?
+
+    @Option(help: "Connections per coordinator of the C load generator.")
+    var loadgenConnections = 4
+
     @Option(help: "Scratch folder for the raw SQLite baseline.")
     var scratch = NSTemporaryDirectory()
 
     func run() async throws {
         let baseline = try baselineRate
             ?? RawSQLite.durableCommitsPerSecond(path: scratch + "/raw-baseline-\(getpid()).sqlite", seconds: 2)
-        let busiCalls = AtomicCounter()
-        var router = GRPCRouter()
-        for method in ["TransOut", "TransIn", "TransOutRevert", "TransInRevert"] {
-            router.register(service: "busi.Busi", method: method, .sync { _ in
-                busiCalls.increment()
-                return GRPCResponse(message: [])
-            })
+        let coordinators = coordinator.split(separator: ",").map(String.init)
+        guard !coordinators.isEmpty else { throw ValidationError("--coordinator names no address") }
+        if loadgen != nil && pacedNewGid { throw ValidationError("--paced-new-gid needs the Swift load generator") }
+        // Recovery starts its own coordinator: the C driver (which connects at start) serves its
+        // branches only when there is a coordinator to connect to, so recovery uses the Swift one.
+        let driver: any LoadDriver = if let loadgen, mode != .recovery {
+            try CLoadDriver(binary: loadgen, coordinators: coordinators, connections: loadgenConnections)
+        } else {
+            try await SwiftLoadDriver(coordinators: coordinators)
         }
-        let busi = try await GRPCServer.start(host: "127.0.0.1", port: 0, router: router)
         let run = String(UInt32.random(in: 0 ... .max), radix: 36)
-        let context = Context(busiPort: busi.port, run: run, baseline: baseline, busiCalls: busiCalls)
+        let context = Context(busiPort: driver.busiPort, run: run, baseline: baseline, driver: driver,
+                              coordinators: coordinators)
         do {
             if mode == .recovery {
                 try await recovery(context)
@@ -116,40 +124,26 @@ struct Bench: AsyncParsableCommand {
                 try await load(context)
             }
         } catch {
-            await busi.shutdown(gracePeriod: .milliseconds(200))
+            await driver.shutdown()
             throw error
         }
-        await busi.shutdown(gracePeriod: .milliseconds(200))
+        await driver.shutdown()
     }
 
     struct Context {
         var busiPort: Int
         var run: String
         var baseline: Double
-        var busiCalls: AtomicCounter
+        var driver: any LoadDriver
+        var coordinators: [String]
 
-        var steps: String {
-            #"[{"action":"127.0.0.1:\#(busiPort)/busi.Busi/TransOut","compensate":"127.0.0.1:\#(busiPort)/busi.Busi/TransOutRevert"},{"action":"127.0.0.1:\#(busiPort)/busi.Busi/TransIn","compensate":"127.0.0.1:\#(busiPort)/busi.Busi/TransInRevert"}]"#
-        }
+        var steps: String { benchSteps(busiPort: busiPort) }
     }
 
     // MARK: - Throughput, paced and soak
 
     private func load(_ context: Context) async throws {
-        let client = GRPCClient()
-        let run = context.run
-        let baseline = context.baseline
-        let payload = BusiReqGrpc(amount: 30).encode()
-        let steps = context.steps
-        let coordinators = self.coordinator.split(separator: ",").map(String.init)
-        guard let coordinator = coordinators.first else { throw ValidationError("--coordinator names no address") }
-        let turn = AtomicCounter()
-        let submit: @Sendable (String) async throws(RPCError) -> Void = { gid in
-            let request = DtmRequest(gid: gid, transType: "saga", binPayloads: [payload, payload], steps: steps)
-            let target = coordinators[turn.increment() % coordinators.count]
-            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/Submit", message: request.encode(),
-                                       timeout: .seconds(30))
-        }
+        let (run, baseline, driver, coordinators) = (context.run, context.baseline, context.driver, context.coordinators)
         let counter: any FinishedCounter = store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")
             ? PsqlCounter(psql: psql, url: store, gidPrefix: "bench-\(run)-")
             : try RawSQLite.Counter(path: store, gidPrefix: "bench-\(run)-")
@@ -159,8 +153,13 @@ struct Bench: AsyncParsableCommand {
 
         var report: [String] = []
         func line(_ label: String, _ value: Double, _ unit: String) { report.append(row(label, value, unit)) }
-        report.append("mode=\(mode.rawValue) coordinators=\(coordinators.count)")
+        report.append("mode=\(mode.rawValue) coordinators=\(coordinators.count) load generator=\(loadgen == nil ? "swift (in dtm-bench)" : "C (tools/loadgen.c)")")
         line(baselineLabel, baseline, "/s")
+        /// The load generator's own CPU per completed saga (it shares the machine).
+        func loadCPU(since start: Double, completed: Int) {
+            guard completed > 0, let end = try? driver.cpuSeconds() else { return }
+            line("load generator CPU per completed saga", (end - start) / Double(completed) * 1e6, " µs")
+        }
 
         // Closed loop, as many Submits as the coordinator accepts: the throughput mode, and the
         // peak a paced fraction refers to.
@@ -168,33 +167,11 @@ struct Bench: AsyncParsableCommand {
         let needsPeak = mode == .throughput || (pacedRate == nil && pacedOf == "accepted")
         var closedLoopSagas = 0
         if needsPeak {
-            let sagas = self.sagas
-            let failures = AtomicCounter()
-            let next = AtomicCounter()
             let before = try probes.snapshot()
+            let loadBefore = try driver.cpuSeconds()
             let started = ContinuousClock.now
-            let latencies = await withTaskGroup(of: [Duration].self) { group in
-                for _ in 0..<self.concurrency {
-                    group.addTask {
-                        var mine: [Duration] = []
-                        while true {
-                            let index = next.increment()
-                            guard index < sagas else { return mine }
-                            let callStart = ContinuousClock.now
-                            do {
-                                try await submit("bench-\(run)-\(index)")
-                                mine.append(ContinuousClock.now - callStart)
-                            } catch {
-                                // Rejected (admission control) or failed: not stored, not waited for.
-                                failures.increment()
-                            }
-                        }
-                    }
-                }
-                return await group.reduce(into: []) { $0 += $1 }
-            }
-            let acceptedIn = ContinuousClock.now - started
-            let acceptedCount = sagas - failures.value
+            let result = try await driver.closedLoop(sagas: sagas, concurrency: concurrency, prefix: "bench-\(run)")
+            let acceptedCount = result.ok
             closedLoopSagas = acceptedCount
             var finished = 0
             while finished < acceptedCount && ContinuousClock.now - started < .seconds(120) {
@@ -203,20 +180,21 @@ struct Bench: AsyncParsableCommand {
             }
             let completedIn = ContinuousClock.now - started
             let after = try probes.snapshot()
-            let accepted = Double(acceptedCount) / acceptedIn.seconds
+            let accepted = Double(acceptedCount) / result.seconds
             acceptedRate = accepted
             let completedRate = Double(finished) / completedIn.seconds
-            report.append("-- closed loop: sagas=\(sagas) concurrency=\(concurrency) failed or rejected submits=\(failures.value)")
+            report.append("-- closed loop: sagas=\(sagas) concurrency=\(concurrency) failed or rejected submits=\(result.failed)")
             line("accepted Submits (durable)", accepted, "/s")
             line("completed sagas (\(finished)/\(acceptedCount) final)", completedRate, "/s")
-            line("Submit latency p50 at full load", latencies.percentile(0.5), " ms")
-            line("Submit latency p99 at full load", latencies.percentile(0.99), " ms")
+            line("Submit latency p50 at full load", result.p50, " ms")
+            line("Submit latency p99 at full load", result.p99, " ms")
             line("ratio accepted / baseline", accepted / baseline, "")
             line("ratio completed / baseline", completedRate / baseline, "")
             report += probes.perSaga(from: before, to: after, completed: finished)
+            loadCPU(since: loadBefore, completed: finished)
         }
 
-        // Open loop: Submits offered at a fixed rate, each one's latency recorded.
+        // Open loop: Submits offered at a fixed rate, each one's latency recorded from its due time.
         let rate: Double
         if let pacedRate {
             rate = pacedRate
@@ -233,12 +211,11 @@ struct Bench: AsyncParsableCommand {
         let seconds = mode == .throughput ? latencySeconds : duration
         let newGidOnly = pacedNewGid
         let count = Int(rate * seconds)
-        let latencies = Locked<[Duration]>([])
-        let failures = AtomicCounter()
         let samples = Locked<[Sample]>([])
         let sampling = mode == .soak
         let sampleEvery = Duration.milliseconds(Int64(sampleSeconds * 1000))
         let before = try probes.snapshot()
+        let loadBefore = try driver.cpuSeconds()
         let phaseStart = ContinuousClock.now
         let sampler = Task {
             guard sampling else { return }
@@ -249,31 +226,14 @@ struct Bench: AsyncParsableCommand {
                 try? await Task.sleep(for: sampleEvery)
             }
         }
-        await withDiscardingTaskGroup { group in
-            for index in 0..<count {
-                let due = phaseStart + .seconds(Double(index) / rate)
-                if due > ContinuousClock.now { try? await Task.sleep(until: due) }
-                group.addTask {
-                    let callStart = ContinuousClock.now
-                    do {
-                        if newGidOnly {
-                            _ = try await client.unary(target: coordinator, path: "/dtmgimp.Dtm/NewGid",
-                                                       message: Empty().encode(), timeout: .seconds(30))
-                        } else {
-                            try await submit("bench-\(run)-paced-\(index)")
-                        }
-                    } catch {
-                        failures.increment()
-                        return
-                    }
-                    let latency = ContinuousClock.now - callStart
-                    latencies.withLock { $0.append(latency) }
-                }
-            }
+        let result: LoadResult
+        if newGidOnly, let swift = driver as? SwiftLoadDriver, let first = coordinators.first {
+            result = await swift.pacedNewGid(target: first, rate: rate, seconds: seconds)
+        } else {
+            result = try await driver.paced(rate: rate, seconds: seconds, prefix: "bench-\(run)-paced")
         }
-        let offeredIn = ContinuousClock.now - phaseStart
         // Let the paced sagas finish before their branches go away.
-        let total = closedLoopSagas + (newGidOnly ? 0 : count - failures.value)
+        let total = closedLoopSagas + (newGidOnly ? 0 : result.ok)
         var finished = try counter.finished(allOfRun: true)
         while finished < total && ContinuousClock.now - phaseStart < .seconds(seconds + 60) {
             try await Task.sleep(for: poll)
@@ -284,26 +244,25 @@ struct Bench: AsyncParsableCommand {
         sampler.cancel()
         _ = await sampler.value
         let after = try probes.snapshot()
-        await client.shutdown()
 
         let pacedFinished = finished - closedLoopSagas
-        let measured = latencies.withLock { $0 }
-        report.append("-- paced: \(count) \(newGidOnly ? "NewGid calls" : "Submits") offered at \(Int(rate))/s for \(String(format: "%.1f", seconds)) s, failed or rejected=\(failures.value)")
+        report.append("-- paced: \(count) \(newGidOnly ? "NewGid calls" : "Submits") offered at \(Int(rate))/s for \(String(format: "%.1f", seconds)) s, failed or rejected=\(result.failed)")
         line("offered rate", rate, "/s")
         line("offered rate / baseline", rate / baseline, "")
-        line("Submits sent", Double(count) / offeredIn.seconds, "/s")
-        line("Submit latency p50 (paced)", measured.percentile(0.5), " ms")
-        line("Submit latency p90 (paced)", measured.percentile(0.9), " ms")
-        line("Submit latency p99 (paced)", measured.percentile(0.99), " ms")
-        line("Submit latency max (paced)", measured.percentile(1.0), " ms")
+        line("Submits sent", Double(count) / result.seconds, "/s")
+        line("Submit latency p50 (paced)", result.p50, " ms")
+        line("Submit latency p90 (paced)", result.p90, " ms")
+        line("Submit latency p99 (paced)", result.p99, " ms")
+        line("Submit latency max (paced)", result.max, " ms")
         if !newGidOnly {
             let completedRate = Double(pacedFinished) / completedIn.seconds
-            line("completed sagas (\(pacedFinished)/\(count - failures.value) final)", completedRate, "/s")
+            line("completed sagas (\(pacedFinished)/\(result.ok) final)", completedRate, "/s")
             line("ratio completed / baseline", completedRate / baseline, "")
             report += probes.perSaga(from: before, to: after, completed: pacedFinished)
+            loadCPU(since: loadBefore, completed: pacedFinished)
         }
         if sampling { report += Sample.summary(samples.withLock { $0 }, warmUpFraction: 0.25) }
-        line("busi calls", Double(context.busiCalls.value), "")
+        line("busi calls", Double(try await driver.busiCalls()), "")
         print(report.joined(separator: "\n"))
     }
 
