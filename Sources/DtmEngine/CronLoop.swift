@@ -29,6 +29,8 @@ public actor CronLoop {
     private let sleep: @Sendable (Double) async -> Void
     private let jitter: @Sendable () -> Double
     private let onEvent: (@Sendable (CronEvent) async -> Void)?
+    /// Where passes run (nil: the global concurrent executor).
+    private let passExecutor: (@Sendable () -> (any TaskExecutor)?)?
 
     private var ready: [ScheduledPass] = []
     /// Index of the next pass to take from `ready`.
@@ -51,7 +53,9 @@ public actor CronLoop {
     public init(driver: TransactionDriver, maxConcurrent: Int = 16,
                 sleep: @escaping @Sendable (Double) async -> Void = CronLoop.taskSleep,
                 jitter: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
-                onEvent: (@Sendable (CronEvent) async -> Void)? = nil) {
+                onEvent: (@Sendable (CronEvent) async -> Void)? = nil,
+                passExecutor: (@Sendable () -> (any TaskExecutor)?)? = nil) {
+        self.passExecutor = passExecutor
         self.driver = driver
         self.owner = driver.owner
         self.maxConcurrent = max(1, maxConcurrent)
@@ -237,7 +241,7 @@ public actor CronLoop {
     private func start(_ pass: ScheduledPass, in group: inout DiscardingTaskGroup) {
         running[pass.global.gid] = pass.global.nextCronTime
         let driver = self.driver
-        group.addTask {
+        group.addTask(executorPreference: passExecutor?()) {
             let report = await driver.process(pass.global, branches: pass.branches)
             await self.finished(report)
         }

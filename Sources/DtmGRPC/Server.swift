@@ -104,6 +104,11 @@ public struct GRPCServerConfig: Sendable {
     /// Streaming calls: response bytes that may wait for a client that reads slower than the
     /// handler writes before the handler's `send` waits (HTTP/2 flow control holds the rest).
     public var streamWriteHighWater: Int
+    /// Runs unary async handlers on their connection's event loop thread instead of Swift's
+    /// global executor: no thread wake-up between the request's bytes, the handler and its
+    /// answer. Only for handlers that never block a thread (the coordinator's own); code that
+    /// may block (a branch service's business logic) keeps the default.
+    public var handlersOnEventLoop = false
 
     public init(maxReceiveMessageSize: Int = 4 << 20, maxBufferedBytesPerConnection: Int = 64 << 20,
                 http2: HTTP2Settings = HTTP2Settings(), maxConnections: Int = 1024,

@@ -123,6 +123,9 @@ final class GRPCServerHandler: ChannelInboundHandler {
     private let logger: Logger
     private let calls: CallAdmission
     private let idleTimeout: Duration?
+    /// `GRPCServerConfig.handlersOnEventLoop`: unary async handlers run on this connection's loop.
+    private let handlersOnEventLoop: Bool
+    private var executor: EventLoopTaskExecutor?
     /// Set for a connection over the server's limit: it is told why and closed.
     private let refusal: String?
     private var running: [Int32: Running] = [:]
@@ -154,6 +157,7 @@ final class GRPCServerHandler: ChannelInboundHandler {
         self.calls = calls
         self.logger = logger
         self.idleTimeout = config.idleTimeout
+        self.handlersOnEventLoop = config.handlersOnEventLoop
         self.requestReceiveTimeout = config.requestReceiveTimeout
         self.streamBufferLimit = config.maxBufferedRequestBytesPerStream
         self.streamWriteHighWater = config.streamWriteHighWater
@@ -350,7 +354,8 @@ final class GRPCServerHandler: ChannelInboundHandler {
             let loop = context.eventLoop
             var call = Running()
             let answers = self.answers
-            call.task = Task {
+            if handlersOnEventLoop && executor == nil { executor = EventLoopTaskExecutor.of(loop) }
+            call.task = Task(executorPreference: executor) {
                 let result: Result<GRPCResponse, RPCError>
                 do throws(RPCError) {
                     result = .success(try await handler(request))

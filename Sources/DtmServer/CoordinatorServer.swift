@@ -173,7 +173,7 @@ public final class CoordinatorServer: Sendable {
                 alerts?.enqueue(for: report)
             }
             log(event, logger)
-        })
+        }, passExecutor: { EventLoopTaskExecutor.next() })
         let admission = AdmissionGate(limit: config.maxPendingTransactions)
         let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) },
                                  runNow: { await cron.runNow($0) }, admission: admission)
@@ -202,9 +202,14 @@ public final class CoordinatorServer: Sendable {
         let api = DtmHTTPAPI(engine: engine, admin: admin, topics: topics, gids: gids, auth: auth,
                              redactQuery: config.security.redactQuery)
         let grpcServer: GRPCServer
+        // The coordinator's handlers never block a thread: they run on their connection's event
+        // loop, and passes on the loops too (passExecutor above), so that a Submit, its store
+        // write's answer and its branch calls' answers continue without waking another thread.
+        var grpcConfig = config.grpc
+        grpcConfig.handlersOnEventLoop = true
         do {
             grpcServer = try await GRPCServer.start(host: config.host, port: config.grpcPort, router: router,
-                                                    config: config.grpc, tls: serverTLS, logger: logger)
+                                                    config: grpcConfig, tls: serverTLS, logger: logger)
         } catch {
             await background.shutdown()
             try? await httpClient.shutdown()

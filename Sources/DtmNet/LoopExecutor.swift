@@ -1,0 +1,37 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Runs Swift tasks on a NIO event loop's thread (a task executor preference, SE-0417). Work
+/// that continues on the thread where its I/O arrives needs no thread wake-up: a gRPC handler on
+/// its connection's loop, a pass on the loop of its branch connections.
+public final class EventLoopTaskExecutor: TaskExecutor {
+    public let loop: any EventLoop
+
+    private init(loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    private static let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
+    private static let turn = Atomic<Int>(0)
+
+    /// The executor of `loop` (one per loop, kept for the process's life: loops are few).
+    public static func of(_ loop: any EventLoop) -> EventLoopTaskExecutor {
+        executors.withLock { all in
+            if let known = all[ObjectIdentifier(loop)] { return known }
+            let made = EventLoopTaskExecutor(loop: loop)
+            all[ObjectIdentifier(loop)] = made
+            return made
+        }
+    }
+
+    /// The executor of the next loop of the shared group, in turn.
+    public static func next() -> EventLoopTaskExecutor {
+        of(MultiThreadedEventLoopGroup.singleton.next())
+    }
+}
