@@ -121,7 +121,9 @@ public actor CronLoop {
             var reports = [PassReport]()
             for (index, pass) in passes.enumerated() {
                 if index >= limit, let report = await group.next() { reports.append(report) }
-                group.addTask { await driver.process(pass.global, branches: pass.branches) }
+                group.addTask(executorPreference: passExecutor?()) {
+                    await driver.process(pass.global, branches: pass.branches)
+                }
             }
             for await report in group { reports.append(report) }
             for report in reports { await onEvent?(.passFinished(report)) }

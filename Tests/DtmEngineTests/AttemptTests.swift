@@ -1,4 +1,6 @@
+import Dispatch
 import Foundation
+import Synchronization
 import Testing
 @testable import DtmEngine
 
@@ -170,4 +172,33 @@ final class NSLockedLog: @unchecked Sendable {
     private var items: [String] = []
     func append(_ item: String) { lock.withLock { items.append(item) } }
     var values: [String] { lock.withLock { items } }
+}
+
+/// A task executor that counts the jobs it runs (on Dispatch's global queue).
+final class CountingExecutor: TaskExecutor {
+    private let count = Mutex(0)
+    var jobs: Int { count.withLock { $0 } }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        count.withLock { $0 += 1 }
+        let job = UnownedJob(job)
+        DispatchQueue.global().async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+@Suite struct PassExecutorTests {
+    /// The server runs passes on its event loops: the cron hands each pass to the executor it is
+    /// given (and without one, to Swift's global executor, as before).
+    @Test func passesRunOnTheGivenExecutor() async throws {
+        let executor = CountingExecutor()
+        let store = InMemoryStore()
+        let driver = TransactionDriver(store: store, caller: ScriptedCaller(), clock: FakeClock(), owner: "c")
+        let cron = CronLoop(driver: driver, passExecutor: { executor })
+        let coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        try await coordinator.submit(sagaRequest("pass-exec", steps: 2))
+        #expect(executor.jobs == 0)
+        await cron.runOnce()
+        #expect(await store.findGlobal(gid: "pass-exec")?.status == .succeed)
+        #expect(executor.jobs > 0)
+    }
 }
