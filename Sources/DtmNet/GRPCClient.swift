@@ -25,12 +25,17 @@ public struct GRPCClientConfig: Sendable {
 }
 
 /// Unary gRPC calls to any `host:port`, multiplexed over one pooled HTTP/2 connection per
-/// authority. A connection that fails, receives GOAWAY or stays idle is replaced on the next call.
+/// authority, or per authority and event loop for calls made on one of the group's loops (a
+/// pass of the coordinator runs there): such a call is written, answered and resumed on the
+/// caller's own thread. A connection that fails, receives GOAWAY or stays idle is replaced on the
+/// next call.
 public final class GRPCClient: Sendable {
     private let group: EventLoopGroup
+    /// The group's loops, by identity: a call made on one uses that loop's connection.
+    private let loops: Set<ObjectIdentifier>
     private let config: GRPCClientConfig
     private let logger: Logger
-    private let pool = NIOLockedValueBox<[String: PoolEntry]>([:])
+    private let pool = NIOLockedValueBox<[PoolKey: PoolEntry]>([:])
     private let nextID = NIOLockedValueBox(0)
     /// Built on the first TLS call, from `config.tls`.
     private let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
@@ -41,6 +46,7 @@ public final class GRPCClient: Sendable {
         self.group = group
         self.config = config
         self.logger = logger
+        loops = Set(group.makeIterator().map { ObjectIdentifier($0) })
     }
 
     /// Calls `path` (`/package.Service/Method`) on `target` (`host:port`) with a serialised
@@ -57,7 +63,9 @@ public final class GRPCClient: Sendable {
         var attempts = 0
         while true {
             attempts += 1
-            let connection = try await self.connection(to: Endpoint(target: target, tls: tls), deadline: deadline)
+            let here = MultiThreadedEventLoopGroup.currentEventLoop.flatMap { loops.contains(ObjectIdentifier($0)) ? $0 : nil }
+            let connection = try await self.connection(to: Endpoint(target: target, tls: tls, loop: here),
+                                                       deadline: deadline)
             do throws(CallFailure) {
                 return try await call(on: connection, target: target, path: path, message: message,
                                       metadata: metadata, deadline: deadline)
@@ -174,7 +182,7 @@ public final class GRPCClient: Sendable {
 
     private func connect(to endpoint: Endpoint, onUnusable: @escaping @Sendable () -> Void)
         -> EventLoopFuture<ClientConnection> {
-        let loop = group.next()
+        let loop = endpoint.loop ?? group.next()
         let target = endpoint.target
         guard let (host, port) = splitHostPort(target) else {
             return loop.makeFailedFuture(RPCError(.invalidArgument, "target '\(target)' is not host:port"))
@@ -241,7 +249,17 @@ extension GRPCClient {
 private struct Endpoint {
     var target: String
     var tls: Bool
-    var poolKey: String { tls ? "grpcs://" + target : target }
+    /// The caller's event loop, when it runs on one of the group's: the connection lives there.
+    var loop: EventLoop?
+    var poolKey: PoolKey { PoolKey(target: target, tls: tls, loop: loop.map { ObjectIdentifier($0) }) }
+}
+
+/// TLS and plaintext connections to one target are pooled apart, and so are the connections of
+/// each event loop.
+private struct PoolKey: Hashable {
+    var target: String
+    var tls: Bool
+    var loop: ObjectIdentifier?
 }
 
 private struct PoolEntry {
