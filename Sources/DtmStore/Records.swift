@@ -1,8 +1,8 @@
 import DtmEngine
 import Foundation
 
-// Conversions between the model and SQL rows. Writes are encoded on the caller's task
-// (JSON included), so the writer thread only binds and steps.
+// Conversions between the model and SQL rows. JSON is encoded on the caller's task; the
+// writer thread binds straight from the model values (no array of values per row) and steps.
 
 extension Date {
     /// The stored form of a time: whole microseconds since 1970-01-01 UTC.
@@ -25,6 +25,14 @@ extension SQLValue {
     static func int(_ value: Int64?) -> SQLValue { value.map(int) ?? .null }
 }
 
+extension Binder {
+    mutating func time(_ date: Date) { int(date.microsecondsSince1970) }
+
+    mutating func time(_ date: Date?) {
+        if let date { time(date) } else { null() }
+    }
+}
+
 extension Row {
     func time(_ column: Int32) -> Date { Date(microsecondsSince1970: int(column)) }
 }
@@ -36,15 +44,25 @@ package enum GlobalColumns {
         rollback_reason
         """
 
-    static func bindings(_ global: GlobalTransaction) throws(StoreError) -> [SQLValue] {
-        [
-            .text(global.gid), .text(global.transType.rawValue), .text(global.status.rawValue),
-            .text(global.queryPrepared), .text(global.transProtocol.rawValue),
-            .time(global.createTime), .time(global.updateTime), .time(global.finishTime),
-            .time(global.rollbackTime), .text(global.options.jsonText), .text(global.customData),
-            .int(global.nextCronInterval), .time(global.nextCronTime), .text(global.owner),
-            .text(global.extData), .text(global.result), .text(global.rollbackReason),
-        ]
+    /// Binds the row of `insertGlobal`; `options` is `global.options.jsonText`, encoded by the caller.
+    static func bind(_ binder: inout Binder, _ global: GlobalTransaction, options: String) {
+        binder.text(global.gid)
+        binder.text(global.transType.rawValue)
+        binder.text(global.status.rawValue)
+        binder.text(global.queryPrepared)
+        binder.text(global.transProtocol.rawValue)
+        binder.time(global.createTime)
+        binder.time(global.updateTime)
+        binder.time(global.finishTime)
+        binder.time(global.rollbackTime)
+        binder.text(options)
+        binder.text(global.customData)
+        binder.int(global.nextCronInterval)
+        binder.time(global.nextCronTime)
+        binder.text(global.owner)
+        binder.text(global.extData)
+        binder.text(global.result)
+        binder.text(global.rollbackReason)
     }
 
     static func decode(_ row: borrowing Row) -> GlobalTransaction {
@@ -189,12 +207,17 @@ package enum BranchColumns {
         """
 
     /// The row of `branch`, stored under `gid` (the transaction's, whatever the record says).
-    static func bindings(_ branch: BranchRecord, gid: String) -> [SQLValue] {
-        [
-            .text(gid), .text(branch.url), .blob(branch.binData), .text(branch.branchID),
-            .text(branch.op.rawValue), .text(branch.status.rawValue), .time(branch.createTime),
-            .time(branch.updateTime), .time(branch.finishTime), .time(branch.rollbackTime),
-        ]
+    static func bind(_ binder: inout Binder, _ branch: BranchRecord, gid: String) {
+        binder.text(gid)
+        binder.text(branch.url)
+        binder.blob(branch.binData)
+        binder.text(branch.branchID)
+        binder.text(branch.op.rawValue)
+        binder.text(branch.status.rawValue)
+        binder.time(branch.createTime)
+        binder.time(branch.updateTime)
+        binder.time(branch.finishTime)
+        binder.time(branch.rollbackTime)
     }
 
     static func decode(_ row: borrowing Row) throws(StoreError) -> BranchRecord {
@@ -254,12 +277,16 @@ package struct StoredAttempt: Sendable {
 package enum AttemptColumns {
     package static let select = "id, gid, branch_id, op, url, start_time, duration_ms, result, message, owner"
 
-    static func bindings(_ attempt: BranchAttempt, gid: String) -> [SQLValue] {
-        [
-            .text(gid), .text(attempt.branchID), .text(attempt.op.rawValue), .text(attempt.url),
-            .time(attempt.startTime), .int(attempt.durationMs), .text(attempt.result.rawValue),
-            .text(attempt.message), .text(attempt.owner),
-        ]
+    static func bind(_ binder: inout Binder, _ attempt: BranchAttempt, gid: String) {
+        binder.text(gid)
+        binder.text(attempt.branchID)
+        binder.text(attempt.op.rawValue)
+        binder.text(attempt.url)
+        binder.time(attempt.startTime)
+        binder.int(attempt.durationMs)
+        binder.text(attempt.result.rawValue)
+        binder.text(attempt.message)
+        binder.text(attempt.owner)
     }
 
     static func decode(_ row: borrowing Row) -> BranchAttempt {

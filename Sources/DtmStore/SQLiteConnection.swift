@@ -110,7 +110,16 @@ final class SQLiteConnection {
     /// Runs one statement to completion and returns the number of rows it changed.
     @discardableResult
     func run(_ sql: SQL, _ bindings: [SQLValue] = []) throws(StoreError) -> Int {
-        try withStatement(sql, bindings) { statement throws(StoreError) in
+        try run(sql) { binder in
+            for value in bindings { binder.value(value) }
+        }
+    }
+
+    /// Runs one statement to completion, its parameters bound in order by `bind` (no array
+    /// of values on the hot path), and returns the number of rows it changed.
+    @discardableResult
+    func run(_ sql: SQL, binding bind: (inout Binder) -> Void) throws(StoreError) -> Int {
+        try withStatement(sql, bind) { statement throws(StoreError) in
             while try step(statement, sql) {}
         }
         return db.map { Int(sqlite3_changes($0)) } ?? 0
@@ -119,7 +128,8 @@ final class SQLiteConnection {
     /// Runs one statement and maps every result row.
     func query<T>(_ sql: SQL, _ bindings: [SQLValue] = [],
                   _ map: (borrowing Row) throws(StoreError) -> T) throws(StoreError) -> [T] {
-        try withStatement(sql, bindings) { statement throws(StoreError) in
+        try withStatement(sql, { binder in for value in bindings { binder.value(value) } }) {
+            statement throws(StoreError) in
             var rows: [T] = []
             while try step(statement, sql) {
                 rows.append(try map(Row(statement: statement)))
@@ -128,16 +138,24 @@ final class SQLiteConnection {
         }
     }
 
-    private func withStatement<T>(_ sql: SQL, _ bindings: [SQLValue],
+    /// Runs one statement and maps its first result row, if any (point reads: no array).
+    func first<T>(_ sql: SQL, binding bind: (inout Binder) -> Void,
+                  _ map: (borrowing Row) throws(StoreError) -> T) throws(StoreError) -> T? {
+        try withStatement(sql, bind) { statement throws(StoreError) in
+            try step(statement, sql) ? try map(Row(statement: statement)) : nil
+        }
+    }
+
+    private func withStatement<T>(_ sql: SQL, _ bind: (inout Binder) -> Void,
                                   _ body: (OpaquePointer) throws(StoreError) -> T) throws(StoreError) -> T {
         let statement = try prepared(sql)
         defer {
             sqlite3_reset(statement)
             sqlite3_clear_bindings(statement)
         }
-        for (offset, value) in bindings.enumerated() {
-            try bind(value, at: Int32(offset + 1), in: statement, sql)
-        }
+        var binder = Binder(statement: statement)
+        bind(&binder)
+        if binder.result != SQLITE_OK { throw lastError(sql) }
         return try body(statement)
     }
 
@@ -149,33 +167,6 @@ final class SQLiteConnection {
         guard rc == SQLITE_OK, let statement else { throw lastError(sql) }
         statements[sql.rawValue] = statement
         return statement
-    }
-
-    private func bind(_ value: SQLValue, at index: Int32, in statement: OpaquePointer,
-                      _ sql: SQL) throws(StoreError) {
-        let rc: Int32
-        switch value {
-        case .null:
-            rc = sqlite3_bind_null(statement, index)
-        case .int(let v):
-            rc = sqlite3_bind_int64(statement, index, v)
-        case .text(var v):
-            // Explicit length: keeps embedded NUL characters; an empty string must not bind NULL.
-            rc = v.withUTF8 { utf8 in
-                guard let base = utf8.baseAddress, !utf8.isEmpty else {
-                    return sqlite3_bind_text(statement, index, "", 0, transient)
-                }
-                return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
-                    sqlite3_bind_text(statement, index, $0, Int32(utf8.count), transient)
-                }
-            }
-        case .blob(let v) where v.isEmpty:
-            // bind_blob with a null pointer would store NULL; an empty payload is a zero-length blob.
-            rc = sqlite3_bind_zeroblob(statement, index, 0)
-        case .blob(let v):
-            rc = v.withUnsafeBytes { sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
-        }
-        if rc != SQLITE_OK { throw lastError(sql) }
     }
 
     /// Steps once: true when a row is ready, false when the statement is done.
@@ -192,9 +183,13 @@ final class SQLiteConnection {
 
     private func lastError(context: String) -> StoreError {
         guard let db else { return .database("\(context): database is closed") }
-        return Self.error(code: sqlite3_extended_errcode(db), message: String(cString: sqlite3_errmsg(db)),
-                          context: context)
+        let code = sqlite3_extended_errcode(db)
+        lastErrorWasBusy = code & 0xff == SQLITE_BUSY
+        return Self.error(code: code, message: String(cString: sqlite3_errmsg(db)), context: context)
     }
+
+    /// True when the latest error was SQLITE_BUSY (a lock not free within the busy timeout).
+    private(set) var lastErrorWasBusy = false
 
     private static func error(code: Int32, message: String, context: String) -> StoreError {
         switch code {
@@ -202,6 +197,70 @@ final class SQLiteConnection {
             return .uniqueConflict("\(context): \(message)")
         default:
             return .database("\(context): \(message)")
+        }
+    }
+}
+
+/// Binds a statement's parameters in order (1, 2, …), lent to the closure of
+/// `SQLiteConnection.run(_:binding:)`. The first failure is kept and reported before the step.
+struct Binder: ~Copyable {
+    fileprivate let statement: OpaquePointer
+    private var index: Int32 = 0
+    fileprivate private(set) var result = SQLITE_OK
+
+    fileprivate init(statement: OpaquePointer) {
+        self.statement = statement
+    }
+
+    private mutating func next(_ bind: (OpaquePointer, Int32) -> Int32) {
+        index += 1
+        guard result == SQLITE_OK else { return }
+        result = bind(statement, index)
+    }
+
+    mutating func null() { next { sqlite3_bind_null($0, $1) } }
+
+    mutating func int(_ value: Int64) { next { sqlite3_bind_int64($0, $1, value) } }
+
+    mutating func int(_ value: Int64?) {
+        if let value { int(value) } else { null() }
+    }
+
+    mutating func text(_ value: String) {
+        var value = value
+        next { statement, index in
+            // Explicit length: keeps embedded NUL characters; an empty string must not bind NULL.
+            value.withUTF8 { utf8 in
+                guard let base = utf8.baseAddress, !utf8.isEmpty else {
+                    return sqlite3_bind_text(statement, index, "", 0, transient)
+                }
+                return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
+                    sqlite3_bind_text(statement, index, $0, Int32(utf8.count), transient)
+                }
+            }
+        }
+    }
+
+    mutating func text(_ value: String?) {
+        if let value { text(value) } else { null() }
+    }
+
+    mutating func blob(_ value: [UInt8]) {
+        next { statement, index in
+            // bind_blob with a null pointer would store NULL; an empty payload is a zero-length blob.
+            if value.isEmpty { return sqlite3_bind_zeroblob(statement, index, 0) }
+            return value.withUnsafeBytes {
+                sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient)
+            }
+        }
+    }
+
+    mutating func value(_ value: SQLValue) {
+        switch value {
+        case .null: null()
+        case .int(let v): int(v)
+        case .text(let v): text(v)
+        case .blob(let v): blob(v)
         }
     }
 }

@@ -8,8 +8,9 @@ import Logging
 ///
 /// Writes go to a single writer thread that group-commits them (see `SQLiteWorker`): many
 /// concurrent callers share one transaction and one fsync, and each is answered only after
-/// the commit that covers its write. Reads use a second connection on its own thread; WAL
-/// lets them run beside the writer, and they see every write that has been answered.
+/// the commit that covers its write. Reads use other connections, which WAL lets run beside
+/// the writer and which see every write that has been answered: point reads on the caller's
+/// thread (see `ReadPool`), the others, and point reads that cannot, on a reader thread.
 ///
 /// Several stores (or processes) may open the same file: writes take SQLite's write lock
 /// for the whole batch (`BEGIN IMMEDIATE`), so `claimDue` never hands one row to two owners.
@@ -18,6 +19,7 @@ public final class SQLiteStore: TransactionStore {
     public let path: String
     private let writer: SQLiteWorker
     private let reader: SQLiteWorker
+    private let reads: ReadPool
     /// Copies the WAL into the database file beside the writer (see `CheckpointPolicy`).
     private let checkpointer: SQLiteWorker
     private let logger: Logger
@@ -38,8 +40,10 @@ public final class SQLiteStore: TransactionStore {
             throw .database("enable WAL on \(path): journal mode is \(mode.first ?? "unknown")")
         }
         // 16 MiB of page cache: the indexes' working set stays in memory instead of being re-read.
-        try writeConnection.executeScript("PRAGMA synchronous = FULL; PRAGMA cache_size = -16384",
-                                          context: "configure writer")
+        // Temporary tables, sorts and statement journals in memory, not in temp files.
+        try writeConnection.executeScript(
+            "PRAGMA synchronous = FULL; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY",
+            context: "configure writer")
         let found = try Schema.migrate(writeConnection, logger: logger)
 
         let readConnection = try SQLiteConnection(path: path)
@@ -56,6 +60,7 @@ public final class SQLiteStore: TransactionStore {
                               role: .writer(checkpointer: checkpointer), maxBatch: max(1, maxBatch))
         reader = SQLiteWorker(connection: readConnection, name: "dtm-sqlite-reader", role: .reader,
                               maxBatch: max(1, maxBatch))
+        reads = ReadPool(path: path, limit: max(2, ProcessInfo.processInfo.activeProcessorCount))
         logger.info("opened SQLite store", metadata: [
             "path": "\(path)", "schema_version": "\(Schema.currentVersion)", "found_version": "\(found)",
         ])
@@ -67,6 +72,7 @@ public final class SQLiteStore: TransactionStore {
     /// `.database`. Blocks until the worker threads are done; calling it again does nothing.
     public func close() {
         let closedNow = writer.shutdown()
+        reads.close()
         checkpointer.shutdown()
         reader.shutdown()
         if closedNow { logger.info("closed SQLite store", metadata: ["path": "\(path)"]) }
@@ -127,75 +133,94 @@ public final class SQLiteStore: TransactionStore {
 
     public func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {
         Failpoint.hit("store.saveNew.before"); defer { Failpoint.hit("store.saveNew.after") }
-        let globalRow = try GlobalColumns.bindings(global)
-        let branchRows = branches.map { BranchColumns.bindings($0, gid: global.gid) }
+        let options = global.options.jsonText
         return try await writer.perform { db throws(StoreError) in
-            guard try db.run(.insertGlobal, globalRow) == 1 else { return false }
-            for row in branchRows { try db.run(.insertBranch, row) }
+            guard try db.run(.insertGlobal, binding: { GlobalColumns.bind(&$0, global, options: options) }) == 1 else {
+                return false
+            }
+            for branch in branches {
+                try db.run(.insertBranch) { BranchColumns.bind(&$0, branch, gid: global.gid) }
+            }
             return true
         }
     }
 
     public func findGlobal(gid: String) async throws(StoreError) -> GlobalTransaction? {
-        try await reader.perform { db throws(StoreError) in
-            try db.query(.findGlobal, [.text(gid)], GlobalColumns.decode).first
+        try await read { db throws(StoreError) in
+            try db.first(.findGlobal, binding: { $0.text(gid) }, GlobalColumns.decode)
         }
     }
 
     public func findBranches(gid: String) async throws(StoreError) -> [BranchRecord] {
-        try await reader.perform { db throws(StoreError) in
+        try await read { db throws(StoreError) in
             try db.query(.findBranches, [.text(gid)], BranchColumns.decode)
         }
+    }
+
+    /// A point read: on this thread when a pooled connection is free, else on the reader thread.
+    private func read<T: Sendable>(
+        _ work: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T
+    ) async throws(StoreError) -> T {
+        if let result = reads.read(work) { return try result.get() }
+        return try await reader.perform(work)
     }
 
     public func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                              branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         Failpoint.hit("store.changeStatus.before"); defer { Failpoint.hit("store.changeStatus.after") }
-        let bindings: [SQLValue] = [
-            .text(to.rawValue), .time(now), .text(update.rollbackReason), .text(update.result),
-            .time(update.finishTime), .time(update.rollbackTime), .int(update.nextCronInterval),
-            .time(update.nextCronTime), .text(update.owner), .text(gid), .text(from.rawValue),
-            .text(update.expectedOwner),
-        ]
-        let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
-        let attemptRows = attempts.map { AttemptColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
-            guard try db.run(.changeStatus, bindings) == 1 else {
+            let changed = try db.run(.changeStatus) { binder in
+                binder.text(to.rawValue)
+                binder.time(now)
+                binder.text(update.rollbackReason)
+                binder.text(update.result)
+                binder.time(update.finishTime)
+                binder.time(update.rollbackTime)
+                binder.int(update.nextCronInterval)
+                binder.time(update.nextCronTime)
+                binder.text(update.owner)
+                binder.text(gid)
+                binder.text(from.rawValue)
+                binder.text(update.expectedOwner)
+            }
+            guard changed == 1 else {
                 throw .notFound("no global transaction \(gid) in status \(from.rawValue)"
                                 + (update.expectedOwner.map { " leased by \($0)" } ?? ""))
             }
-            try Self.updateBranchRows(db, rows, branchUpdates, gid: gid)
-            try Self.insertAttempts(db, attemptRows, gid: gid)
+            try Self.updateBranchRows(db, branchUpdates, gid: gid, now: now)
+            try Self.insertAttempts(db, attempts, gid: gid)
         }
     }
 
     public func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
                                now: Date) async throws(StoreError) {
         Failpoint.hit("store.appendBranches.before"); defer { Failpoint.hit("store.appendBranches.after") }
-        let rows = branches.map { BranchColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
             try Self.lockGlobal(db, gid: gid, expecting: expecting, owner: nil, now: now)
-            for row in rows { try db.run(.insertBranch, row) }
+            for branch in branches {
+                try db.run(.insertBranch) { BranchColumns.bind(&$0, branch, gid: gid) }
+            }
         }
     }
 
     public func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
                                attempts: [BranchAttempt], now: Date) async throws(StoreError) {
         Failpoint.hit("store.updateBranches.before"); defer { Failpoint.hit("store.updateBranches.after") }
-        let rows = Self.branchRows(updates, gid: gid, now: now)
-        let attemptRows = attempts.map { AttemptColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
             try Self.lockGlobal(db, gid: gid, expecting: expecting, owner: owner, now: now)
-            try Self.updateBranchRows(db, rows, updates, gid: gid)
-            try Self.insertAttempts(db, attemptRows, gid: gid)
+            try Self.updateBranchRows(db, updates, gid: gid, now: now)
+            try Self.insertAttempts(db, attempts, gid: gid)
         }
     }
 
     /// Appends attempts, then trims the transaction's history to what `AttemptRetention` keeps.
-    private static func insertAttempts(_ db: SQLiteConnection, _ rows: [[SQLValue]], gid: String) throws(StoreError) {
-        guard !rows.isEmpty else { return }
-        for row in rows { try db.run(.insertAttempt, row) }
-        try db.run(.trimAttempts, [.text(gid)])
+    private static func insertAttempts(_ db: SQLiteConnection, _ attempts: [BranchAttempt],
+                                       gid: String) throws(StoreError) {
+        guard !attempts.isEmpty else { return }
+        for attempt in attempts {
+            try db.run(.insertAttempt) { AttemptColumns.bind(&$0, attempt, gid: gid) }
+        }
+        try db.run(.trimAttempts) { $0.text(gid) }
     }
 
     public func findAttempts(gid: String) async throws(StoreError) -> [BranchAttempt] {
@@ -204,17 +229,18 @@ public final class SQLiteStore: TransactionStore {
         }
     }
 
-    private static func branchRows(_ updates: [BranchUpdate], gid: String, now: Date) -> [[SQLValue]] {
-        updates.map {
-            [.text($0.status.rawValue), .time($0.finishTime), .time(now), .text(gid), .text($0.branchID),
-             .text($0.op.rawValue)]
-        }
-    }
-
-    private static func updateBranchRows(_ db: SQLiteConnection, _ rows: [[SQLValue]], _ updates: [BranchUpdate],
-                                         gid: String) throws(StoreError) {
-        for (row, update) in zip(rows, updates) {
-            guard try db.run(.updateBranch, row) == 1 else {
+    private static func updateBranchRows(_ db: SQLiteConnection, _ updates: [BranchUpdate], gid: String,
+                                         now: Date) throws(StoreError) {
+        for update in updates {
+            let changed = try db.run(.updateBranch) { binder in
+                binder.text(update.status.rawValue)
+                binder.time(update.finishTime)
+                binder.time(now)
+                binder.text(gid)
+                binder.text(update.branchID)
+                binder.text(update.op.rawValue)
+            }
+            guard changed == 1 else {
                 throw .notFound("no branch \(update.branchID)/\(update.op) in global transaction \(gid)")
             }
         }
@@ -223,7 +249,13 @@ public final class SQLiteStore: TransactionStore {
     /// The check of `appendBranches` / `updateBranches`: the global row must be in `expecting`.
     private static func lockGlobal(_ db: SQLiteConnection, gid: String, expecting: GlobalStatus, owner: String?,
                                    now: Date) throws(StoreError) {
-        guard try db.run(.lockGlobal, [.time(now), .text(gid), .text(expecting.rawValue), .text(owner)]) == 1 else {
+        let changed = try db.run(.lockGlobal) { binder in
+            binder.time(now)
+            binder.text(gid)
+            binder.text(expecting.rawValue)
+            binder.text(owner)
+        }
+        guard changed == 1 else {
             throw .notFound("no global transaction \(gid) in status \(expecting.rawValue)"
                             + (owner.map { " leased by \($0)" } ?? ""))
         }
@@ -233,15 +265,19 @@ public final class SQLiteStore: TransactionStore {
                           nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
                           now: Date) async throws(StoreError) {
         Failpoint.hit("store.touchCron.before"); defer { Failpoint.hit("store.touchCron.after") }
-        let bindings: [SQLValue] = [.int(nextCronInterval), .time(nextCronTime), .time(now), .text(gid),
-                                    .text(status.rawValue), .text(owner)]
-        let rows = Self.branchRows(branchUpdates, gid: gid, now: now)
-        let attemptRows = attempts.map { AttemptColumns.bindings($0, gid: gid) }
         try await writer.perform { db throws(StoreError) in
+            let changed = try db.run(.touchCron) { binder in
+                binder.int(nextCronInterval)
+                binder.time(nextCronTime)
+                binder.time(now)
+                binder.text(gid)
+                binder.text(status.rawValue)
+                binder.text(owner)
+            }
             // Status moved on: this pass lost its race and its results are not kept.
-            guard try db.run(.touchCron, bindings) == 1 else { return }
-            try Self.updateBranchRows(db, rows, branchUpdates, gid: gid)
-            try Self.insertAttempts(db, attemptRows, gid: gid)
+            guard changed == 1 else { return }
+            try Self.updateBranchRows(db, branchUpdates, gid: gid, now: now)
+            try Self.insertAttempts(db, attempts, gid: gid)
         }
     }
 

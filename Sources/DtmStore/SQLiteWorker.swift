@@ -2,27 +2,77 @@ import DtmEngine
 import DtmFailpoints
 import Foundation
 
-/// One caller's request, run on a worker thread.
-struct Job: Sendable {
-    /// Executes the request; the returned outcome answers the caller once the work is final.
-    let run: @Sendable (SQLiteConnection) -> Outcome
-    /// Answers the caller with an error without running the request.
-    let reject: @Sendable (StoreError) -> Void
+/// One caller's request, run on a worker thread: one object per call, which holds the work,
+/// its result and the suspended caller.
+protocol Job: AnyObject, Sendable {
+    /// Executes the request and keeps its result; may run twice when a batch is redone (see
+    /// `GroupCommit`), the second result replacing the first.
+    func run(_ connection: SQLiteConnection) -> JobStatus
+    /// Resumes the caller: with its own result for nil, with the given error otherwise (a
+    /// success whose commit failed, or a request rejected without running). Called once.
+    func answer(_ override: StoreError?)
 }
 
-/// What a job did, and how to answer its caller.
-struct Outcome: Sendable {
-    let succeeded: Bool
-    /// The request failed because the database did (full, I/O, locked), not on its own terms
-    /// (a compare-and-set miss, a duplicate key): the store is unhealthy.
-    var databaseFailure: StoreError? = nil
-    /// Resumes the caller: with its own result for nil, with the given error otherwise
-    /// (a success whose commit failed).
-    let reply: @Sendable (StoreError?) -> Void
+/// What a job's run did.
+enum JobStatus {
+    case succeeded
+    /// Failed on its own terms (a compare-and-set miss, a duplicate key) or, with
+    /// `databaseFailure`, because the database did (full, I/O, locked): the store is unhealthy.
+    case failed(databaseFailure: StoreError?)
+
+    var succeeded: Bool { if case .succeeded = self { true } else { false } }
 }
 
-/// Resumes one caller.
-typealias Answer = @Sendable () -> Void
+/// A caller suspended in `SQLiteWorker.perform`.
+private final class Call<T: Sendable>: Job, @unchecked Sendable {
+    // `result` is written by the worker thread and read by `answer`, which runs after the
+    // run on the same thread, or on a task created after it (a happens-before edge).
+    private let work: @Sendable (SQLiteConnection) throws(StoreError) -> T
+    private let continuation: UnsafeContinuation<Result<T, StoreError>, Never>
+    private var result: Result<T, StoreError>?
+
+    init(_ work: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T,
+         _ continuation: UnsafeContinuation<Result<T, StoreError>, Never>) {
+        self.work = work
+        self.continuation = continuation
+    }
+
+    func run(_ connection: SQLiteConnection) -> JobStatus {
+        do throws(StoreError) {
+            result = .success(try work(connection))
+            return .succeeded
+        } catch {
+            result = .failure(error)
+            if case .database = error { return .failed(databaseFailure: error) }
+            return .failed(databaseFailure: nil)
+        }
+    }
+
+    func answer(_ override: StoreError?) {
+        if let override {
+            continuation.resume(returning: .failure(override))
+        } else {
+            continuation.resume(returning: result ?? .failure(.database("the request was not run")))
+        }
+    }
+}
+
+/// Work queued without a caller waiting for it.
+private final class Posted: Job, @unchecked Sendable {
+    private let work: @Sendable (SQLiteConnection) -> Void
+
+    init(_ work: @escaping @Sendable (SQLiteConnection) -> Void) { self.work = work }
+
+    func run(_ connection: SQLiteConnection) -> JobStatus {
+        work(connection)
+        return .succeeded
+    }
+
+    func answer(_ override: StoreError?) {}
+}
+
+/// A job and how to resume its caller (see `Job.answer`).
+typealias Answer = (job: any Job, override: StoreError?)
 
 /// Counters of the write path, for tests and metrics.
 public struct WriterStatistics: Sendable, Equatable {
@@ -69,9 +119,15 @@ final class SQLiteWorker: Sendable {
                 switch role {
                 case .writer:
                     let start = ContinuousClock.now
-                    let changesBefore = connection.totalChanges
-                    var batch = GroupCommit(connection: connection)
-                    for job in jobs { batch.execute(job) }
+                    var changesBefore = connection.totalChanges
+                    var batch = GroupCommit(connection: connection, isolated: false)
+                    if !batch.execute(jobs) {
+                        // A request failed after writing: redo the batch, each in its own savepoint.
+                        batch.discard()
+                        changesBefore = connection.totalChanges
+                        batch = GroupCommit(connection: connection, isolated: true)
+                        _ = batch.execute(jobs)
+                    }
                     let answers = batch.finish()
                     checkpoints?.afterCommit(connection)
                     queue.record(commit: batch.committedWrites, busy: .now - start)
@@ -84,9 +140,9 @@ final class SQLiteWorker: Sendable {
                     }
                     Self.deliver(answers)
                 case .reader:
-                    Self.deliver(jobs.map { job in
-                        let outcome = job.run(connection)
-                        return { outcome.reply(nil) }
+                    Self.deliver(jobs.map { job -> Answer in
+                        _ = job.run(connection)
+                        return (job, nil)
                     })
                 }
             }
@@ -103,34 +159,17 @@ final class SQLiteWorker: Sendable {
     func perform<T: Sendable>(
         _ work: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T
     ) async throws(StoreError) -> T {
-        let result: Result<T, StoreError> = await withCheckedContinuation { continuation in
-            let job = Job(
-                run: { connection in
-                    let result: Result<T, StoreError>
-                    do throws(StoreError) {
-                        result = .success(try work(connection))
-                    } catch {
-                        result = .failure(error)
-                    }
-                    let succeeded = if case .success = result { true } else { false }
-                    var databaseFailure: StoreError?
-                    if case .failure(let error) = result, case .database = error { databaseFailure = error }
-                    return Outcome(succeeded: succeeded, databaseFailure: databaseFailure) { override in
-                        continuation.resume(returning: override.map { .failure($0) } ?? result)
-                    }
-                },
-                reject: { continuation.resume(returning: .failure($0)) })
-            queue.push(job)
+        // Unsafe rather than checked: every path of `JobQueue` and `GroupCommit` answers a
+        // job exactly once (the checked one costs an allocation per call).
+        let result: Result<T, StoreError> = await withUnsafeContinuation { continuation in
+            queue.push(Call(work, continuation))
         }
         return try result.get()
     }
 
     /// Queues `work` without waiting for it.
     func post(_ work: @escaping @Sendable (SQLiteConnection) -> Void) {
-        queue.push(Job(run: { connection in
-            work(connection)
-            return Outcome(succeeded: true) { _ in }
-        }, reject: { _ in }))
+        queue.push(Posted(work))
     }
 
     var statistics: WriterStatistics { queue.statistics }
@@ -149,9 +188,9 @@ final class SQLiteWorker: Sendable {
     /// resumed by one task on the pool instead, and the worker goes on to the next batch.
     private static func deliver(_ answers: [Answer]) {
         if answers.count == 1 {
-            answers[0]()
+            answers[0].job.answer(answers[0].override)
         } else if !answers.isEmpty {
-            Task { for answer in answers { answer() } }
+            Task { for answer in answers { answer.job.answer(answer.override) } }
         }
     }
 
@@ -174,17 +213,17 @@ private struct Handoff: @unchecked Sendable {
 /// by `condition`, which is also what the idle worker sleeps on.
 private final class JobQueue: @unchecked Sendable {
     private let condition = NSCondition()
-    private var jobs: [Job] = []
+    private var jobs: [any Job] = []
     private var closed = false
     private var counters = WriterStatistics()
     private var failure: StoreError?
     private var observer: (@Sendable (Int, Duration) -> Void)?
 
-    func push(_ job: Job) {
+    func push(_ job: any Job) {
         condition.lock()
         if closed {
             condition.unlock()
-            job.reject(.database("the store is closed"))
+            job.answer(.database("the store is closed"))
             return
         }
         jobs.append(job)
@@ -194,7 +233,7 @@ private final class JobQueue: @unchecked Sendable {
 
     /// Blocks until jobs are queued and takes up to `max` of them, oldest first.
     /// Returns nil once the queue is closed and drained.
-    func take(max: Int) -> [Job]? {
+    func take(max: Int) -> [any Job]? {
         condition.lock()
         defer { condition.unlock() }
         while jobs.isEmpty && !closed { condition.wait() }
@@ -298,12 +337,22 @@ private struct CheckpointPolicy {
     }
 }
 
-/// One write transaction shared by the requests of a batch, each in its own savepoint so
-/// that a failing request (CAS miss, duplicate key) undoes only its own statements.
+/// One write transaction shared by the requests of a batch, answered after its commit.
+///
+/// A request must be all or nothing. Shared (`isolated` false), requests run one after the
+/// other in the transaction: a request that succeeds, or fails without having changed a row
+/// (the common compare-and-set miss fails on its first statement; a statement that fails is
+/// undone by SQLite itself), needs nothing more. Only a request that fails after writing
+/// would leave half its work behind: `execute` then returns false, and the batch is rolled
+/// back and run again isolated, each request in its own SAVEPOINT so that the failing one
+/// undoes only its own statements. Savepoints are not the default because every page a
+/// request changes inside one is first copied to the statement journal (a temp file once
+/// it passes 64 KiB), and SAVEPOINT and RELEASE are two more statements per request.
 private struct GroupCommit {
     let connection: SQLiteConnection
+    let isolated: Bool
     /// Requests whose statements are in the open transaction, answered at commit.
-    private var pending: [Outcome] = []
+    private var pending: [(job: any Job, succeeded: Bool)] = []
     /// Callers whose answer is final, to be resumed after the batch.
     private var answers: [Answer] = []
     private var open = false
@@ -315,14 +364,24 @@ private struct GroupCommit {
     /// Why the transaction (or its BEGIN) failed, if it did.
     private(set) var failure: StoreError?
 
-    init(connection: SQLiteConnection) {
+    init(connection: SQLiteConnection, isolated: Bool) {
         self.connection = connection
+        self.isolated = isolated
     }
 
-    mutating func execute(_ job: Job) {
+    /// Runs the jobs in the transaction. False when, shared, a request failed after writing:
+    /// the transaction is still open and the batch must be `discard`ed and run isolated.
+    mutating func execute(_ jobs: [any Job]) -> Bool {
+        for job in jobs {
+            guard execute(job) else { return false }
+        }
+        return true
+    }
+
+    private mutating func execute(_ job: any Job) -> Bool {
         if let beginFailure {
-            answers.append { job.reject(beginFailure) }
-            return
+            answers.append((job, beginFailure))
+            return true
         }
         do throws(StoreError) {
             if !open {
@@ -335,26 +394,41 @@ private struct GroupCommit {
                 }
                 open = true
             }
-            try connection.run(.savepoint)
+            if isolated { try connection.run(.savepoint) }
         } catch {
-            answers.append { job.reject(error) }
+            answers.append((job, error))
             if open && !connection.inTransaction { abandon(error) }
-            return
+            return true
         }
-        let outcome = job.run(connection)
-        if let databaseFailure = outcome.databaseFailure { failure = databaseFailure }
+        let changesBefore = connection.totalChanges
+        let status = job.run(connection)
+        if case .failed(let databaseFailure?) = status { failure = databaseFailure }
         do throws(StoreError) {
             guard connection.inTransaction else {
                 throw .database("SQLite rolled back the write transaction after a failed request")
             }
-            if !outcome.succeeded { try connection.run(.rollbackToSavepoint) }
-            try connection.run(.releaseSavepoint)
-            pending.append(outcome)
+            if isolated {
+                if !status.succeeded { try connection.run(.rollbackToSavepoint) }
+                try connection.run(.releaseSavepoint)
+            } else if !status.succeeded && connection.totalChanges != changesBefore {
+                return false
+            }
+            pending.append((job, status.succeeded))
         } catch {
             // The transaction is gone or unusable: nothing of this batch so far is stored.
-            answers.append { outcome.reply(outcome.succeeded ? error : nil) }
+            answers.append((job, status.succeeded ? error : nil))
             abandon(error)
         }
+        return true
+    }
+
+    /// Rolls back what a shared run wrote, to redo the batch isolated; no caller is answered.
+    mutating func discard() {
+        if connection.inTransaction { _ = try? connection.run(.rollback) }
+        open = false
+        pending = []
+        answers = []
+        failure = nil
     }
 
     /// Commits the open transaction; returns the answers of every caller of the batch.
@@ -387,8 +461,8 @@ private struct GroupCommit {
     /// Answers the pending requests: failures with their own error, successes with their
     /// result, or with `error` when their writes were lost.
     private mutating func settle(failing error: StoreError?) {
-        for outcome in pending {
-            answers.append { outcome.reply(outcome.succeeded ? error : nil) }
+        for (job, succeeded) in pending {
+            answers.append((job, succeeded ? error : nil))
         }
         pending = []
     }

@@ -94,6 +94,7 @@ struct SQLiteStoreTests {
         try await withSQLiteStore { store, _ throws in
             _ = try await store.saveNew(sampleGlobal("existing", status: .submitted), branches: sampleBranches("existing"))
             let existing = try await store.findBranches(gid: "existing")
+            let existingGlobal = try #require(try await store.findGlobal(gid: "existing"))
 
             enum Expected: Sendable { case saved, exists, notFound, conflict }
             let results = await withTaskGroup(of: (Expected, Result<Bool, StoreError>).self) { group in
@@ -139,7 +140,29 @@ struct SQLiteStoreTests {
             #expect(try await store.scanGlobals(GlobalQuery(limit: 2000)).count == 301)
             #expect(try await store.findGlobal(gid: "existing")?.status == .submitted)
             #expect(try await store.findBranches(gid: "existing") == existing)
+            // The conflicting appendBranches touched update_time before its insert failed: undone too.
+            #expect(try await store.findGlobal(gid: "existing")?.updateTime == existingGlobal.updateTime)
             #expect(try await store.findBranches(gid: "new0").map(\.withoutID) == sampleBranches("new0"))
+        }
+    }
+
+    @Test func readsOnCallersThreadsSeeEveryAnsweredWrite() async throws {
+        try await withSQLiteStore { store, _ throws in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<300 {
+                    group.addTask {
+                        let gid = "read\(index)"
+                        #expect(try await store.findGlobal(gid: gid) == nil)
+                        #expect(try await store.saveNew(sampleGlobal(gid), branches: sampleBranches(gid)))
+                        #expect(try await store.findGlobal(gid: gid)?.gid == gid)
+                        #expect(try await store.findBranches(gid: gid).map(\.withoutID) == sampleBranches(gid))
+                        try await store.changeStatus(gid: gid, from: .prepared, to: .submitted,
+                                                     update: GlobalUpdate(), now: at(2))
+                        #expect(try await store.findGlobal(gid: gid)?.status == .submitted)
+                    }
+                }
+                try await group.waitForAll()
+            }
         }
     }
 
