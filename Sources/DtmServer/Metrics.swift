@@ -13,8 +13,8 @@ import Synchronization
 public final class CoordinatorMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
-    private let counters = HandleCache<CoreMetrics.Counter>()
-    private let timers = HandleCache<CoreMetrics.Timer>()
+    private let counters: HandleCache<CoreMetrics.Counter>
+    private let timers: HandleCache<CoreMetrics.Timer>
     private let commitBatchSize: Recorder
 
     /// Seconds buckets of branch calls and store writes: sub-millisecond commits to slow branches.
@@ -38,6 +38,9 @@ public final class CoordinatorMetrics: Sendable {
         factory.durationHistogramBuckets = ["dtm_server_response_duration": prometheusDefault]
         factory.defaultValueHistogramBuckets = Self.batchBuckets
         self.factory = factory
+        let made = factory
+        counters = HandleCache { CoreMetrics.Counter(label: $0, dimensions: $1, factory: made) }
+        timers = HandleCache { CoreMetrics.Timer(label: $0, dimensions: $1, factory: made) }
         commitBatchSize = Recorder(label: "dtm_store_commit_batch_size", dimensions: [], aggregate: true,
                                    factory: factory)
         Meter(label: "dtm_server_info", dimensions: [("gin_version", "none"), ("grpc_version", "nghttp2"),
@@ -49,9 +52,9 @@ public final class CoordinatorMetrics: Sendable {
 
     /// One gRPC or HTTP API request: `type` grpc|http, `api` the lower-cased last path segment.
     func request(type: String, api: String, ok: Bool, duration: Duration) {
-        count("dtm_server_process_total", MetricLabels(("type", type), ("api", api), ("status", ok ? "ok" : "fail")))
-        time("dtm_server_response_duration", MetricLabels(("type", type), ("api", api)), duration)
-        if api == "submit" { time("dtm_submit_duration_seconds", MetricLabels(("type", type)), duration) }
+        count(MetricKey("dtm_server_process_total", ("type", type), ("api", api), ("status", ok ? "ok" : "fail")))
+        time(MetricKey("dtm_server_response_duration", ("type", type), ("api", api)), duration)
+        if api == "submit" { time(MetricKey("dtm_submit_duration_seconds", ("type", type)), duration) }
     }
 
     // MARK: Transactions
@@ -61,14 +64,14 @@ public final class CoordinatorMetrics: Sendable {
     func pass(_ report: PassReport, now: Date) {
         let model = report.global.transType.rawValue
         let ok = report.storeError == nil && report.answers.allSatisfy { $0.result.isSuccess }
-        count("dtm_transaction_process_total", MetricLabels(("model", model), ("status", ok ? "ok" : "fail")))
+        count(MetricKey("dtm_transaction_process_total", ("model", model), ("status", ok ? "ok" : "fail")))
         let age = max(0, now.timeIntervalSince(report.global.createTime))
-        time("dtm_transaction_handled_duration", MetricLabels(("model", model)), .milliseconds(Int64(age * 1000)))
-        count("dtm_passes_total", MetricLabels(("model", model), ("outcome", Self.outcome(report))))
+        time(MetricKey("dtm_transaction_handled_duration", ("model", model)), .milliseconds(Int64(age * 1000)))
+        count(MetricKey("dtm_passes_total", ("model", model), ("outcome", Self.outcome(report))))
         for answer in report.answers {
-            count("dtm_branch_process_total", MetricLabels(("model", model), ("branchid", answer.call.branchID),
-                                                           ("branchtype", answer.call.op.rawValue),
-                                                           ("status", answer.result.isSuccess ? "ok" : "fail")))
+            count(MetricKey("dtm_branch_process_total", ("model", model), ("branchid", answer.call.branchID),
+                            ("branchtype", answer.call.op.rawValue),
+                            ("status", answer.result.isSuccess ? "ok" : "fail")))
         }
     }
 
@@ -81,15 +84,15 @@ public final class CoordinatorMetrics: Sendable {
 
     /// A transaction was stored for the first time, in `status` (prepared or submitted).
     func created(model: TransType, status: GlobalStatus) {
-        count("dtm_transactions_created_total", MetricLabels(("model", model.rawValue), ("status", status.rawValue)))
+        count(MetricKey("dtm_transactions_created_total", ("model", model.rawValue), ("status", status.rawValue)))
     }
 
     /// A transaction's status changed (every change, final ones included).
     func statusChanged(model: TransType, from: String, to: GlobalStatus) {
-        count("dtm_transaction_status_changes_total",
-              MetricLabels(("model", model.rawValue), ("from", from), ("to", to.rawValue)))
+        count(MetricKey("dtm_transaction_status_changes_total", ("model", model.rawValue), ("from", from),
+                        ("to", to.rawValue)))
         if to.isFinished {
-            count("dtm_transactions_finished_total", MetricLabels(("model", model.rawValue), ("status", to.rawValue)))
+            count(MetricKey("dtm_transactions_finished_total", ("model", model.rawValue), ("status", to.rawValue)))
         }
     }
 
@@ -97,8 +100,8 @@ public final class CoordinatorMetrics: Sendable {
 
     /// One branch call made by the coordinator.
     func branchCall(protocol proto: String, result: BranchResult, duration: Duration) {
-        count("dtm_branch_calls_total", MetricLabels(("protocol", proto), ("result", Self.name(result))))
-        time("dtm_branch_call_duration_seconds", MetricLabels(("protocol", proto)), duration)
+        count(MetricKey("dtm_branch_calls_total", ("protocol", proto), ("result", Self.name(result))))
+        time(MetricKey("dtm_branch_call_duration_seconds", ("protocol", proto)), duration)
     }
 
     static func name(_ result: BranchResult) -> String {
@@ -114,14 +117,14 @@ public final class CoordinatorMetrics: Sendable {
 
     /// One store operation as its caller saw it: queueing, group commit and fsync included.
     func storeCall(_ operation: String, ok: Bool, duration: Duration) {
-        time("dtm_store_operation_duration_seconds", MetricLabels(("op", operation), ("status", ok ? "ok" : "fail")),
+        time(MetricKey("dtm_store_operation_duration_seconds", ("op", operation), ("status", ok ? "ok" : "fail")),
              duration)
     }
 
     /// One SQLite group commit: how many write requests shared it and how long it took.
     func commit(writes: Int, duration: Duration) {
         commitBatchSize.record(writes)
-        time("dtm_store_commit_duration_seconds", MetricLabels(), duration)
+        time(MetricKey("dtm_store_commit_duration_seconds"), duration)
     }
 
     // MARK: Retention and alerts
@@ -131,11 +134,11 @@ public final class CoordinatorMetrics: Sendable {
     }
 
     func alert(ok: Bool) {
-        count("dtm_alerts_total", MetricLabels(("result", ok ? "sent" : "failed")))
+        count(MetricKey("dtm_alerts_total", ("result", ok ? "sent" : "failed")))
     }
 
     func alertDropped() {
-        count("dtm_alerts_total", MetricLabels(("result", "dropped")))
+        count(MetricKey("dtm_alerts_total", ("result", "dropped")))
     }
 
     // MARK: Gauges, set when scraped
@@ -155,14 +158,12 @@ public final class CoordinatorMetrics: Sendable {
 
     // MARK: Helpers
 
-    private func count(_ name: String, _ labels: MetricLabels) {
-        counters.handle(name, labels) { CoreMetrics.Counter(label: name, dimensions: labels.dimensions, factory: factory) }
-            .increment()
+    private func count(_ key: MetricKey) {
+        counters.handle(key).increment()
     }
 
-    private func time(_ name: String, _ labels: MetricLabels, _ duration: Duration) {
-        timers.handle(name, labels) { CoreMetrics.Timer(label: name, dimensions: labels.dimensions, factory: factory) }
-            .recordNanoseconds(duration.saturatingNanoseconds)
+    private func time(_ key: MetricKey, _ duration: Duration) {
+        timers.handle(key).recordNanoseconds(duration.saturatingNanoseconds)
     }
 
     private func gauge(_ name: String, _ value: Int) {
@@ -170,60 +171,65 @@ public final class CoordinatorMetrics: Sendable {
     }
 }
 
-/// Up to four label pairs of one metric, held inline so that looking a handle up allocates nothing.
-struct MetricLabels: Hashable, Sendable {
+/// A metric name with up to four label pairs, held inline so that looking its handle up
+/// allocates nothing. Each name is always used with the same label names.
+struct MetricKey: Hashable, Sendable {
+    let name: String
     private var names: (String, String, String, String) = ("", "", "", "")
     private var values: (String, String, String, String) = ("", "", "", "")
     private var count = 0
 
-    init() {}
-    init(_ a: (String, String)) { (names.0, values.0, count) = (a.0, a.1, 1) }
-    init(_ a: (String, String), _ b: (String, String)) {
-        self.init(a)
+    init(_ name: String) { self.name = name }
+    init(_ name: String, _ a: (String, String)) {
+        self.name = name
+        (names.0, values.0, count) = (a.0, a.1, 1)
+    }
+    init(_ name: String, _ a: (String, String), _ b: (String, String)) {
+        self.init(name, a)
         (names.1, values.1, count) = (b.0, b.1, 2)
     }
-    init(_ a: (String, String), _ b: (String, String), _ c: (String, String)) {
-        self.init(a, b)
+    init(_ name: String, _ a: (String, String), _ b: (String, String), _ c: (String, String)) {
+        self.init(name, a, b)
         (names.2, values.2, count) = (c.0, c.1, 3)
     }
-    init(_ a: (String, String), _ b: (String, String), _ c: (String, String), _ d: (String, String)) {
-        self.init(a, b, c)
+    init(_ name: String, _ a: (String, String), _ b: (String, String), _ c: (String, String), _ d: (String, String)) {
+        self.init(name, a, b, c)
         (names.3, values.3, count) = (d.0, d.1, 4)
     }
 
     /// The pairs in order, as swift-metrics takes them.
     var dimensions: [(String, String)] {
-        [(names.0, values.0), (names.1, values.1), (names.2, values.2), (names.3, values.3)].prefix(count).map { $0 }
+        Array([(names.0, values.0), (names.1, values.1), (names.2, values.2), (names.3, values.3)].prefix(count))
     }
 
-    static func == (lhs: MetricLabels, rhs: MetricLabels) -> Bool {
-        lhs.count == rhs.count && lhs.names == rhs.names && lhs.values == rhs.values
+    static func == (lhs: MetricKey, rhs: MetricKey) -> Bool {
+        lhs.count == rhs.count && lhs.name == rhs.name && lhs.values == rhs.values && lhs.names == rhs.names
     }
 
     func hash(into hasher: inout Hasher) {
-        hasher.combine(count)
-        hasher.combine(names.0); hasher.combine(values.0)
-        hasher.combine(names.1); hasher.combine(values.1)
-        hasher.combine(names.2); hasher.combine(values.2)
-        hasher.combine(names.3); hasher.combine(values.3)
+        // The name fixes the label names.
+        hasher.combine(name)
+        hasher.combine(values.0)
+        hasher.combine(values.1)
+        hasher.combine(values.2)
+        hasher.combine(values.3)
     }
 }
 
 /// One handle per metric name and label set, made on first use: making a handle costs a
 /// registry lookup under its lock, label validation and allocations; using one is an atomic add.
 final class HandleCache<Handle: Sendable>: Sendable {
-    private struct Key: Hashable {
-        var name: String
-        var labels: MetricLabels
+    private let handles = Mutex<[MetricKey: Handle]>([:])
+    private let make: @Sendable (String, [(String, String)]) -> Handle
+
+    init(make: @escaping @Sendable (String, [(String, String)]) -> Handle) {
+        self.make = make
     }
 
-    private let handles = Mutex<[Key: Handle]>([:])
-
-    func handle(_ name: String, _ labels: MetricLabels, make: () -> Handle) -> Handle {
-        let key = Key(name: name, labels: labels)
+    func handle(_ key: MetricKey) -> Handle {
         if let handle = handles.withLock({ $0[key] }) { return handle }
         // Made outside our lock; the registry hands a second maker the same metric.
-        let made = make()
+        let made = make(key.name, key.dimensions)
         return handles.withLock { handles in
             if let handle = handles[key] { return handle }
             handles[key] = made
