@@ -172,43 +172,48 @@ public final class CoordinatorMetrics: Sendable {
 }
 
 /// A metric name with up to four label pairs, held inline so that looking its handle up
-/// allocates nothing. Each name is always used with the same label names.
+/// allocates nothing. Names are literals (no reference counting when a key is copied); each
+/// metric name is always used with the same label names.
 struct MetricKey: Hashable, Sendable {
-    let name: String
-    private var names: (String, String, String, String) = ("", "", "", "")
+    let name: StaticString
+    private var names: (StaticString, StaticString, StaticString, StaticString) = ("", "", "", "")
     private var values: (String, String, String, String) = ("", "", "", "")
     private var count = 0
 
-    init(_ name: String) { self.name = name }
-    init(_ name: String, _ a: (String, String)) {
+    init(_ name: StaticString) { self.name = name }
+    init(_ name: StaticString, _ a: (StaticString, String)) {
         self.name = name
         (names.0, values.0, count) = (a.0, a.1, 1)
     }
-    init(_ name: String, _ a: (String, String), _ b: (String, String)) {
+    init(_ name: StaticString, _ a: (StaticString, String), _ b: (StaticString, String)) {
         self.init(name, a)
         (names.1, values.1, count) = (b.0, b.1, 2)
     }
-    init(_ name: String, _ a: (String, String), _ b: (String, String), _ c: (String, String)) {
+    init(_ name: StaticString, _ a: (StaticString, String), _ b: (StaticString, String), _ c: (StaticString, String)) {
         self.init(name, a, b)
         (names.2, values.2, count) = (c.0, c.1, 3)
     }
-    init(_ name: String, _ a: (String, String), _ b: (String, String), _ c: (String, String), _ d: (String, String)) {
+    init(_ name: StaticString, _ a: (StaticString, String), _ b: (StaticString, String), _ c: (StaticString, String),
+         _ d: (StaticString, String)) {
         self.init(name, a, b, c)
         (names.3, values.3, count) = (d.0, d.1, 4)
     }
 
     /// The pairs in order, as swift-metrics takes them.
     var dimensions: [(String, String)] {
-        Array([(names.0, values.0), (names.1, values.1), (names.2, values.2), (names.3, values.3)].prefix(count))
+        let all = [(names.0, values.0), (names.1, values.1), (names.2, values.2), (names.3, values.3)]
+        return all.prefix(count).map { ($0.0.description, $0.1) }
     }
 
+    /// The same literal is the same text; two copies of one literal at different addresses
+    /// would only make two handles of the one registry metric.
     static func == (lhs: MetricKey, rhs: MetricKey) -> Bool {
-        lhs.count == rhs.count && lhs.name == rhs.name && lhs.values == rhs.values && lhs.names == rhs.names
+        lhs.name.utf8Start == rhs.name.utf8Start && lhs.count == rhs.count && lhs.values == rhs.values
     }
 
     func hash(into hasher: inout Hasher) {
         // The name fixes the label names.
-        hasher.combine(name)
+        hasher.combine(UInt(bitPattern: name.utf8Start))
         hasher.combine(values.0)
         hasher.combine(values.1)
         hasher.combine(values.2)
@@ -229,7 +234,7 @@ final class HandleCache<Handle: Sendable>: Sendable {
     func handle(_ key: MetricKey) -> Handle {
         if let handle = handles.withLock({ $0[key] }) { return handle }
         // Made outside our lock; the registry hands a second maker the same metric.
-        let made = make(key.name, key.dimensions)
+        let made = make(key.name.description, key.dimensions)
         return handles.withLock { handles in
             if let handle = handles[key] { return handle }
             handles[key] = made
