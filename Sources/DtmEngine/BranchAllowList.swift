@@ -208,23 +208,12 @@ public struct BranchEndpoint: Sendable, Equatable {
     public var port: Int
 
     public init?(url: String) {
-        switch BranchTarget.of(url) {
-        case .http?:
-            guard let components = URLComponents(string: url), let host = components.host, let scheme = components.scheme
-            else { return nil }
-            self.host = Self.unbracketed(host)
-            self.port = components.port ?? (scheme.lowercased() == "https" ? 443 : 80)
-        case .grpc(let authority, _)?:
-            guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...])
-            else { return nil }
-            self.host = Self.unbracketed(String(authority[..<colon]))
-            self.port = port
-        case nil:
-            return nil
-        }
+        guard let parsed = BranchURL(url) else { return nil }
+        self.init(parsed)
     }
 
-    private static func unbracketed(_ host: String) -> String {
-        host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+    public init(_ url: BranchURL) {
+        host = String(url.host)
+        port = url.port
     }
 }

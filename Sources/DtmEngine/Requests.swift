@@ -170,14 +170,15 @@ package enum Validation {
         }
         try text(request.rollbackReason, field: "rollback_reason", max: limits.maxReasonBytes)
         try url(request.queryPrepared, field: "query_prepared", transProtocol: proto, limits: limits)
+        var payloads = request.payloads
         for (index, step) in request.steps.enumerated() {
-            for (key, value) in step where key == "action" || key == "compensate" {
-                if type == .msg && key == "action" && value.hasPrefix(msgTopicPrefix) { continue }
-                try url(value, field: "steps[\(index)].\(key)", transProtocol: proto, limits: limits)
+            if let action = step["action"], !(type == .msg && action.hasPrefix(msgTopicPrefix)) {
+                try url(action, field: "steps[\(index)].action", transProtocol: proto, limits: limits)
             }
-        }
-        let payloads = request.payloads + request.steps.compactMap { step in
-            step["data"].flatMap { $0.isEmpty ? nil : Array($0.utf8) }
+            if let compensate = step["compensate"] {
+                try url(compensate, field: "steps[\(index)].compensate", transProtocol: proto, limits: limits)
+            }
+            if let data = step["data"], !data.isEmpty { payloads.append(Array(data.utf8)) }
         }
         if type == .saga || type == .msg {
             if payloads.count != request.steps.count {
@@ -203,19 +204,24 @@ package enum Validation {
     }
 
     package static func options(_ options: TransOptions, limits: RequestLimits) throws(DtmError) {
-        let values: [(String, Int64, Int64)] = [
-            ("timeout_to_fail", options.timeoutToFail, maxOptionSeconds),
-            ("retry_interval", options.retryInterval, maxOptionSeconds),
-            ("request_timeout", options.requestTimeout, limits.maxRequestTimeout),
-            ("retry_limit", options.retryLimit, limits.maxRetryLimit),
-        ]
-        for (name, value, _) in values where value < 0 {
-            throw DtmError.invalidArgument("\(name): must not be negative (got \(value))")
-        }
-        for (name, value, bound) in values where value > bound {
-            let unit = name == "retry_limit" ? "" : " seconds"
-            throw DtmError.invalidArgument("\(name): must be at most \(bound)\(unit) (got \(value))")
+        // Every sign first, then every bound (no array built per request).
+        for check in [false, true] {
+            try option("timeout_to_fail", options.timeoutToFail, maxOptionSeconds, checkingBound: check)
+            try option("retry_interval", options.retryInterval, maxOptionSeconds, checkingBound: check)
+            try option("request_timeout", options.requestTimeout, limits.maxRequestTimeout, checkingBound: check)
+            try option("retry_limit", options.retryLimit, limits.maxRetryLimit, checkingBound: check)
         }
         try branchHeaders(options.branchHeaders, limits: limits)
+    }
+
+    private static func option(_ name: StaticString, _ value: Int64, _ bound: Int64,
+                               checkingBound: Bool) throws(DtmError) {
+        if !checkingBound, value < 0 {
+            throw DtmError.invalidArgument("\(name): must not be negative (got \(value))")
+        }
+        if checkingBound, value > bound {
+            let unit = name.description == "retry_limit" ? "" : " seconds"
+            throw DtmError.invalidArgument("\(name): must be at most \(bound)\(unit) (got \(value))")
+        }
     }
 }

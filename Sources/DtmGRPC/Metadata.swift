@@ -18,6 +18,11 @@ public struct Metadata: Sendable, Equatable, Sequence {
         for (key, value) in pairs.sorted(by: { $0.key < $1.key }) { add(key, value) }
     }
 
+    /// Room for `count` entries in all, so adding them grows the storage once.
+    public mutating func reserveCapacity(_ count: Int) {
+        entries.reserveCapacity(count)
+    }
+
     public mutating func add(_ key: String, _ value: String) {
         entries.append((key.lowercased(), .string(value)))
     }

@@ -105,6 +105,12 @@ package enum Wire {
     /// UTF-8. Spaces at either end are encoded too: HTTP/2 forbids a header value that starts or
     /// ends with whitespace, and nghttp2 peers reset such a stream.
     package static func percentEncode(_ text: String) -> String {
+        // Most messages need no escape at all.
+        let utf8 = text.utf8
+        if utf8.first != UInt8(ascii: " "), utf8.last != UInt8(ascii: " "),
+           utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7e && $0 != UInt8(ascii: "%") }) {
+            return text
+        }
         var out = ""
         out.reserveCapacity(text.utf8.count)
         let bytes = Array(text.utf8)

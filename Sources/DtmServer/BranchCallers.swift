@@ -45,8 +45,8 @@ struct GRPCBranchCaller: BranchCaller {
     /// `grpcs://host:port/...` the same over TLS, by the engine's rule (the one Submit and
     /// RegisterBranch check URLs with).
     static func split(_ url: String) -> (target: String, path: String, tls: Bool)? {
-        guard case .grpc(let authority, let path)? = BranchTarget.of(url) else { return nil }
-        return (authority, path, BranchTarget.usesTLS(url))
+        guard let parsed = BranchURL(url), parsed.kind == .grpc else { return nil }
+        return (String(parsed.authority), String(parsed.path), parsed.tls)
     }
 
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
@@ -55,13 +55,16 @@ struct GRPCBranchCaller: BranchCaller {
                 + (call.url.contains("://") ? " (custom schemes need a registered discovery driver)" : ""))
         }
         var metadata = Metadata()
+        metadata.reserveCapacity(5 + global.options.branchHeaders.count)
         metadata.add("dtm-gid", global.gid)
         metadata.add("dtm-trans_type", global.transType.rawValue)
         metadata.add("dtm-branch_id", call.branchID)
         metadata.add("dtm-op", call.op.rawValue)
         metadata.add("dtm-dtm", "")
-        for (key, value) in global.options.branchHeaders.sorted(by: { $0.key < $1.key }) {
-            metadata.add(key, value)
+        if !global.options.branchHeaders.isEmpty {
+            for (key, value) in global.options.branchHeaders.sorted(by: { $0.key < $1.key }) {
+                metadata.add(key, value)
+            }
         }
         do {
             _ = try await client.unary(target: target, path: path, message: call.payload, metadata: metadata,

@@ -36,10 +36,11 @@ struct FencedBranchCaller: BranchCaller {
 
     /// Why `url` may not be called now; nil when it may.
     func refusal(for url: String) async -> String? {
-        guard let endpoint = BranchEndpoint(url: url) else {
+        guard let parsed = BranchURL(url) else {
             return "'\(Redaction.url(url))' is not an http(s) URL or a gRPC host:port/package.Service/Method target"
         }
         guard let allowList else { return nil }
+        let endpoint = BranchEndpoint(parsed)
         switch allowList.verdict(host: endpoint.host, port: endpoint.port) {
         case .allowed: return nil
         case .refused(let why): return "the branch allow-list refuses \(why)"
@@ -112,11 +113,54 @@ enum Redaction {
 
     /// `url` with any userinfo (`user:password@`) replaced by the marker.
     static func url(_ url: String) -> String {
+        var copy = url
+        switch copy.withUTF8({ asciiUserinfo($0) }) {
+        case .none: return url
+        case .notASCII: break
+        case .userinfo(let schemeEnd, let at):
+            let utf8 = url.utf8
+            return String(url[..<utf8.index(utf8.startIndex, offsetBy: schemeEnd)]) + marker
+                + String(url[utf8.index(utf8.startIndex, offsetBy: at)...])
+        }
         guard let scheme = url.range(of: "://") else { return url }
         let rest = url[scheme.upperBound...]
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
         guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
         return String(url[..<scheme.upperBound]) + marker + String(rest[at...])
+    }
+
+    private enum UserinfoScan {
+        /// Not ASCII: read by characters instead.
+        case notASCII
+        /// No `://`, or no `@` in the authority after it.
+        case none
+        /// Byte offsets of the end of the first `://` and of the authority's last `@`.
+        case userinfo(Int, Int)
+    }
+
+    /// Where the userinfo is in ASCII text, by bytes, as `url(_:)` reads any text by characters.
+    private static func asciiUserinfo(_ bytes: UnsafeBufferPointer<UInt8>) -> UserinfoScan {
+        var schemeEnd = -1
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte >= 0x80 { return .notASCII }
+            if schemeEnd < 0, byte == UInt8(ascii: ":"), index + 2 < bytes.count,
+               bytes[index + 1] == UInt8(ascii: "/"), bytes[index + 2] == UInt8(ascii: "/") {
+                schemeEnd = index + 3
+                index += 3
+                continue
+            }
+            index += 1
+        }
+        guard schemeEnd >= 0 else { return .none }
+        var at = -1
+        for index in schemeEnd..<bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "/") || byte == UInt8(ascii: "?") || byte == UInt8(ascii: "#") { break }
+            if byte == UInt8(ascii: "@") { at = index }
+        }
+        return at < 0 ? .none : .userinfo(schemeEnd, at)
     }
 
     /// Branch header values replaced by the marker (names kept: they say what was sent).
@@ -148,8 +192,13 @@ enum Redaction {
     /// userinfo removed, control characters escaped so
     /// that no value can start a line of its own in a text log.
     static func logValue(_ text: String) -> Logger.MetadataValue {
+        let redacted = url(text)
+        // Printable ASCII within the clip limit (the usual gid, URL or message) is kept as it is.
+        if redacted.utf8.count <= 1024, redacted.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) {
+            return .string(redacted)
+        }
         var out = ""
-        for scalar in clip(url(text), max: 1024).unicodeScalars {
+        for scalar in clip(redacted, max: 1024).unicodeScalars {
             switch scalar {
             case "\n": out += "\\n"
             case "\r": out += "\\r"

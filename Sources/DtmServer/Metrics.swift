@@ -2,6 +2,7 @@ import CoreMetrics
 import DtmEngine
 import Foundation
 import Prometheus
+import Synchronization
 
 /// The metrics of one coordinator, served as Prometheus text at `GET /api/metrics`.
 ///
@@ -12,6 +13,9 @@ import Prometheus
 public final class CoordinatorMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
+    private let counters: HandleCache<CoreMetrics.Counter>
+    private let timers: HandleCache<CoreMetrics.Timer>
+    private let commitBatchSize: Recorder
 
     /// Seconds buckets of branch calls and store writes: sub-millisecond commits to slow branches.
     static let latencyBuckets: [Duration] = [
@@ -34,6 +38,11 @@ public final class CoordinatorMetrics: Sendable {
         factory.durationHistogramBuckets = ["dtm_server_response_duration": prometheusDefault]
         factory.defaultValueHistogramBuckets = Self.batchBuckets
         self.factory = factory
+        let made = factory
+        counters = HandleCache { CoreMetrics.Counter(label: $0, dimensions: $1, factory: made) }
+        timers = HandleCache { CoreMetrics.Timer(label: $0, dimensions: $1, factory: made) }
+        commitBatchSize = Recorder(label: "dtm_store_commit_batch_size", dimensions: [], aggregate: true,
+                                   factory: factory)
         Meter(label: "dtm_server_info", dimensions: [("gin_version", "none"), ("grpc_version", "nghttp2"),
                                                      ("swift_dtm_version", swiftDtmVersion)],
               factory: factory).set(1)
@@ -43,9 +52,9 @@ public final class CoordinatorMetrics: Sendable {
 
     /// One gRPC or HTTP API request: `type` grpc|http, `api` the lower-cased last path segment.
     func request(type: String, api: String, ok: Bool, duration: Duration) {
-        count("dtm_server_process_total", [("type", type), ("api", api), ("status", ok ? "ok" : "fail")])
-        time("dtm_server_response_duration", [("type", type), ("api", api)], duration)
-        if api == "submit" { time("dtm_submit_duration_seconds", [("type", type)], duration) }
+        count(MetricKey("dtm_server_process_total", ("type", type), ("api", api), ("status", ok ? "ok" : "fail")))
+        time(MetricKey("dtm_server_response_duration", ("type", type), ("api", api)), duration)
+        if api == "submit" { time(MetricKey("dtm_submit_duration_seconds", ("type", type)), duration) }
     }
 
     // MARK: Transactions
@@ -55,14 +64,14 @@ public final class CoordinatorMetrics: Sendable {
     func pass(_ report: PassReport, now: Date) {
         let model = report.global.transType.rawValue
         let ok = report.storeError == nil && report.answers.allSatisfy { $0.result.isSuccess }
-        count("dtm_transaction_process_total", [("model", model), ("status", ok ? "ok" : "fail")])
+        count(MetricKey("dtm_transaction_process_total", ("model", model), ("status", ok ? "ok" : "fail")))
         let age = max(0, now.timeIntervalSince(report.global.createTime))
-        time("dtm_transaction_handled_duration", [("model", model)], .milliseconds(Int64(age * 1000)))
-        count("dtm_passes_total", [("model", model), ("outcome", Self.outcome(report))])
+        time(MetricKey("dtm_transaction_handled_duration", ("model", model)), .milliseconds(Int64(age * 1000)))
+        count(MetricKey("dtm_passes_total", ("model", model), ("outcome", Self.outcome(report))))
         for answer in report.answers {
-            count("dtm_branch_process_total", [("model", model), ("branchid", answer.call.branchID),
-                                               ("branchtype", answer.call.op.rawValue),
-                                               ("status", answer.result.isSuccess ? "ok" : "fail")])
+            count(MetricKey("dtm_branch_process_total", ("model", model), ("branchid", answer.call.branchID),
+                            ("branchtype", answer.call.op.rawValue),
+                            ("status", answer.result.isSuccess ? "ok" : "fail")))
         }
     }
 
@@ -75,14 +84,15 @@ public final class CoordinatorMetrics: Sendable {
 
     /// A transaction was stored for the first time, in `status` (prepared or submitted).
     func created(model: TransType, status: GlobalStatus) {
-        count("dtm_transactions_created_total", [("model", model.rawValue), ("status", status.rawValue)])
+        count(MetricKey("dtm_transactions_created_total", ("model", model.rawValue), ("status", status.rawValue)))
     }
 
     /// A transaction's status changed (every change, final ones included).
     func statusChanged(model: TransType, from: String, to: GlobalStatus) {
-        count("dtm_transaction_status_changes_total", [("model", model.rawValue), ("from", from), ("to", to.rawValue)])
+        count(MetricKey("dtm_transaction_status_changes_total", ("model", model.rawValue), ("from", from),
+                        ("to", to.rawValue)))
         if to.isFinished {
-            count("dtm_transactions_finished_total", [("model", model.rawValue), ("status", to.rawValue)])
+            count(MetricKey("dtm_transactions_finished_total", ("model", model.rawValue), ("status", to.rawValue)))
         }
     }
 
@@ -90,8 +100,8 @@ public final class CoordinatorMetrics: Sendable {
 
     /// One branch call made by the coordinator.
     func branchCall(protocol proto: String, result: BranchResult, duration: Duration) {
-        count("dtm_branch_calls_total", [("protocol", proto), ("result", Self.name(result))])
-        time("dtm_branch_call_duration_seconds", [("protocol", proto)], duration)
+        count(MetricKey("dtm_branch_calls_total", ("protocol", proto), ("result", Self.name(result))))
+        time(MetricKey("dtm_branch_call_duration_seconds", ("protocol", proto)), duration)
     }
 
     static func name(_ result: BranchResult) -> String {
@@ -107,14 +117,14 @@ public final class CoordinatorMetrics: Sendable {
 
     /// One store operation as its caller saw it: queueing, group commit and fsync included.
     func storeCall(_ operation: String, ok: Bool, duration: Duration) {
-        time("dtm_store_operation_duration_seconds", [("op", operation), ("status", ok ? "ok" : "fail")], duration)
+        time(MetricKey("dtm_store_operation_duration_seconds", ("op", operation), ("status", ok ? "ok" : "fail")),
+             duration)
     }
 
     /// One SQLite group commit: how many write requests shared it and how long it took.
     func commit(writes: Int, duration: Duration) {
-        Recorder(label: "dtm_store_commit_batch_size", dimensions: [], aggregate: true, factory: factory)
-            .record(writes)
-        time("dtm_store_commit_duration_seconds", [], duration)
+        commitBatchSize.record(writes)
+        time(MetricKey("dtm_store_commit_duration_seconds"), duration)
     }
 
     // MARK: Retention and alerts
@@ -124,11 +134,11 @@ public final class CoordinatorMetrics: Sendable {
     }
 
     func alert(ok: Bool) {
-        count("dtm_alerts_total", [("result", ok ? "sent" : "failed")])
+        count(MetricKey("dtm_alerts_total", ("result", ok ? "sent" : "failed")))
     }
 
     func alertDropped() {
-        count("dtm_alerts_total", [("result", "dropped")])
+        count(MetricKey("dtm_alerts_total", ("result", "dropped")))
     }
 
     // MARK: Gauges, set when scraped
@@ -148,15 +158,87 @@ public final class CoordinatorMetrics: Sendable {
 
     // MARK: Helpers
 
-    private func count(_ name: String, _ labels: [(String, String)]) {
-        Counter(label: name, dimensions: labels, factory: factory).increment()
+    private func count(_ key: MetricKey) {
+        counters.handle(key).increment()
     }
 
-    private func time(_ name: String, _ labels: [(String, String)], _ duration: Duration) {
-        CoreMetrics.Timer(label: name, dimensions: labels, factory: factory).recordNanoseconds(duration.saturatingNanoseconds)
+    private func time(_ key: MetricKey, _ duration: Duration) {
+        timers.handle(key).recordNanoseconds(duration.saturatingNanoseconds)
     }
 
     private func gauge(_ name: String, _ value: Int) {
         Meter(label: name, dimensions: [], factory: factory).set(value)
+    }
+}
+
+/// A metric name with up to four label pairs, held inline so that looking its handle up
+/// allocates nothing. Names are literals (no reference counting when a key is copied); each
+/// metric name is always used with the same label names.
+struct MetricKey: Hashable, Sendable {
+    let name: StaticString
+    private var names: (StaticString, StaticString, StaticString, StaticString) = ("", "", "", "")
+    private var values: (String, String, String, String) = ("", "", "", "")
+    private var count = 0
+
+    init(_ name: StaticString) { self.name = name }
+    init(_ name: StaticString, _ a: (StaticString, String)) {
+        self.name = name
+        (names.0, values.0, count) = (a.0, a.1, 1)
+    }
+    init(_ name: StaticString, _ a: (StaticString, String), _ b: (StaticString, String)) {
+        self.init(name, a)
+        (names.1, values.1, count) = (b.0, b.1, 2)
+    }
+    init(_ name: StaticString, _ a: (StaticString, String), _ b: (StaticString, String), _ c: (StaticString, String)) {
+        self.init(name, a, b)
+        (names.2, values.2, count) = (c.0, c.1, 3)
+    }
+    init(_ name: StaticString, _ a: (StaticString, String), _ b: (StaticString, String), _ c: (StaticString, String),
+         _ d: (StaticString, String)) {
+        self.init(name, a, b, c)
+        (names.3, values.3, count) = (d.0, d.1, 4)
+    }
+
+    /// The pairs in order, as swift-metrics takes them.
+    var dimensions: [(String, String)] {
+        let all = [(names.0, values.0), (names.1, values.1), (names.2, values.2), (names.3, values.3)]
+        return all.prefix(count).map { ($0.0.description, $0.1) }
+    }
+
+    /// The same literal is the same text; two copies of one literal at different addresses
+    /// would only make two handles of the one registry metric.
+    static func == (lhs: MetricKey, rhs: MetricKey) -> Bool {
+        lhs.name.utf8Start == rhs.name.utf8Start && lhs.count == rhs.count && lhs.values == rhs.values
+    }
+
+    func hash(into hasher: inout Hasher) {
+        // The name fixes the label names.
+        hasher.combine(UInt(bitPattern: name.utf8Start))
+        hasher.combine(values.0)
+        hasher.combine(values.1)
+        hasher.combine(values.2)
+        hasher.combine(values.3)
+    }
+}
+
+/// One handle per metric name and label set, made on first use: making a handle costs a
+/// registry lookup under its lock, label validation and allocations; using one is an atomic add.
+final class HandleCache<Handle: Sendable>: Sendable {
+    private let handles = Mutex<[MetricKey: Handle]>([:])
+    private let make: @Sendable (String, [(String, String)]) -> Handle
+
+    init(make: @escaping @Sendable (String, [(String, String)]) -> Handle) {
+        self.make = make
+    }
+
+    func handle(_ key: MetricKey) -> Handle {
+        if let handle = handles.withLock({ $0[key] }) { return handle }
+        // Made outside our lock; the registry hands a second maker the same metric.
+        let made = make(key.name.description, key.dimensions)
+        return handles.withLock { handles in
+            if let handle = handles[key] { return handle }
+            handles[key] = made
+            return made
+        }
     }
 }

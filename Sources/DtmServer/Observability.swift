@@ -148,29 +148,36 @@ struct MeteredBranchCaller: BranchCaller {
 /// retry), plus the pass-level warnings. State changes are logged by `ObservedStore`.
 func logPass(_ report: PassReport, _ logger: Logger) {
     let global = report.global
-    var base: Logger.Metadata = ["gid": Redaction.logValue(global.gid), "trans_type": "\(global.transType.rawValue)",
-                                 "status": "\(global.status.rawValue)"]
-    if let storeError = report.storeError { base["store_error"] = "\(storeError)" }
+    // Metadata is built only for lines the logger's level lets through (swift-log evaluates the
+    // `metadata:` argument lazily): a pass that logs nothing computes nothing.
+    func base() -> Logger.Metadata {
+        var base: Logger.Metadata = ["gid": Redaction.logValue(global.gid), "trans_type": "\(global.transType.rawValue)",
+                                     "status": "\(global.status.rawValue)"]
+        if let storeError = report.storeError { base["store_error"] = "\(storeError)" }
+        return base
+    }
     if report.deadlineExceeded {
         logger.warning("pass deadline reached; calls still running were abandoned and will be retried",
-                       metadata: base)
+                       metadata: base())
     }
     for answer in report.answers where !answer.result.isSuccess {
-        var metadata = base
-        metadata["branch"] = "\(answer.call.branchID)"
-        metadata["op"] = "\(answer.call.op.rawValue)"
-        metadata["url"] = Redaction.logValue(answer.call.url)
-        metadata["result"] = "\(CoordinatorMetrics.name(answer.result))"
-        if !answer.result.message.isEmpty { metadata["error"] = Redaction.logValue(answer.result.message) }
-        // DTM's retry count after this answer (1 after the first error, 2 after the second...).
-        let note = report.branchErrors.first { $0.call == answer.call && $0.message == answer.result.message }
-        metadata["attempt"] = "\(note.map { $0.retryCount } ?? 0)"
-        metadata["next_retry"] = global.status.isFinished ? "none" : "\(JSONText.rfc3339(global.nextCronTime))"
         let level: Logger.Level = if case .ongoing = answer.result { .info } else { .warning }
-        logger.log(level: level, "branch call failed", metadata: metadata)
+        logger.log(level: level, "branch call failed", metadata: {
+            var metadata = base()
+            metadata["branch"] = "\(answer.call.branchID)"
+            metadata["op"] = "\(answer.call.op.rawValue)"
+            metadata["url"] = Redaction.logValue(answer.call.url)
+            metadata["result"] = "\(CoordinatorMetrics.name(answer.result))"
+            if !answer.result.message.isEmpty { metadata["error"] = Redaction.logValue(answer.result.message) }
+            // DTM's retry count after this answer (1 after the first error, 2 after the second...).
+            let note = report.branchErrors.first { $0.call == answer.call && $0.message == answer.result.message }
+            metadata["attempt"] = "\(note.map { $0.retryCount } ?? 0)"
+            metadata["next_retry"] = global.status.isFinished ? "none" : "\(JSONText.rfc3339(global.nextCronTime))"
+            return metadata
+        }())
     }
     if !global.status.isFinished {
-        logger.debug("pass ended; transaction unfinished", metadata: base.merging([
+        logger.debug("pass ended; transaction unfinished", metadata: base().merging([
             "next_retry": "\(JSONText.rfc3339(global.nextCronTime))"]) { $1 })
     }
 }

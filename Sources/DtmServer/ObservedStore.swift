@@ -27,10 +27,13 @@ struct ObservedStore: TransactionStore {
 
     private func logChange(_ gid: String, model: TransType, from: String, to: GlobalStatus, reason: String?) {
         metrics.statusChanged(model: model, from: from, to: to)
-        var metadata: Logger.Metadata = ["gid": Redaction.logValue(gid), "trans_type": "\(model.rawValue)",
-                                         "from": "\(from)", "status": "\(to.rawValue)"]
-        if let reason, !reason.isEmpty { metadata["reason"] = Redaction.logValue(reason) }
-        logger.info("transaction state changed", metadata: metadata)
+        // Built only when info is logged (the metadata argument is evaluated lazily).
+        logger.info("transaction state changed", metadata: {
+            var metadata: Logger.Metadata = ["gid": Redaction.logValue(gid), "trans_type": "\(model.rawValue)",
+                                             "from": "\(from)", "status": "\(to.rawValue)"]
+            if let reason, !reason.isEmpty { metadata["reason"] = Redaction.logValue(reason) }
+            return metadata
+        }())
     }
 
     // MARK: Writes that change state
