@@ -6,7 +6,8 @@
 //
 // Build (tools/bench-saga does it): cc -O2 -I generated -o loadgen tools/loadgen.c
 //   generated/dtmgimp.pb-c.c generated/busi.pb-c.c generated/google/protobuf/empty.pb-c.c -lnghttp2 -lprotobuf-c
-// Run:    loadgen HOST:PORT[,HOST:PORT...] [CONNECTIONS per coordinator, default 4]
+// Run:    loadgen HOST:PORT[,HOST:PORT...]|none [CONNECTIONS per coordinator, default 4]
+//         ("none" serves the branches only: Submits then fail, there is no one to send them to)
 // It prints "busi-port P" once the branch server listens, then reads commands on stdin, one a
 // line, and answers each with one "result ..." line:
 //   closed N C PREFIX   N Submits (gids PREFIX-0 ... PREFIX-(N-1)), at most C in flight
@@ -257,6 +258,10 @@ static void start_submit(const char *prefix, uint64_t index, double start) {
     s->length = size + 5;
     s->start = start;
     s->grpc_status = -1;
+    if (client_count == 0) {
+        fprintf(stderr, "loadgen: no coordinator to send Submits to (started with 'none')\n");
+        exit(2);
+    }
     connection *c = clients[next_client++ % client_count];
     s->conn = c;
     const nghttp2_nv headers[] = {
@@ -508,7 +513,8 @@ int main(int argc, char **argv) {
     busi_request.amount = 30;
     payload_length = busi__req_grpc__pack(&busi_request, payload_bytes);
 
-    char *list = strdup(argv[1]);
+    // "none": serve the branches only (e.g. for a coordinator started later, as in recovery).
+    char *list = strcmp(argv[1], "none") == 0 ? strdup("") : strdup(argv[1]);
     for (char *save = NULL, *item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         for (int i = 0; i < per_coordinator; i++) {
             clients = realloc(clients, (client_count + 1) * sizeof *clients);

@@ -107,10 +107,10 @@ struct Bench: AsyncParsableCommand {
         let coordinators = coordinator.split(separator: ",").map(String.init)
         guard !coordinators.isEmpty else { throw ValidationError("--coordinator names no address") }
         if loadgen != nil && pacedNewGid { throw ValidationError("--paced-new-gid needs the Swift load generator") }
-        // Recovery starts its own coordinator: the C driver (which connects at start) serves its
-        // branches only when there is a coordinator to connect to, so recovery uses the Swift one.
-        let driver: any LoadDriver = if let loadgen, mode != .recovery {
-            try CLoadDriver(binary: loadgen, coordinators: coordinators, connections: loadgenConnections)
+        // Recovery starts its own coordinator later: the C load generator then serves branches only.
+        let driver: any LoadDriver = if let loadgen {
+            try CLoadDriver(binary: loadgen, coordinators: mode == .recovery ? [] : coordinators,
+                            connections: loadgenConnections)
         } else {
             try await SwiftLoadDriver(coordinators: coordinators)
         }

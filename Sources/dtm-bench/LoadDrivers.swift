@@ -173,7 +173,7 @@ final class CLoadDriver: LoadDriver {
     init(binary: String, coordinators: [String], connections: Int) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [coordinators.joined(separator: ","), String(connections)]
+        process.arguments = [coordinators.isEmpty ? "none" : coordinators.joined(separator: ","), String(connections)]
         let stdin = Pipe(), stdout = Pipe()
         process.standardInput = stdin
         process.standardOutput = stdout
