@@ -71,33 +71,6 @@ public struct TransRequest: Sendable, Equatable {
         self.reqExtra = reqExtra
         self.rollbackReason = rollbackReason
     }
-
-    /// Parses the gRPC `Steps` text: a JSON array of string maps; "" and `null` mean none.
-    public static func parseSteps(_ json: String) throws(DtmError) -> [[String: String]] {
-        if let steps = JSONValue.parseStringMaps(json) { return steps }
-        // Not the common shape: empty, null, or an error to describe precisely.
-        if json.allSatisfy(\.isWhitespace) { return [] }
-        let parsed = JSONValue.parse(json)
-        if parsed == .null { return [] }
-        guard case .array(let array) = parsed else {
-            throw DtmError.invalidArgument("steps: not a JSON array of objects")
-        }
-        var steps = [[String: String]]()
-        for (index, element) in array.enumerated() {
-            guard case .object(let object) = element else {
-                throw DtmError.invalidArgument("steps[\(index)]: not a JSON object")
-            }
-            var step = [String: String]()
-            for (key, value) in object {
-                guard case .string(let string) = value else {
-                    throw DtmError.invalidArgument("steps[\(index)].\(key): not a string")
-                }
-                step[key] = string
-            }
-            steps.append(step)
-        }
-        return steps
-    }
 }
 
 /// A registerBranch request (HTTP flat map, gRPC DtmBranchRequest).

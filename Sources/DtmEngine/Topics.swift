@@ -2,7 +2,7 @@ import Foundation
 
 /// One subscriber of a msg topic, as stored in the kv table (cat `topics`, key = topic name,
 /// value = JSON array of these).
-public struct TopicSubscriber: Codable, Sendable, Equatable {
+public struct TopicSubscriber: Sendable, Equatable {
     public var url: String
     public var remark: String
 
@@ -11,12 +11,25 @@ public struct TopicSubscriber: Codable, Sendable, Equatable {
         self.remark = remark
     }
 
-    enum CodingKeys: String, CodingKey { case url, remark }
+    /// A stored list: an array of `{"url": ..., "remark": ...}` (url required, remark may be
+    /// missing or null); nil when the text is not that. Other keys are ignored.
+    public static func list(json text: String) -> [TopicSubscriber]? {
+        guard case .array(let elements)? = JSONValue.parse(text) else { return nil }
+        var list: [TopicSubscriber] = []
+        for element in elements {
+            guard case .object(let members) = element, case .string(let url)? = members["url"] else { return nil }
+            switch members["remark"] {
+            case nil, .null?: list.append(TopicSubscriber(url: url))
+            case .string(let remark)?: list.append(TopicSubscriber(url: url, remark: remark))
+            default: return nil
+            }
+        }
+        return list
+    }
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        url = try container.decode(String.self, forKey: .url)
-        remark = try container.decodeIfPresent(String.self, forKey: .remark) ?? ""
+    /// The stored form of a list (the kv row's value).
+    public static func json(_ list: [TopicSubscriber]) -> String {
+        "[" + list.map { "{\"url\":\(jsonQuoted($0.url)),\"remark\":\(jsonQuoted($0.remark))}" }.joined(separator: ",") + "]"
     }
 }
 
@@ -37,7 +50,7 @@ public func storeTopicResolver(_ store: any TransactionStore) -> TopicResolver {
             throw DtmError.storage(error)
         }
         guard let value = rows.first(where: { $0.key == name })?.value, !value.isEmpty else { return [] }
-        guard let subscribers = try? JSONDecoder().decode([TopicSubscriber].self, from: Data(value.utf8)) else {
+        guard let subscribers = TopicSubscriber.list(json: value) else {
             throw DtmError.internal("topic \(name): stored subscribers are not valid JSON")
         }
         return subscribers.map(\.url)

@@ -221,9 +221,9 @@ public final class Authenticator: Sendable {
         guard let header = token.split(separator: ".").first else { return nil }
         var base64 = header.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         base64 += String(repeating: "=", count: (4 - base64.utf8.count % 4) % 4)
-        guard let data = Data(base64Encoded: base64),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-        return object["alg"] as? String
+        guard let data = Data(base64Encoded: base64), case .object(let object)? = JSONValue.parse(Array(data)),
+              case .string(let algorithm)? = object["alg"] else { return nil }
+        return algorithm
     }
 
     /// Compares against every token without stopping early; the time taken depends only on

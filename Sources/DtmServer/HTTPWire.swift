@@ -5,89 +5,20 @@ import Foundation
 // records into DTM's response objects (spec 1.6, 8.2). Bad input becomes
 // `DtmError.invalidArgument` with a message naming the field.
 
-/// The trans body of prepare / submit / abort / prepareWorkflow / forceStop /
-/// resetNextCronTime. Every key is optional and may be null (the Python SDK sends null for
-/// unset strings); unknown keys are ignored, as DTM's Go decoding does.
-struct HTTPTransBody: Decodable {
-    var gid = ""
-    var transType = ""
-    var steps: [[String: String]] = []
-    var payloads: [String] = []
-    var queryPrepared = ""
-    var transProtocol = ""
-    var customData = ""
-    var rollbackReason = ""
-    var options = TransOptions()
-    var reqExtra: [String: String] = [:]
-
-    enum Key: String, CodingKey {
-        case gid, steps, payloads, concurrent
-        case transType = "trans_type", queryPrepared = "query_prepared", transProtocol = "protocol"
-        case customData = "custom_data", rollbackReason = "rollback_reason", reqExtra = "req_extra"
-        case waitResult = "wait_result", timeoutToFail = "timeout_to_fail", requestTimeout = "request_timeout"
-        case retryInterval = "retry_interval", branchHeaders = "branch_headers", retryLimit = "retry_limit"
-        case retryCount = "retry_count"
-    }
-
-    init(from decoder: any Decoder) throws {
-        let body = try decoder.container(keyedBy: Key.self)
-        func string(_ key: Key) throws -> String { try body.decodeIfPresent(String.self, forKey: key) ?? "" }
-        func integer(_ key: Key) throws -> Int64 {
-            do {
-                return try body.decodeIfPresent(Int64.self, forKey: key) ?? 0
-            } catch let error as DecodingError {
-                throw error
-            } catch {
-                // Foundation's own error for a fraction or an out-of-range number; it would
-                // surface as "not valid JSON" without the field's name.
-                throw DecodingError.typeMismatch(Int64.self, .init(codingPath: [key], debugDescription: "\(error)"))
-            }
-        }
-        func flag(_ key: Key) throws -> Bool { try body.decodeIfPresent(Bool.self, forKey: key) ?? false }
-        func map(_ key: Key) throws -> [String: String] {
-            try body.decodeIfPresent([String: String?].self, forKey: key)?.mapValues { $0 ?? "" } ?? [:]
-        }
-        gid = try string(.gid)
-        transType = try string(.transType)
-        steps = try body.decodeIfPresent([[String: String?]?].self, forKey: .steps)?
-            .map { ($0 ?? [:]).mapValues { $0 ?? "" } } ?? []
-        payloads = try body.decodeIfPresent([String?].self, forKey: .payloads)?.map { $0 ?? "" } ?? []
-        queryPrepared = try string(.queryPrepared)
-        transProtocol = try string(.transProtocol)
-        customData = try string(.customData)
-        rollbackReason = try string(.rollbackReason)
-        reqExtra = try map(.reqExtra)
-        options = TransOptions(waitResult: try flag(.waitResult), timeoutToFail: try integer(.timeoutToFail),
-                               retryInterval: try integer(.retryInterval), branchHeaders: try map(.branchHeaders),
-                               requestTimeout: try integer(.requestTimeout), retryLimit: try integer(.retryLimit),
-                               concurrent: try flag(.concurrent))
-        _ = try integer(.retryCount)  // DTM's in-memory counter: checked, never used
-    }
-
-    /// The engine's request: gid sanitised as DTM does, payload texts as bytes.
-    var request: TransRequest {
-        TransRequest(gid: dtmEscape(gid), transType: transType, steps: steps, payloads: payloads.map { Array($0.utf8) },
-                     queryPrepared: queryPrepared, transProtocol: transProtocol, customData: customData,
-                     options: options, reqExtra: reqExtra, rollbackReason: rollbackReason)
-    }
-}
-
 extension TransRequest {
-    /// Decodes an HTTP trans body.
-    package init(httpBody bytes: [UInt8]) throws(DtmError) {
-        self = try decodeBody(HTTPTransBody.self, bytes, expecting: "a JSON object").request
+    /// Decodes an HTTP trans body (DtmEngine's JSON reader), the gid sanitised as DTM does.
+    package init<Bytes: RandomAccessCollection<UInt8>>(httpBody bytes: Bytes) throws(DtmError) {
+        self = try TransRequest(jsonBody: bytes)
+        gid = dtmEscape(gid)
     }
 }
 
 extension BranchRegistration {
     /// Decodes the registerBranch body: a flat object whose values are all strings (or null).
-    package init(httpBody bytes: [UInt8]) throws(DtmError) {
-        let map = try decodeBody([String: String?].self, bytes, expecting: "a JSON object whose values are strings")
-            .mapValues { $0 ?? "" }
-        var data = map
+    package init<Bytes: RandomAccessCollection<UInt8>>(httpBody bytes: Bytes) throws(DtmError) {
+        self = try BranchRegistration(jsonBody: bytes)
+        gid = dtmEscape(gid)
         if let status = data["status"] { data["status"] = dtmEscape(status) }
-        self.init(gid: dtmEscape(map["gid"] ?? ""), transType: map["trans_type"] ?? "",
-                  branchID: map["branch_id"] ?? "", data: data)
     }
 }
 
@@ -98,52 +29,6 @@ func dtmEscape(_ text: String) -> String {
     var kept = String.UnicodeScalarView()
     kept.append(contentsOf: text.unicodeScalars.filter { !removed($0) })
     return String(kept)
-}
-
-/// Decodes a JSON body; any problem becomes a message naming the field at fault.
-func decodeBody<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], expecting: String) throws(DtmError) -> T {
-    if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
-        throw DtmError.invalidArgument("request body: empty; expected \(expecting)")
-    }
-    do {
-        return try JSONDecoder().decode(type, from: Data(bytes))
-    } catch let error as DecodingError {
-        throw DtmError.invalidArgument(describe(error, expecting: expecting))
-    } catch {
-        throw DtmError.invalidArgument("request body: \(error)")
-    }
-}
-
-private func describe(_ error: DecodingError, expecting: String) -> String {
-    func path(_ codingPath: [any CodingKey]) -> String {
-        var text = ""
-        for key in codingPath {
-            if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
-        }
-        return text
-    }
-    switch error {
-    case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
-        if context.codingPath.isEmpty { return "request body: expected \(expecting)" }
-        return "\(path(context.codingPath)): expected \(describe(type))"
-    case .keyNotFound(let key, let context):
-        return "\(path(context.codingPath + [key])): missing"
-    case .dataCorrupted(let context):
-        if context.codingPath.isEmpty { return "request body: not valid JSON (\(context.debugDescription))" }
-        return "\(path(context.codingPath)): \(context.debugDescription)"
-    @unknown default:
-        return "request body: \(error)"
-    }
-}
-
-private func describe(_ type: Any.Type) -> String {
-    switch type {
-    case is String.Type, is String?.Type: "a string"
-    case is Int64.Type: "a whole number"
-    case is Bool.Type: "true or false"
-    case is [Any].Type, is [String?].Type, is [[String: String?]?].Type: "an array"
-    default: "an object"
-    }
 }
 
 // MARK: - Response objects

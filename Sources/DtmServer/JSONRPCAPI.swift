@@ -60,15 +60,54 @@ enum JSONRPC {
         return request["id"]?.integer.map(JSONText.int)
     }
 
+    /// A request body: the envelope's members as values, but `params` as the bytes it spans
+    /// in the body (the typed request readers take them from there: no tree, no re-encoding).
+    enum Envelope {
+        case notJSON
+        case notObject
+        case object(members: [String: JSONValue], params: Range<Int>?)
+    }
+
+    static func envelope(_ body: UnsafeBufferPointer<UInt8>) -> Envelope {
+        var reader = JSONReader(body)
+        do throws(JSONError) {
+            guard try reader.peek() == .object else {
+                _ = try reader.value()
+                try reader.end()
+                return .notObject
+            }
+            var members: [String: JSONValue] = [:]
+            var params: Range<Int>?
+            var more = try reader.enterObject()
+            while more {
+                let key = try reader.key()
+                if key == "params" {
+                    params = try reader.rawValue()
+                } else {
+                    members[key] = try reader.value(depth: 1)
+                }
+                more = try reader.objectContinues()
+            }
+            try reader.end()
+            return .object(members: members, params: params)
+        } catch {
+            return .notJSON
+        }
+    }
+
     /// The response to one request body.
     /// `principal` is the authenticated client: a JWT's gid prefix limits it as on the HTTP API.
     static func answer(_ body: [UInt8], api: DtmHTTPAPI, principal: Principal = .unrestricted) async
         -> (HTTPResponse.Status, String) {
-        guard let parsed = JSONValue.parse(String(decoding: body, as: UTF8.self)) else {
+        let request: [String: JSONValue]
+        let paramsRange: Range<Int>?
+        switch body.withUnsafeBufferPointer(envelope) {
+        case .notJSON:
             return respond(id: .null, .failure(Failure(.parseError, "Parse error: the body is not JSON")))
-        }
-        guard case .object(let request) = parsed else {
+        case .notObject:
             return respond(id: .null, .failure(Failure(.invalidRequest, "Invalid Request: expected a JSON object (batches are not supported)")))
+        case .object(let members, let params):
+            (request, paramsRange) = (members, params)
         }
         guard request["jsonrpc"] == .string("2.0"), let id = requestID(of: request) else {
             return respond(id: requestID(of: request) ?? .null, .failure(Failure(
@@ -77,7 +116,7 @@ enum JSONRPC {
         guard case .string(let method)? = request["method"] else {
             return respond(id: id, .failure(Failure(.invalidRequest, #"Invalid Request: "method" must be a string"#)))
         }
-        let params = request["params"] ?? .null
+        let params = paramsRange.map { body[$0] } ?? ArraySlice("null".utf8)
         let result: Result<JSONText, Failure>
         do throws(DtmError) {
             switch method {
@@ -93,12 +132,12 @@ enum JSONRPC {
                 try await api.engine.abort(trans(params, principal))
                 result = .success(.null)
             case "registerBranch":
-                let registration = try BranchRegistration(httpBody: params.bytes)
+                let registration = try BranchRegistration(httpBody: params)
                 try principal.permit(gid: registration.gid)
                 try await api.engine.registerBranch(registration)
                 result = .success(.null)
             case "query":
-                guard case .object(let members) = params, case .string(let gid)? = members["gid"] else {
+                guard case .object(let members)? = JSONValue.parse(Array(params)), case .string(let gid)? = members["gid"] else {
                     throw DtmError.invalidArgument(#"params: expected {"gid": "..."}"#)
                 }
                 try principal.permit(gid: gid)
@@ -115,8 +154,8 @@ enum JSONRPC {
     }
 
     /// The trans body in `params`, refused when its gid is outside the client's prefix.
-    private static func trans(_ params: JSONValue, _ principal: Principal) throws(DtmError) -> TransRequest {
-        let request = try TransRequest(httpBody: params.bytes)
+    private static func trans(_ params: ArraySlice<UInt8>, _ principal: Principal) throws(DtmError) -> TransRequest {
+        let request = try TransRequest(httpBody: params)
         try principal.permit(gid: request.gid)
         return request
     }
@@ -143,25 +182,5 @@ extension DtmHTTPAPI {
             if status == .serviceUnavailable { headers[.retryAfter] = "1" }
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         })
-    }
-}
-
-extension JSONValue {
-    /// Written back as JSON text (the params of a request go on to the HTTP API's decoders);
-    /// whole numbers as integers, object members sorted.
-    var bytes: [UInt8] { Array(text.utf8) }
-
-    var text: String {
-        switch self {
-        case .null: return "null"
-        case .bool(let value): return value ? "true" : "false"
-        case .number(let value):
-            return integer.map(String.init) ?? "\(value)"
-        case .string(let value): return jsonQuoted(value)
-        case .array(let elements): return "[" + elements.map(\.text).joined(separator: ",") + "]"
-        case .object(let members):
-            return "{" + members.sorted { $0.key < $1.key }.map { jsonQuoted($0.key) + ":" + $0.value.text }
-                .joined(separator: ",") + "}"
-        }
     }
 }

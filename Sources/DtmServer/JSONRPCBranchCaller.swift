@@ -40,7 +40,7 @@ struct JSONRPCBranchCaller: BranchCaller {
         let method = URLComponents(string: call.url)?.queryItems?.first { $0.name == "method" }?.value ?? ""
         var params: [String: JSONValue] = [:]
         if !call.payload.isEmpty {
-            guard case .object(let members)? = JSONValue.parse(String(decoding: call.payload, as: UTF8.self)) else {
+            guard case .object(let members)? = JSONValue.parse(call.payload) else {
                 return .failure(Problem(message: "json-rpc branch \(call.branchID)/\(call.op.rawValue): "
                     + "the payload must be a JSON object (it becomes the JSON-RPC params)"))
             }
@@ -52,7 +52,7 @@ struct JSONRPCBranchCaller: BranchCaller {
         params["op"] = .string(call.op.rawValue)
         let request: JSONValue = .object(["id": .string(id), "jsonrpc": .string("2.0"), "method": .string(method),
                                           "params": .object(params)])
-        return .success(request.bytes)
+        return .success(Array(request.text.utf8))
     }
 
     /// DTM's reading of a JSON-RPC branch answer.

@@ -86,9 +86,7 @@ public struct TopicRegistry: Sendable {
             } catch {
                 throw DtmError.storage(error)
             }
-            let value = JSONText.array(try change(try row.map(Self.subscribers)).map {
-                .object([("url", .string($0.url)), ("remark", .string($0.remark))])
-            }).text
+            let value = TopicSubscriber.json(try change(try row.map(Self.subscribers)))
             do {
                 if let row {
                     try await store.updateKV(cat: Self.category, key: topic, value: value,
@@ -108,7 +106,7 @@ public struct TopicRegistry: Sendable {
 
     private static func subscribers(_ row: KVRecord) throws(DtmError) -> [TopicSubscriber] {
         if row.value.isEmpty { return [] }
-        guard let list = try? JSONDecoder().decode([TopicSubscriber].self, from: Data(row.value.utf8)) else {
+        guard let list = TopicSubscriber.list(json: row.value) else {
             throw DtmError.internal("topic \(row.key): stored subscribers are not valid JSON")
         }
         return list

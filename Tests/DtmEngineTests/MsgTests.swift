@@ -8,7 +8,7 @@ private let s = BranchStatus.succeed
 @Suite("Msg processing (spec 3.5, DTM msg tests)")
 struct MsgTests {
     private func subscribe(_ h: Harness, _ topic: String, _ urls: [String]) async throws {
-        let value = String(decoding: try JSONEncoder().encode(urls.map { TopicSubscriber(url: $0) }), as: UTF8.self)
+        let value = TopicSubscriber.json(urls.map { TopicSubscriber(url: $0) })
         try await h.store.createKV(cat: "topics", key: topic, value: value, now: h.clock.now())
     }
 

@@ -20,21 +20,71 @@ let requestBytes = request.encode()
 /// The HTTP API's body of the same saga (payloads as JSON text, as the HTTP SDKs send them).
 let httpBody = Array(#"{"gid":"bench-micro-1","trans_type":"saga","steps":\#(stepsJSON),"payloads":["{\"amount\":30}","{\"amount\":30}"],"custom_data":"","wait_result":false}"#.utf8)
 
-/// The shape DtmServer's HTTPTransBody decodes, with the same decoder (Foundation's
-/// JSONDecoder); HTTPTransBody itself is internal to DtmServer, which this package does not
-/// build (it would pull in Hummingbird, postgres-nio and the rest).
-struct HTTPSagaBody: Decodable {
-    var gid: String?
-    var transType: String?
-    var steps: [[String: String?]?]?
-    var payloads: [String?]?
-    var customData: String?
-    var waitResult: Bool?
+/// A TCC registerBranch body and a msg prepare body (with query_prepared), as dtmcli sends them.
+let tccBranchBody = Array(#"{"branch_id":"01","confirm":"http://localhost:8081/api/busi/TransOutConfirm","cancel":"http://localhost:8081/api/busi/TransOutCancel","data":"{\"amount\":30}","gid":"bench-micro-tcc","trans_type":"tcc","op":"try"}"#.utf8)
+let msgPrepareBody = Array(#"{"gid":"bench-micro-msg","trans_type":"msg","steps":[{"action":"http://localhost:8081/api/busi/TransOut"},{"action":"http://localhost:8081/api/busi/TransIn"}],"payloads":["{\"amount\":30}","{\"amount\":30}"],"query_prepared":"http://localhost:8081/api/busi/QueryPrepared","custom_data":"","wait_result":false,"timeout_to_fail":0,"request_timeout":0,"retry_interval":0,"branch_headers":{},"concurrent":false}"#.utf8)
 
-    enum CodingKeys: String, CodingKey {
-        case gid, steps, payloads
-        case transType = "trans_type", customData = "custom_data", waitResult = "wait_result"
+/// The decision's "before": DtmServer's former HTTPTransBody, Foundation's JSONDecoder with a
+/// Decodable that reads every key optionally (null allowed), as it was until the JSONReader
+/// replaced it (DtmServer is not built by this package).
+struct FoundationTransBody: Decodable {
+    var request = TransRequest(gid: "", transType: "")
+
+    enum Key: String, CodingKey {
+        case gid, steps, payloads, concurrent
+        case transType = "trans_type", queryPrepared = "query_prepared", transProtocol = "protocol"
+        case customData = "custom_data", rollbackReason = "rollback_reason", reqExtra = "req_extra"
+        case waitResult = "wait_result", timeoutToFail = "timeout_to_fail", requestTimeout = "request_timeout"
+        case retryInterval = "retry_interval", branchHeaders = "branch_headers", retryLimit = "retry_limit"
     }
+
+    init(from decoder: any Decoder) throws {
+        let body = try decoder.container(keyedBy: Key.self)
+        func string(_ key: Key) throws -> String { try body.decodeIfPresent(String.self, forKey: key) ?? "" }
+        func integer(_ key: Key) throws -> Int64 { try body.decodeIfPresent(Int64.self, forKey: key) ?? 0 }
+        func flag(_ key: Key) throws -> Bool { try body.decodeIfPresent(Bool.self, forKey: key) ?? false }
+        func map(_ key: Key) throws -> [String: String] {
+            try body.decodeIfPresent([String: String?].self, forKey: key)?.mapValues { $0 ?? "" } ?? [:]
+        }
+        request.gid = try string(.gid)
+        request.transType = try string(.transType)
+        request.steps = try body.decodeIfPresent([[String: String?]?].self, forKey: .steps)?
+            .map { ($0 ?? [:]).mapValues { $0 ?? "" } } ?? []
+        request.payloads = try body.decodeIfPresent([String?].self, forKey: .payloads)?.map { Array(($0 ?? "").utf8) } ?? []
+        request.queryPrepared = try string(.queryPrepared)
+        request.transProtocol = try string(.transProtocol)
+        request.customData = try string(.customData)
+        request.rollbackReason = try string(.rollbackReason)
+        request.reqExtra = try map(.reqExtra)
+        request.options = TransOptions(waitResult: try flag(.waitResult), timeoutToFail: try integer(.timeoutToFail),
+                                       retryInterval: try integer(.retryInterval), branchHeaders: try map(.branchHeaders),
+                                       requestTimeout: try integer(.requestTimeout), retryLimit: try integer(.retryLimit),
+                                       concurrent: try flag(.concurrent))
+    }
+}
+
+/// The middle candidate: the whole body as a JSONValue tree, then a typed mapping of the tree.
+func treeRequest(_ body: [UInt8]) -> TransRequest? {
+    guard case .object(let members)? = JSONValue.parse(body) else { return nil }
+    var request = TransRequest(gid: "", transType: "")
+    func string(_ key: String) -> String { if case .string(let value)? = members[key] { value } else { "" } }
+    request.gid = string("gid")
+    request.transType = string("trans_type")
+    request.queryPrepared = string("query_prepared")
+    request.transProtocol = string("protocol")
+    request.customData = string("custom_data")
+    if case .array(let steps)? = members["steps"] {
+        request.steps = steps.map { step in
+            guard case .object(let map) = step else { return [:] }
+            return map.compactMapValues { if case .string(let value) = $0 { value } else { nil } }
+        }
+    }
+    if case .array(let payloads)? = members["payloads"] {
+        request.payloads = payloads.map { if case .string(let value) = $0 { Array(value.utf8) } else { [] } }
+    }
+    if case .bool(let flag)? = members["wait_result"] { request.options.waitResult = flag }
+    if let value = members["timeout_to_fail"]?.integer { request.options.timeoutToFail = value }
+    return request
 }
 
 func storedSaga(gid: String, now: Date, actionsDone: Int) -> (GlobalTransaction, [BranchRecord]) {
@@ -74,9 +124,39 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("HTTP JSON body decode (JSONDecoder, 2-step saga)") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(try JSONDecoder().decode(HTTPSagaBody.self, from: Data(httpBody)))
+    // Issue 13's decision: one JSON decoder for requests. Each body through each candidate.
+    let bodies: [(name: String, bytes: [UInt8])] = [
+        ("2-step saga submit", httpBody), ("msg prepare, query_prepared", msgPrepareBody), ("TCC registerBranch", tccBranchBody),
+    ]
+    for (name, body) in bodies {
+        let registration = name.hasPrefix("TCC")
+        Benchmark("JSON body, Foundation JSONDecoder: \(name)") { benchmark in
+            for _ in benchmark.scaledIterations {
+                if registration {
+                    blackHole(try JSONDecoder().decode([String: String?].self, from: Data(body)))
+                } else {
+                    blackHole(try JSONDecoder().decode(FoundationTransBody.self, from: Data(body)).request)
+                }
+            }
+        }
+        Benchmark("JSON body, JSONValue tree + mapping: \(name)") { benchmark in
+            for _ in benchmark.scaledIterations {
+                if registration {
+                    guard case .object(let members)? = JSONValue.parse(body) else { continue }
+                    blackHole(members.compactMapValues { if case .string(let value) = $0 { value } else { nil } })
+                } else {
+                    blackHole(treeRequest(body))
+                }
+            }
+        }
+        Benchmark("JSON body, JSONReader typed (the one): \(name)") { benchmark in
+            for _ in benchmark.scaledIterations {
+                if registration {
+                    blackHole(try BranchRegistration(jsonBody: body))
+                } else {
+                    blackHole(try TransRequest(jsonBody: body))
+                }
+            }
         }
     }
 
