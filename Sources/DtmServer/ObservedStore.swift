@@ -27,6 +27,8 @@ struct ObservedStore: TransactionStore {
 
     private func logChange(_ gid: String, model: TransType, from: String, to: GlobalStatus, reason: String?) {
         metrics.statusChanged(model: model, from: from, to: to)
+        // Two changes per saga: at the usual warning level the line is not built at all.
+        guard logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = ["gid": Redaction.logValue(gid), "trans_type": "\(model.rawValue)",
                                          "from": "\(from)", "status": "\(to.rawValue)"]
         if let reason, !reason.isEmpty { metadata["reason"] = Redaction.logValue(reason) }
