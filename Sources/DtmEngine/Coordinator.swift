@@ -15,7 +15,7 @@ public struct ScheduledPass: Sendable {
     }
 }
 
-/// Receives transactions to process in the background, e.g. `{ await cron.enqueue($0) }`.
+/// Receives transactions to process in the background, e.g. `{ cron.enqueue($0) }`.
 /// It should return quickly: the request waits for it.
 public typealias PassScheduler = @Sendable (ScheduledPass) async -> Void
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// What the cron reports to whoever runs it (logs, metrics, tests).
 public enum CronEvent: Sendable {
@@ -32,6 +33,9 @@ public actor CronLoop {
     /// Where passes run (nil: the global concurrent executor).
     private let passExecutor: (@Sendable () -> (any TaskExecutor)?)?
 
+    /// What other tasks hand to the loop without waiting for the actor: requests' passes and
+    /// ends of passes `run()` started. `run()` takes them in batches, woken once per batch.
+    private nonisolated let inbox = CronInbox()
     private var ready: [ScheduledPass] = []
     /// Index of the next pass to take from `ready`.
     private var readyHead = 0
@@ -40,7 +44,6 @@ public actor CronLoop {
     private var gidWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     /// The gids being driven and when their lease ends (renewed ahead of time while they run).
     private var running: [String: Date] = [:]
-    private var signal: AsyncStream<Void>.Continuation?
     private var sleeperArmed = false
     private var pollRequested = false
     /// Set by `drain()`: `run()` starts and claims nothing more and returns once no pass runs.
@@ -71,9 +74,21 @@ public actor CronLoop {
     private var config: EngineConfig { driver.config }
 
     /// Hands over a transaction a request just stored or moved; `run()` starts it at once.
-    public func enqueue(_ pass: ScheduledPass) {
-        ready.append(pass)
-        signal?.yield()
+    /// Returns at once: the request does not wait for the loop.
+    public nonisolated func enqueue(_ pass: ScheduledPass) {
+        inbox.add(pass: pass)
+    }
+
+    /// Moves what the inbox holds into the loop's state.
+    private func takeInbox() {
+        let (passes, ended) = inbox.take()
+        ready += passes
+        for gid in ended { finished(gid) }
+    }
+
+    /// Wakes `run()` (it takes the inbox when it looks next).
+    private nonisolated func signal() {
+        inbox.signal()
     }
 
     /// Graceful stop: `run()` starts no more passes and claims nothing, and returns once the
@@ -82,19 +97,20 @@ public actor CronLoop {
     /// `run()` to stop at once.
     public func drain() {
         draining = true
-        signal?.yield()
+        signal()
     }
 
     /// Makes `run()` poll the store now instead of finishing its sleep.
     public func wake() {
         pollRequested = true
-        signal?.yield()
+        signal()
     }
 
     /// How much work this loop holds now (for metrics).
     public func depths() -> CronDepths {
-        CronDepths(ready: ready.count - readyHead, blocked: blocked.values.reduce(0) { $0 + $1.count },
-                   running: running.count)
+        let handed = inbox.handedCount
+        return CronDepths(ready: ready.count - readyHead + handed, blocked: blocked.values.reduce(0) { $0 + $1.count },
+                          running: running.count)
     }
 
     /// Seconds `run()` sleeps when nothing was due: TransCronInterval minus jitter.
@@ -106,6 +122,7 @@ public actor CronLoop {
     /// `maxConcurrent`), each gid once, processed concurrently. Returns the reports in
     /// completion order. For tests and simple embeddings; a server calls `run()` instead.
     public func runOnce() async -> [PassReport] {
+        takeInbox()
         let handedOver = Array(ready[readyHead...]) + blocked.values.joined()
         ready = []
         readyHead = 0
@@ -135,7 +152,7 @@ public actor CronLoop {
     /// capacity, and after an empty claim sleeps a jittered TransCronInterval (or until woken).
     public func run() async {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        signal = continuation
+        inbox.open(continuation)
         pollRequested = true
         var wakeups = stream.makeAsyncIterator()
         await withDiscardingTaskGroup { group in
@@ -151,6 +168,7 @@ public actor CronLoop {
                 }
             }
             while !Task.isCancelled {
+                takeInbox()
                 if draining {
                     if running.isEmpty { break }
                     guard await wakeups.next(isolation: self) != nil else { break }
@@ -184,8 +202,10 @@ public actor CronLoop {
             }
             group.cancelAll()
         }
+        inbox.open(nil)
+        // Ends of the passes that ran until the group ended.
+        takeInbox()
         continuation.finish()
-        signal = nil
         sleeperArmed = false
         draining = false
     }
@@ -242,10 +262,19 @@ public actor CronLoop {
 
     private func start(_ pass: ScheduledPass, in group: inout DiscardingTaskGroup) {
         running[pass.global.gid] = pass.global.nextCronTime
-        let driver = self.driver
-        group.addTask(executorPreference: passExecutor?()) {
+        group.addTask(executorPreference: passExecutor?(),
+                      operation: Self.passTask(pass, driver: driver, inbox: inbox, onEvent: onEvent))
+    }
+
+    /// The body of a pass `run()` starts. Not isolated to the loop: the pass ends by telling
+    /// the inbox, without waiting for the actor.
+    private nonisolated static func passTask(_ pass: ScheduledPass, driver: TransactionDriver, inbox: CronInbox,
+                                             onEvent: (@Sendable (CronEvent) async -> Void)?)
+        -> @Sendable () async -> Void {
+        {
             let report = await driver.process(pass.global, branches: pass.branches)
-            await self.finished(report)
+            await onEvent?(.passFinished(report))
+            inbox.add(ended: pass.global.gid)
         }
     }
 
@@ -259,16 +288,16 @@ public actor CronLoop {
         }
         running[gid] = pass.global.nextCronTime
         let report = await driver.process(pass.global, branches: pass.branches)
-        await finished(report)
+        finished(gid)
+        signal()
+        await onEvent?(.passFinished(report))
         return report
     }
 
-    private func finished(_ report: PassReport) async {
-        running[report.global.gid] = nil
-        for waiter in gidWaiters.removeValue(forKey: report.global.gid) ?? [] { waiter.resume() }
-        if let waiting = blocked.removeValue(forKey: report.global.gid) { ready += waiting }
-        signal?.yield()
-        await onEvent?(.passFinished(report))
+    private func finished(_ gid: String) {
+        running[gid] = nil
+        for waiter in gidWaiters.removeValue(forKey: gid) ?? [] { waiter.resume() }
+        if let waiting = blocked.removeValue(forKey: gid) { ready += waiting }
     }
 
     private func sleeperFired() {
@@ -287,5 +316,66 @@ public actor CronLoop {
             await onEvent?(.claimFailed(error))
             return []
         }
+    }
+}
+
+/// What tasks hand to a `CronLoop` without waiting for the actor: passes requests hand over and
+/// ends of passes `run()` started. `run()` takes them in batches and is woken once per batch.
+final class CronInbox: Sendable {
+    private struct State {
+        var passes: [ScheduledPass] = []
+        /// Gids whose pass (started by `run()`) ended.
+        var ended: [String] = []
+        /// Wakes `run()`; nil while it does not run.
+        var signal: AsyncStream<Void>.Continuation?
+        /// Whether the next item must wake `run()`: once woken, further items ride along until
+        /// it takes the inbox.
+        var armed = true
+
+        mutating func wakeOnce() -> AsyncStream<Void>.Continuation? {
+            guard armed, let signal else { return nil }
+            armed = false
+            return signal
+        }
+    }
+
+    private let state = Mutex(State())
+
+    func add(pass: ScheduledPass) {
+        state.withLock { state in
+            state.passes.append(pass)
+            return state.wakeOnce()
+        }?.yield()
+    }
+
+    func add(ended gid: String) {
+        state.withLock { state in
+            state.ended.append(gid)
+            return state.wakeOnce()
+        }?.yield()
+    }
+
+    /// Everything handed over since the last call; the next item wakes `run()` again.
+    func take() -> (passes: [ScheduledPass], ended: [String]) {
+        state.withLock { state in
+            state.armed = true
+            defer { (state.passes, state.ended) = ([], []) }
+            return (state.passes, state.ended)
+        }
+    }
+
+    var handedCount: Int { state.withLock { $0.passes.count } }
+
+    /// Sets (or with nil, clears) how `run()` is woken.
+    func open(_ signal: AsyncStream<Void>.Continuation?) {
+        state.withLock {
+            $0.signal = signal
+            $0.armed = true
+        }
+    }
+
+    /// Wakes `run()` now.
+    func signal() {
+        state.withLock { $0.signal }?.yield()
     }
 }

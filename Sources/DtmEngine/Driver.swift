@@ -31,18 +31,6 @@ public struct PassReport: Sendable {
     }
 }
 
-/// What a pass waits for: a call's answer or its deadline.
-enum PassEvent: Sendable {
-    case answer(BranchCall, BranchResult, CallTiming)
-    case deadline
-}
-
-/// When a call started (wall clock) and how long it took (monotonic clock).
-struct CallTiming: Sendable {
-    var start: Date
-    var duration: Duration
-}
-
 /// One branch call's answer.
 public struct BranchAnswer: Sendable, Equatable {
     public var call: BranchCall
@@ -122,15 +110,14 @@ public struct TransactionDriver: Sendable {
             return report
         }
         var pass = Pass(driver: self, report: report, now: clock.now())
-        let processor = DtmEngine.processor(for: global.transType)
-        let deadline = passDeadline(for: report.global)
+        var processor = DtmEngine.processor(for: pass.state)
+        let (caller, clock) = (self.caller, self.clock)
+        let inbox = PassInbox()
+        // Registered with the deadline sweeper when the pass first waits for a call.
+        var deadline: Int?
+        let passEnd = ContinuousClock.now + passDeadline(for: pass.state.global)
 
-        await withTaskGroup(of: PassEvent.self) { group in
-            // The pass deadline arrives as an event like a call's answer.
-            group.addTask {
-                try? await Task.sleep(for: deadline)
-                return .deadline
-            }
+        await withDiscardingTaskGroup { group in
             var decisions = 0
             loop: while decisions < Self.maxDecisions && !Task.isCancelled {
                 decisions += 1
@@ -139,7 +126,7 @@ public struct TransactionDriver: Sendable {
                 // Fan-out bound: a launch beyond `maxCallsInFlight` starts what fits; the rest is
                 // decided again once calls end (the processor never relaunches a running call).
                 if case .launch(let calls) = decision {
-                    let room = config.maxCallsInFlight - pass.state.memory.inFlight.count
+                    let room = config.maxCallsInFlight - pass.state.memory.callsInFlight
                     decision = room > 0 ? .launch(Array(calls.prefix(room))) : .awaitResult
                 }
                 switch decision {
@@ -149,23 +136,30 @@ public struct TransactionDriver: Sendable {
                     for call in calls {
                         pass.state.memory.launched(call.key)
                         pass.report.calls.append(call)
-                        group.addTask {
+                        // Started at once in this task up to its first wait (no hop to start
+                        // it); its answer comes back through the inbox.
+                        group.addCall {
                             let start = clock.now(), began = ContinuousClock.now
-                            let result = await self.invoke(call, of: current)
-                            return .answer(call, result, CallTiming(start: start, duration: .now - began))
+                            let result = call.url.isEmpty ? BranchResult.success : await caller.call(call, of: current)
+                            inbox.post(.answer(call, result, CallTiming(start: start, duration: .now - began)))
                         }
                     }
                 case .awaitResult:
-                    guard !pass.state.memory.inFlight.isEmpty else { break loop }
+                    guard pass.state.memory.hasCallsInFlight else { break loop }
+                    if deadline == nil { deadline = PassDeadlines.shared.add(inbox, deadline: passEnd) }
                     // A pass cancelled by shutdown drops the answer it was waiting for: a call cut
                     // short is not the branch's error and must not double the retry interval.
-                    guard case .answer(let call, let result, let timing)? = await group.next(), !Task.isCancelled else {
+                    guard case .answer(let call, let result, let timing) = await inbox.next(), !Task.isCancelled else {
                         if !Task.isCancelled { pass.report.deadlineExceeded = true }
                         break loop
                     }
                     guard await pass.record(result, of: call, timing: timing) else { break loop }
                 case .transition(let status, let reason):
                     guard await pass.transition(to: status, reason: reason) else { break loop }
+                    if pass.rowsReloaded {
+                        pass.rowsReloaded = false
+                        processor = DtmEngine.processor(for: pass.state)
+                    }
                 case .postpone(let time):
                     pass.schedule.postpone(until: time, now: clock.now())
                     break loop
@@ -173,10 +167,11 @@ public struct TransactionDriver: Sendable {
                     break loop
                 }
             }
-            // Calls still running after a lost race, the deadline or a cancellation (and the
-            // deadline timer itself): their answers no longer matter.
+            // Calls still running after a lost race, the deadline or a cancellation: their
+            // answers no longer matter.
             group.cancelAll()
         }
+        if let deadline { PassDeadlines.shared.remove(deadline) }
         await pass.touchCron()
         pass.report.global = pass.state.global
         pass.report.branches = pass.state.branches
@@ -186,12 +181,6 @@ public struct TransactionDriver: Sendable {
     static func retryCount(_ interval: Int64, reset: Int64) -> Int64 {
         let ratio = reset > 0 ? interval / reset : 0
         return ratio > 0 ? Int64(log2(Double(ratio)).rounded(.down)) : 0
-    }
-
-    /// An empty URL succeeds without a call (spec 3.4 / 4.1).
-    private func invoke(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
-        if call.url.isEmpty { return .success }
-        return await caller.call(call, of: global)
     }
 }
 
@@ -212,14 +201,23 @@ private struct Pass {
     /// a request leased it), then from its own renewals. The cron renews leases of running passes
     /// too, without telling the pass: this is a lower bound.
     var leaseUntil: Date
+    /// The owner found at the pass start; every write requires it unchanged.
+    private let fence: String
+    /// Set when `transition` replaced `state.branches` with a fresh read (the processor's view
+    /// of the rows must be derived again).
+    var rowsReloaded = false
 
     init(driver: TransactionDriver, report: PassReport, now: Date) {
         let global = report.global
         self.driver = driver
         self.report = report
+        fence = global.owner
         leaseUntil = global.nextCronTime
         state = PassState(global: global, branches: report.branches, memory: PassMemory(startedAt: now),
                           now: now, config: driver.config)
+        // The report gets the rows back at the end; sharing them meanwhile would copy every row
+        // at the first branch result.
+        self.report.branches = []
         schedule = CronSchedule(
             interval: global.nextCronInterval > 0 ? global.nextCronInterval : global.resetInterval(driver.config),
             passStart: now)
@@ -227,8 +225,6 @@ private struct Pass {
 
     private var gid: String { state.global.gid }
     private var config: EngineConfig { driver.config }
-    /// The owner found at the pass start; every write requires it unchanged.
-    private var fence: String { report.global.owner }
 
     /// Applies a call's answer (spec 4.2); false when the branch write lost its race or failed.
     mutating func record(_ result: BranchResult, of call: BranchCall, timing: CallTiming) async -> Bool {
@@ -253,7 +249,10 @@ private struct Pass {
         // last result of a pass thus shares its commit with the final status.
         let update = BranchUpdate(branchID: call.branchID, op: call.op, status: status, finishTime: now)
         pending.append(update)
-        state.branches.apply([update], now: now)
+        for index in state.branches.indices
+        where state.branches[index].branchID == update.branchID && state.branches[index].op == update.op {
+            state.branches[index].apply(update, now: now)
+        }
         return true
     }
 
@@ -320,6 +319,7 @@ private struct Pass {
             guard await write({ () async throws(StoreError) in rows = try await store.findBranches(gid: gid) })
             else { return false }
             state.branches = rows
+            rowsReloaded = true
         }
         return true
     }
@@ -353,6 +353,18 @@ private struct Pass {
         } catch {
             report.storeError = error
             return false
+        }
+    }
+}
+
+extension DiscardingTaskGroup {
+    /// Adds a branch call that starts running at once in the calling task, up to its first
+    /// suspension (where the runtime allows it), instead of being enqueued to start later.
+    mutating func addCall(_ operation: sending @escaping @Sendable () async -> Void) {
+        if #available(macOS 26.0, *) {
+            addImmediateTask(operation: operation)
+        } else {
+            addTask(operation: operation)
         }
     }
 }

@@ -24,7 +24,7 @@ public struct MsgProcessor: TransactionProcessor {
         guard state.global.isTimedOut(at: state.now, state.config) else { return .done }
         let call = Self.backCheck(state)
         guard state.memory.wasLaunched(call.key) else { return .launch([call]) }
-        switch state.memory.results[call.key] {
+        switch state.memory.result(of: call.key) {
         case nil: return .awaitResult
         case .success: return .transition(to: .submitted)
         case .failure: return .transition(to: .failed)
@@ -44,7 +44,7 @@ public struct MsgProcessor: TransactionProcessor {
         }
         let calls = pending.filter { !state.memory.wasLaunched($0.key) }.map(state.call(for:))
         if !calls.isEmpty { return .launch(calls) }
-        if !state.memory.inFlight.isEmpty { return .awaitResult }
+        if state.memory.hasCallsInFlight { return .awaitResult }
         return pending.isEmpty ? .transition(to: .succeed) : .done
     }
 }

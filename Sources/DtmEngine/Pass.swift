@@ -5,37 +5,78 @@ import Foundation
 /// crash loses nothing the processors need (they recompute from the store).
 public struct PassMemory: Sendable, Equatable {
     public var startedAt: Date
-    /// How many times each call was launched in this pass.
-    public var launches: [CallKey: Int] = [:]
-    public var inFlight: Set<CallKey> = []
-    /// The latest result of each finished call.
-    public var results: [CallKey: BranchResult] = [:]
     /// Saga: rollback reason of an action that returned FAILURE in this pass.
     public var rollbackReason: String?
+    /// Each call launched in this pass, in the order of its first launch. A pass makes a few
+    /// calls: they are found by a scan, and through `index` once there are more.
+    private var calls: [CallMemory] = []
+    private var index: [CallKey: Int] = [:]
+    /// Calls launched and not finished.
+    public private(set) var callsInFlight = 0
+
+    private struct CallMemory: Sendable, Equatable {
+        var key: CallKey
+        /// How many times the call was launched in this pass.
+        var launches: Int
+        var running: Bool
+        /// The latest result, once it finished.
+        var result: BranchResult?
+    }
+
+    /// Calls beyond which `index` is kept.
+    private static let scanned = 8
 
     public init(startedAt: Date) {
         self.startedAt = startedAt
     }
 
-    public func wasLaunched(_ key: CallKey) -> Bool { launches[key] != nil }
+    private func position(_ key: CallKey) -> Int? {
+        calls.count <= Self.scanned ? calls.firstIndex { $0.key == key } : index[key]
+    }
+
+    public func wasLaunched(_ key: CallKey) -> Bool { position(key) != nil }
+
+    /// Whether any call launched in this pass has not finished.
+    public var hasCallsInFlight: Bool { callsInFlight > 0 }
+
+    /// The latest result of a finished call of this pass.
+    public func result(of key: CallKey) -> BranchResult? {
+        position(key).flatMap { calls[$0].result }
+    }
 
     /// Launched, finished and not successful (ONGOING, error, or a retried FAILURE).
     public func endedUnsuccessfully(_ key: CallKey) -> Bool {
-        guard !inFlight.contains(key), let result = results[key] else { return false }
+        guard let position = position(key), !calls[position].running, let result = calls[position].result else {
+            return false
+        }
         return !result.isSuccess
     }
 
     /// Launches beyond the first of each call: saga retry_limit spends these.
-    public var relaunches: Int { launches.values.reduce(0) { $0 + max(0, $1 - 1) } }
+    public var relaunches: Int { calls.reduce(0) { $0 + max(0, $1.launches - 1) } }
 
     public mutating func launched(_ key: CallKey) {
-        launches[key, default: 0] += 1
-        inFlight.insert(key)
+        if let position = position(key) {
+            calls[position].launches += 1
+            if !calls[position].running { callsInFlight += 1 }
+            calls[position].running = true
+            return
+        }
+        if calls.isEmpty { calls.reserveCapacity(4) }
+        calls.append(CallMemory(key: key, launches: 1, running: true))
+        callsInFlight += 1
+        if calls.count == Self.scanned + 1 {
+            for (position, call) in calls.enumerated() { index[call.key] = position }
+        } else if calls.count > Self.scanned + 1 {
+            index[key] = calls.count - 1
+        }
     }
 
     public mutating func finished(_ key: CallKey, with result: BranchResult) {
-        inFlight.remove(key)
-        results[key] = result
+        guard let position = position(key) else { return }
+        if calls[position].running { callsInFlight -= 1 }
+        calls[position].running = false
+        calls[position].result = result
     }
 }
 
@@ -90,6 +131,12 @@ public protocol TransactionProcessor: Sendable {
     func decide(_ state: PassState) -> PassDecision
 }
 
+/// The processor of a pass over `state`'s rows: what it can derive once (a saga's steps and
+/// custom data) is derived here, not at each decision.
+public func processor(for state: PassState) -> any TransactionProcessor {
+    state.global.transType == .saga ? SagaProcessor(for: state) : processor(for: state.global.transType)
+}
+
 /// The processor of each mode.
 public func processor(for transType: TransType) -> any TransactionProcessor {
     switch transType {
@@ -106,7 +153,7 @@ extension PassState {
     /// first row that already failed in this pass, otherwise call the next pending row, and
     /// once none is left take `finished`.
     func nextInSequence(_ pending: [BranchRecord], finished: GlobalStatus) -> PassDecision {
-        if !memory.inFlight.isEmpty { return .awaitResult }
+        if memory.hasCallsInFlight { return .awaitResult }
         guard let row = pending.first else { return .transition(to: finished) }
         if memory.wasLaunched(CallKey(row.branchID, row.op)) { return .done }
         return .launch([call(for: row)])

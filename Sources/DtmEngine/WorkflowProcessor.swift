@@ -13,6 +13,6 @@ public struct WorkflowProcessor: TransactionProcessor {
                               payload: custom.resumePayload(for: state.global.transProtocol),
                               requestTimeout: state.global.requestTimeout(state.config))
         if !state.memory.wasLaunched(call.key) { return .launch([call]) }
-        return state.memory.inFlight.isEmpty ? .done : .awaitResult
+        return state.memory.hasCallsInFlight ? .awaitResult : .done
     }
 }

@@ -175,7 +175,7 @@ public final class CoordinatorServer: Sendable {
             log(event, logger)
         }, passExecutor: { EventLoopTaskExecutor.next() })
         let admission = AdmissionGate(limit: config.maxPendingTransactions)
-        let engine = Coordinator(driver: driver, schedule: { await cron.enqueue($0) },
+        let engine = Coordinator(driver: driver, schedule: { cron.enqueue($0) },
                                  runNow: { await cron.runNow($0) }, admission: admission)
         let retention = operations.finishedDataExpire <= 0 ? nil : Task {
             await runRetention(store: store, config: operations, clock: clock, metrics: metrics, logger: logger)

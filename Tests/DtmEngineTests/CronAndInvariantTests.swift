@@ -167,7 +167,7 @@ struct CronAndInvariantTests {
         }, jitter: { 0.25 }, onEvent: { event in
             if case .passFinished(let report) = event { sink.yield(report) }
         })
-        let coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        let coordinator = Coordinator(driver: driver, schedule: { cron.enqueue($0) })
         let loop = Task { await cron.run() }
         var finished = events.makeAsyncIterator()
 
@@ -194,7 +194,7 @@ struct CronAndInvariantTests {
         let h = Harness()
         await h.start()
         let small = CronLoop(driver: h.driver, maxConcurrent: 2)
-        let coordinator = Coordinator(driver: h.driver, schedule: { await small.enqueue($0) })
+        let coordinator = Coordinator(driver: h.driver, schedule: { small.enqueue($0) })
         for index in 0..<5 { try await coordinator.submit(sagaRequest("limit-\(index)")) }
         let reports = await small.runOnce()
         #expect(reports.count == 5)

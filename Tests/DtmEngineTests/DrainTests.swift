@@ -29,7 +29,7 @@ private actor Gate {
         await caller.attach(store)
         let driver = TransactionDriver(store: store, caller: caller, clock: FakeClock(), owner: "drainer")
         let cron = CronLoop(driver: driver, sleep: { _ in try? await Task.sleep(for: .seconds(3600)) })
-        let coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        let coordinator = Coordinator(driver: driver, schedule: { cron.enqueue($0) })
         let gate = Gate()
         let (entered, enteredSink) = AsyncStream.makeStream(of: String.self)
         await caller.onCall { call, global in

@@ -187,7 +187,7 @@ import Testing
                                   maxPassDuration: 1)
         let driver = TransactionDriver(store: store, caller: caller, config: config, owner: "me")
         let cron = CronLoop(driver: driver, maxConcurrent: 4)
-        let coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        let coordinator = Coordinator(driver: driver, schedule: { cron.enqueue($0) })
         let loop = Task { await cron.run() }
         defer { loop.cancel() }
         var options = TransOptions()

@@ -62,7 +62,7 @@ struct RegisterRaceTests {
         await caller.attach(store.inner)
         let driverA = TransactionDriver(store: store, caller: caller, clock: clock, config: config, owner: "a")
         let cronA = CronLoop(driver: driverA)
-        let coordinatorA = Coordinator(driver: driverA, schedule: { await cronA.enqueue($0) })
+        let coordinatorA = Coordinator(driver: driverA, schedule: { cronA.enqueue($0) })
         let driverB = TransactionDriver(store: store.inner, caller: caller, clock: clock, config: config, owner: "b")
         other.value = Coordinator(driver: driverB, schedule: { _ in })
 

@@ -128,7 +128,7 @@ struct Harness {
         driver = TransactionDriver(store: store, caller: caller, clock: clock, config: config, owner: owner)
         let cron = CronLoop(driver: driver)
         self.cron = cron
-        coordinator = Coordinator(driver: driver, schedule: { await cron.enqueue($0) })
+        coordinator = Coordinator(driver: driver, schedule: { cron.enqueue($0) })
     }
 
     func start() async { await caller.attach(store) }
