@@ -47,7 +47,8 @@ public struct DtmSettings: Sendable {
             "MaxRetryInterval", default: 3600, in: 1...Int64.max, unit: "seconds",
             help: "Longest interval retry back-off may reach (DTM doubles without bound); at least RetryInterval.")
         public let maxConcurrentPasses = Setting<Int>(
-            "MaxConcurrentPasses", default: 64, in: 1...Int.max, help: "Transactions the retry loop drives at once.")
+            "MaxConcurrentPasses", default: 512, in: 1...Int.max,
+            help: "Transactions the retry loop drives at once (a pass mostly waits on branch calls, so this is far above the core count).")
         public let maxPendingTransactions = Setting<Int>(
             "MaxPendingTransactions", default: 10_000, in: 1...Int.max,
             help: "Transactions held in memory at once (requests in progress plus passes waiting to run); beyond it new work is refused with RESOURCE_EXHAUSTED / HTTP 503.")

@@ -43,7 +43,7 @@ public struct CoordinatorConfig: Sendable {
                 grpc: GRPCServerConfig = GRPCServerConfig(), http: HTTPServerLimits = HTTPServerLimits(),
                 branchClients: BranchClientConfig = BranchClientConfig(),
                 engine: EngineConfig = EngineConfig(), owner: String = UUID().uuidString,
-                maxConcurrentPasses: Int = 64, maxPendingTransactions: Int = 10_000) {
+                maxConcurrentPasses: Int = 512, maxPendingTransactions: Int = 10_000) {
         self.host = host
         self.grpcPort = grpcPort
         self.httpPort = httpPort ?? (grpcPort == 0 ? 0 : 36789)

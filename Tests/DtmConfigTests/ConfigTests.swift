@@ -67,7 +67,7 @@ private func loadError(_ arguments: [String] = [], environment: [String: String]
         #expect(config.engine.timeoutToFail == 35)
         #expect(config.engine.requestTimeout == 3)
         #expect(config.engine.transCronInterval == 3)
-        #expect(config.maxConcurrentPasses == 64)
+        #expect(config.maxConcurrentPasses == 512)
         #expect(loaded.settings.shutdownTimeout == .seconds(10))
     }
 
