@@ -95,46 +95,35 @@ final class SwiftLoadDriver: LoadDriver {
     }
 
     func paced(rate: Double, seconds: Double, prefix: String) async throws -> LoadResult {
-        let count = Int(rate * seconds)
-        let latencies = Locked<[Duration]>([])
-        let failures = AtomicCounter()
         let submit = self.submit
-        let phaseStart = ContinuousClock.now
-        await withDiscardingTaskGroup { group in
-            for index in 0..<count {
-                let due = phaseStart + .seconds(Double(index) / rate)
-                if due > ContinuousClock.now { try? await Task.sleep(until: due) }
-                group.addTask {
-                    do {
-                        try await submit("\(prefix)-\(index)")
-                    } catch {
-                        failures.increment()
-                        return
-                    }
-                    let latency = ContinuousClock.now - due
-                    latencies.withLock { $0.append(latency) }
-                }
-            }
+        return await openLoop(rate: rate, seconds: seconds) { index throws(RPCError) in
+            try await submit("\(prefix)-\(index)")
         }
-        return Self.result(latencies.withLock { $0 }, failed: failures.value,
-                           seconds: (ContinuousClock.now - phaseStart).seconds)
     }
 
     /// NewGid calls at `rate`/s (no store, no engine): transport latency alone.
     func pacedNewGid(target: String, rate: Double, seconds: Double) async -> LoadResult {
+        let client = self.client
+        return await openLoop(rate: rate, seconds: seconds) { _ throws(RPCError) in
+            _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/NewGid", message: Empty().encode(),
+                                       timeout: .seconds(30))
+        }
+    }
+
+    /// Calls `call(index)` at `rate`/s for `seconds`, each latency counted from its due time.
+    private func openLoop(rate: Double, seconds: Double,
+                          call: @escaping @Sendable (Int) async throws(RPCError) -> Void) async -> LoadResult {
         let count = Int(rate * seconds)
         let latencies = Locked<[Duration]>([])
         let failures = AtomicCounter()
-        let client = self.client
         let phaseStart = ContinuousClock.now
         await withDiscardingTaskGroup { group in
             for index in 0..<count {
                 let due = phaseStart + .seconds(Double(index) / rate)
                 if due > ContinuousClock.now { try? await Task.sleep(until: due) }
                 group.addTask {
-                    do {
-                        _ = try await client.unary(target: target, path: "/dtmgimp.Dtm/NewGid",
-                                                   message: Empty().encode(), timeout: .seconds(30))
+                    do throws(RPCError) {
+                        try await call(index)
                     } catch {
                         failures.increment()
                         return
