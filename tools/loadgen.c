@@ -1,8 +1,8 @@
 // A load generator for swift-dtm written in C, independent of the coordinator's Swift code:
 // it sends gRPC Submits of 2-step sagas (dtmgimp.Dtm/Submit, unique gid each) over nghttp2 client
 // sessions, and serves the sagas' branches (busi.Busi/*, an empty answer with grpc-status 0) from
-// an nghttp2 server in the same single-threaded epoll loop, so that it costs the shared CPU a few
-// microseconds per saga instead of a Swift client's ~100 µs.
+// an nghttp2 server in the same single-threaded epoll loop, so that it costs the shared CPU a few tens of
+// microseconds per saga (the report prints it beside the Swift load generator's).
 //
 // Build (tools/bench-saga does it): cc -O2 -I generated -o loadgen tools/loadgen.c
 //   generated/dtmgimp.pb-c.c generated/busi.pb-c.c generated/google/protobuf/empty.pb-c.c -lnghttp2 -lprotobuf-c

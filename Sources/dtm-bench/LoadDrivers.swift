@@ -36,7 +36,7 @@ func benchSteps(busiPort: Int) -> String {
 }
 
 /// The load generator in this process, on our own gRPC client and server (Swift): it shares the
-/// machine's CPU with the coordinator at about 100 µs per saga.
+/// machine's CPU with the coordinator (the report prints how much per saga).
 final class SwiftLoadDriver: LoadDriver {
     let busiPort: Int
     private let busi: GRPCServer
