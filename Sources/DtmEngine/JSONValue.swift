@@ -139,9 +139,14 @@ package struct JSONReader {
 
     /// Consumes `{`; false when the object is empty (its `}` is consumed too).
     package mutating func enterObject() throws(JSONError) -> Bool {
-        try consume(UInt8(ascii: "{"), "expected '{'")
+        try enter(UInt8(ascii: "{"), closing: UInt8(ascii: "}"), "expected '{'")
+    }
+
+    /// Consumes `opening`; false when `closing` follows at once (consumed too).
+    private mutating func enter(_ opening: UInt8, closing: UInt8, _ expected: String) throws(JSONError) -> Bool {
+        try consume(opening, expected)
         skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+        if index < bytes.count, bytes[index] == closing {
             index += 1
             return false
         }
@@ -164,13 +169,7 @@ package struct JSONReader {
 
     /// Consumes `[`; false when the array is empty (its `]` is consumed too).
     package mutating func enterArray() throws(JSONError) -> Bool {
-        try consume(UInt8(ascii: "["), "expected '['")
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
-            index += 1
-            return false
-        }
-        return true
+        try enter(UInt8(ascii: "["), closing: UInt8(ascii: "]"), "expected '['")
     }
 
     /// After an element: true at `,`, false at the closing `]`.
