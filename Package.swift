@@ -61,12 +61,12 @@ let package = Package(
         .target(name: "DtmHTTP2", dependencies: ["CNghttp2"]),
         // gRPC on top of DtmHTTP2: framing, status, metadata, deadlines, router, unary client.
         .target(name: "DtmGRPC", dependencies: [
-            "DtmHTTP2",
+            "DtmHTTP2", "DtmSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Sockets: NIO moves bytes between TCP connections and the in-memory sessions.
         .target(name: "DtmNet", dependencies: [
-            "DtmGRPC", "DtmHTTP2",
+            "DtmGRPC", "DtmHTTP2", "DtmSync",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -75,8 +75,10 @@ let package = Package(
         ]),
         // Named crash points for the crash-recovery harness; compiled out of release builds.
         .target(name: "DtmFailpoints"),
+        // The lock every module uses (a pthread mutex that ThreadSanitizer understands).
+        .target(name: "DtmSync"),
         // Transaction model and per-mode processors: pure decisions, no I/O.
-        .target(name: "DtmEngine"),
+        .target(name: "DtmEngine", dependencies: ["DtmSync"]),
         // Durable store: the Store protocol and the SQLite implementation.
         .target(name: "DtmStore", dependencies: [
             "DtmEngine", "CSQLite", "DtmFailpoints",
@@ -84,16 +86,16 @@ let package = Package(
         ]),
         // The PostgreSQL store: the same TransactionStore contract, shared by several coordinators.
         .target(name: "DtmPostgres", dependencies: [
-            "DtmEngine", "DtmStore", "DtmFailpoints",
+            "DtmEngine", "DtmStore", "DtmFailpoints", "DtmSync",
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // swift-log handler of `dtm`: text or one JSON object per line, every value escaped.
-        .target(name: "DtmLogging", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "DtmLogging", dependencies: ["DtmSync", .product(name: "Logging", package: "swift-log")]),
         // Wiring: the dtmgimp.Dtm gRPC service, the HTTP JSON API, branch callers, the retry loop.
         .target(name: "DtmServer", dependencies: [
-            "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore", "DtmFailpoints",
+            "DtmProto", "DtmGRPC", "DtmNet", "DtmEngine", "DtmStore", "DtmFailpoints", "DtmSync",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -130,7 +132,7 @@ let package = Package(
 
         // Load generator for tools/bench-saga (not shipped): Submits over gRPC, a busi server, a raw SQLite baseline.
         .executableTarget(name: "dtm-bench", dependencies: [
-            "DtmNet", "DtmGRPC", "DtmProto", "CSQLite", "DtmEngine", "DtmStore",
+            "DtmNet", "DtmGRPC", "DtmProto", "CSQLite", "DtmEngine", "DtmStore", "DtmSync",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -138,7 +140,7 @@ let package = Package(
         // The client SDK: Saga, Msg, TCC, Workflow, the sub-transaction barrier (SQLite) and
         // branch-service helpers. Never depends on the coordinator (engine, store, server).
         .target(name: "DtmClient", dependencies: [
-            "DtmProto", "DtmGRPC", "DtmNet", "CSQLite",
+            "DtmProto", "DtmGRPC", "DtmNet", "CSQLite", "DtmSync",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -176,19 +178,20 @@ let package = Package(
         .testTarget(name: "DtmFuzzTests", dependencies: ["DtmFuzz"], path: "Fuzz/Tests/DtmFuzzTests"),
 
         .testTarget(name: "DtmProtoTests", dependencies: ["DtmProto"]),
-        .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2"]),
-        .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport"]),
+        .testTarget(name: "DtmGRPCTests", dependencies: ["DtmGRPC", "DtmHTTP2", "CNghttp2", "DtmSync"]),
+        .testTarget(name: "DtmEngineTests", dependencies: ["DtmEngine", "DtmTestSupport", "DtmSync"]),
         .testTarget(name: "DtmConfigTests", dependencies: ["DtmConfig", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DtmFailpointsTests", dependencies: ["DtmFailpoints"]),
+        .testTarget(name: "DtmSyncTests", dependencies: ["DtmSync"]),
         .testTarget(name: "DtmLoggingTests", dependencies: [
             "DtmLogging", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "DtmStoreTests", dependencies: [
-            "DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport",
+            "DtmStore", "DtmPostgres", "DtmEngine", "DtmTestSupport", "DtmSync",
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         .testTarget(name: "DtmServerTests", dependencies: [
-            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto", "DtmTestSupport",
+            "DtmServer", "DtmEngine", "DtmGRPC", "DtmNet", "DtmProto", "DtmTestSupport", "DtmSync",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -198,7 +201,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .testTarget(name: "DtmHTTPTests", dependencies: [
-            "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite",
+            "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore", "DtmNet", "DtmGRPC", "DtmProto", "CSQLite", "DtmSync",
             .product(name: "JWTKit", package: "jwt-kit"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -212,7 +215,7 @@ let package = Package(
                     exclude: ["python"]),
         .testTarget(name: "DtmClientTests", dependencies: [
             "DtmClient", "DtmClientHummingbird", "DtmTestSupport", "DtmServer", "DtmEngine", "DtmStore",
-            "DtmNet", "DtmGRPC", "DtmProto",
+            "DtmNet", "DtmGRPC", "DtmProto", "DtmSync",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -220,7 +223,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["python"]),
         .testTarget(name: "DtmClientPostgresTests", dependencies: [
-            "DtmClient", "DtmClientPostgres", "DtmTestSupport", "DtmServer", "DtmEngine", "DtmNet", "DtmGRPC",
+            "DtmClient", "DtmClientPostgres", "DtmTestSupport", "DtmServer", "DtmEngine", "DtmNet", "DtmGRPC", "DtmSync",
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),

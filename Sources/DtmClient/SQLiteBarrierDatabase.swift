@@ -1,6 +1,6 @@
 import CSQLite
+import DtmSync
 import NIOPosix
-import Synchronization
 
 /// A value bound to, or read from, a SQLite statement.
 public enum SQLiteValue: Sendable, Hashable {
@@ -34,7 +34,7 @@ public final class SQLiteBarrierDatabase: BarrierDatabase {
 
     /// The barrier table's name (DTM: `dtm_barrier.barrier`; SQLite has no schemas).
     public let tableName: String
-    fileprivate let connection: Mutex<SQLiteHandle>
+    fileprivate let connection: Locked<SQLiteHandle>
     private let turns = TransactionTurns()
 
     /// Opens (creating if needed) the database at `path` and creates the barrier table.
@@ -48,7 +48,7 @@ public final class SQLiteBarrierDatabase: BarrierDatabase {
         try handle.execute("PRAGMA busy_timeout = 5000", [])
         try handle.execute("PRAGMA journal_mode = WAL", [])
         try handle.execute(Self.createTableSQL(tableName), [])
-        self.connection = Mutex(handle)
+        self.connection = Locked(handle)
     }
 
     /// DTM's barrier table (sqls/dtmcli.barrier.*.sql) in SQLite's dialect.

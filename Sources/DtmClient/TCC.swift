@@ -1,16 +1,16 @@
-import Synchronization
+import DtmSync
 
 /// A TCC global transaction in progress: each `callBranch` registers a branch's confirm and
 /// cancel with the coordinator, then calls its try directly.
 public final class TCC: Sendable {
     public let client: DtmClient
     public let gid: String
-    private let ids: Mutex<BranchIDGenerator>
+    private let ids: Locked<BranchIDGenerator>
 
     init(client: DtmClient, gid: String, parentBranchID: String = "") {
         self.client = client
         self.gid = gid
-        self.ids = Mutex(BranchIDGenerator(parent: parentBranchID))
+        self.ids = Locked(BranchIDGenerator(parent: parentBranchID))
     }
 
     /// Registers a branch (`confirm`, `cancel`) and calls its `try` with `payload`; returns the

@@ -1,6 +1,6 @@
 import DtmGRPC
+import DtmSync
 import Foundation
-import Synchronization
 
 /// A workflow's body: runs its branches through `Workflow` and returns the workflow's result.
 public typealias WorkflowHandler = @Sendable (Workflow, [UInt8]) async throws -> [UInt8]
@@ -28,15 +28,15 @@ public struct WorkflowOptions: Sendable {
 /// record. A FAILURE rolls back the branches that succeeded, in reverse order.
 public final class Workflows: Sendable {
     public let client: DtmClient
-    private let handlers = Mutex<[String: (WorkflowHandler, WorkflowOptions)]>([:])
-    private let callbackURL: Mutex<String>
+    private let handlers = Locked<[String: (WorkflowHandler, WorkflowOptions)]>([:])
+    private let callbackURL: Locked<String>
 
     /// - Parameter callback: the URL the coordinator calls to resume a workflow: for gRPC
     ///   `host:port/workflow.Workflow/Execute` of the server where `serve(on:)` registered it,
     ///   for HTTP the route that hands its requests to `resume(query:body:)`. May be set later.
     public init(client: DtmClient, callback: String = "") {
         self.client = client
-        self.callbackURL = Mutex(callback)
+        self.callbackURL = Locked(callback)
     }
 
     /// The resume URL sent with every workflow this process starts.

@@ -1,4 +1,4 @@
-import Synchronization
+import DtmSync
 
 /// An XA global transaction in progress (spec 3.8): each `callBranch` calls a branch's action,
 /// which runs its local XA transaction up to PREPARE and registers itself
@@ -7,7 +7,7 @@ import Synchronization
 public final class XA: Sendable {
     public let client: DtmClient
     public let gid: String
-    private let ids = Mutex(BranchIDGenerator())
+    private let ids = Locked(BranchIDGenerator())
 
     init(client: DtmClient, gid: String) {
         self.client = client

@@ -1,5 +1,5 @@
+import DtmSync
 import Foundation
-import Synchronization
 
 /// What the cron reports to whoever runs it (logs, metrics, tests).
 public enum CronEvent: Sendable {
@@ -339,7 +339,7 @@ final class CronInbox: Sendable {
         }
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     func add(pass: ScheduledPass) {
         state.withLock { state in

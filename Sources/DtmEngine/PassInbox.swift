@@ -1,5 +1,5 @@
+import DtmSync
 import Foundation
-import Synchronization
 
 /// What a pass waits for: a call's answer or its deadline.
 enum PassEvent: Sendable {
@@ -23,7 +23,7 @@ final class PassInbox: Sendable {
         var waiter: UnsafeContinuation<PassEvent, Never>?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     func post(_ event: PassEvent) {
         let waiter = state.withLock { state -> UnsafeContinuation<PassEvent, Never>? in
@@ -80,7 +80,7 @@ final class PassDeadlines: Sendable {
         var sweeping = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Posts `.deadline` to `inbox` at `deadline` unless `remove` is called first.
     func add(_ inbox: PassInbox, deadline: ContinuousClock.Instant) -> Int {

@@ -1,4 +1,4 @@
-import Synchronization
+import DtmSync
 
 /// What a streaming call's handler sees: the call's head, the request messages as they
 /// arrive and a writer for response messages. The handler returns the trailing metadata sent
@@ -96,7 +96,7 @@ public final class GRPCStreamBridge: Sendable {
         var writer: CheckedContinuation<Result<Void, RPCError>, Never>?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let output: @Sendable (GRPCStreamOutput) -> Void
     /// Request bytes that may wait for the handler; more is refused with RESOURCE_EXHAUSTED.
     public let bufferLimit: Int

@@ -1,6 +1,6 @@
+import DtmSync
 import Foundation
 import Logging
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -177,7 +177,7 @@ public struct DtmLogHandler: LogHandler {
 
     // MARK: Output
 
-    private static let outputLock = Mutex(())
+    private static let outputLock = Locked(())
 
     /// Whole lines under a lock, so lines of concurrent tasks never interleave.
     static let standardError: @Sendable (String) -> Void = { line in

@@ -1,3 +1,4 @@
+import DtmSync
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -17,7 +18,7 @@ public final class EventLoopTaskExecutor: TaskExecutor {
         loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 
-    private static let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
+    private static let executors = Locked<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
     private static let turn = Atomic<Int>(0)
 
     /// The executor of `loop` (one per loop, kept for the process's life: loops are few).

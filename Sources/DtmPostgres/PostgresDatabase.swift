@@ -1,8 +1,8 @@
 import DtmEngine
+import DtmSync
 import Logging
 import NIOSSL
 import PostgresNIO
-import Synchronization
 
 /// The connection pool and the rules every store call follows: a bounded wait, errors mapped to
 /// `StoreError`, and transactions retried when PostgreSQL rolled them back for a serialization
@@ -178,7 +178,7 @@ struct TimedOut: Error {
 
 /// The connection a call is using, for its timer to close.
 private final class ConnectionSlot: Sendable {
-    let connection = Mutex<PostgresConnection?>(nil)
+    let connection = Locked<PostgresConnection?>(nil)
 }
 
 /// Resumes a continuation once, with whichever result comes first.
@@ -187,7 +187,7 @@ private final class OneShot<T: Sendable>: Sendable {
         var continuation: CheckedContinuation<T, any Error>?
         var result: Result<T, any Error>?
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     var isFinished: Bool { state.withLock { $0.result != nil } }
 

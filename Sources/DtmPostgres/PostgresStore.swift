@@ -1,6 +1,7 @@
 import DtmEngine
 import DtmFailpoints
 import DtmStore
+import DtmSync
 import Foundation
 import Logging
 import NIOCore
@@ -25,8 +26,8 @@ public final class PostgresStore: TransactionStore {
     public let configuration: PostgresConfiguration
     let database: PostgresDatabase
     private let logger: Logger
-    private let state = Mutex(State.starting(lastError: nil))
-    private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let state = Locked(State.starting(lastError: nil))
+    private let tasks = Locked<[Task<Void, Never>]>([])
 
     private enum State {
         case starting(lastError: String?)

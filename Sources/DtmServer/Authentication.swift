@@ -1,8 +1,8 @@
 import DtmEngine
+import DtmSync
 import Foundation
 import JWTKit
 import Logging
-import Synchronization
 
 /// Client authentication of both APIs (`--auth-tokens`, `--auth-jwt-*`); off unless set.
 public struct AuthConfig: Sendable {
@@ -132,7 +132,7 @@ public final class Authenticator: Sendable {
     }
 
     private let config: AuthConfig
-    private let file: Mutex<TokenFile>
+    private let file: Locked<TokenFile>
     private let jwtKeys: JWTKeyCollection?
     private let jwtAlgorithm: String?
     private let logger: Logger
@@ -140,7 +140,7 @@ public final class Authenticator: Sendable {
     private init(config: AuthConfig, tokens: [[UInt8]], stamp: FileStamp?, jwtKeys: JWTKeyCollection?,
                  jwtAlgorithm: String?, logger: Logger) {
         self.config = config
-        self.file = Mutex(TokenFile(tokens: tokens, stamp: stamp, checked: .now))
+        self.file = Locked(TokenFile(tokens: tokens, stamp: stamp, checked: .now))
         self.jwtKeys = jwtKeys
         self.jwtAlgorithm = jwtAlgorithm
         self.logger = logger

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
+import DtmSync
 
 /// Makes global transaction ids shaped like DTM's (22 characters of the shortuuid base-57
 /// alphabet) that also sort by creation time: each id encodes a 48-bit millisecond timestamp,
@@ -19,7 +19,7 @@ public final class GidGenerator: Sendable {
         var sequence: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let clock: @Sendable () -> UInt64
 
     /// - Parameter millisecondsSinceEpoch: injectable for tests.

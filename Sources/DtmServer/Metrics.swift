@@ -1,8 +1,8 @@
 import CoreMetrics
 import DtmEngine
+import DtmSync
 import Foundation
 import Prometheus
-import Synchronization
 
 /// The metrics of one coordinator, served as Prometheus text at `GET /api/metrics`.
 ///
@@ -224,7 +224,7 @@ struct MetricKey: Hashable, Sendable {
 /// One handle per metric name and label set, made on first use: making a handle costs a
 /// registry lookup under its lock, label validation and allocations; using one is an atomic add.
 final class HandleCache<Handle: Sendable>: Sendable {
-    private let handles = Mutex<[MetricKey: Handle]>([:])
+    private let handles = Locked<[MetricKey: Handle]>([:])
     private let make: @Sendable (String, [(String, String)]) -> Handle
 
     init(make: @escaping @Sendable (String, [(String, String)]) -> Handle) {

@@ -5,6 +5,7 @@ import DtmGRPC
 import DtmNet
 import DtmProto
 import DtmStore
+import DtmSync
 import Foundation
 import Logging
 import Synchronization
@@ -367,17 +368,6 @@ struct Bench: AsyncParsableCommand {
 /// One report line: label, value, unit.
 func row(_ label: String, _ value: Double, _ unit: String) -> String {
     label.padding(toLength: 46, withPad: " ", startingAt: 0) + String(format: "%12.2f", value) + unit
-}
-
-/// A value shared between tasks behind a lock.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-
-    init(_ value: Value) { mutex = Mutex(value) }
-
-    func withLock<Result: Sendable>(_ body: (inout Value) -> Result) -> Result {
-        mutex.withLock { body(&$0) }
-    }
 }
 
 final class AtomicCounter: Sendable {

@@ -2,6 +2,7 @@ import ArgumentParser
 import DtmGRPC
 import DtmNet
 import DtmProto
+import DtmSync
 import Foundation
 
 /// What one load phase measured: Submits answered OK, failed or rejected, how long the phase

@@ -2,11 +2,11 @@ import DtmClient
 import DtmClientPostgres
 import DtmGRPC
 import DtmNet
+import DtmSync
 import DtmTestSupport
 import Foundation
 import Logging
 import PostgresNIO
-import Synchronization
 import Testing
 
 /// XA end to end: a global transaction from the SDK, an in-process coordinator, and two branch
@@ -44,7 +44,7 @@ import Testing
 
     /// Which `gid/branch` the business code of a bank ran for, in order.
     final class RunLog: Sendable {
-        private let runs = Mutex<[String]>([])
+        private let runs = Locked<[String]>([])
         func add(_ info: TransInfo) { runs.withLock { $0.append("\(info.gid)/\(info.branchID)") } }
         func of(_ gid: String) -> [String] { runs.withLock { $0.filter { $0.hasPrefix(gid + "/") } } }
     }

@@ -4,13 +4,13 @@ import DtmEngine
 import DtmGRPC
 import DtmNet
 import DtmServer
+import DtmSync
 import DtmTestSupport
 import Foundation
 import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 import Testing
 
 /// Engine settings that keep tests quick: retries every second; nothing times out unless asked.
@@ -81,7 +81,7 @@ struct Transfer: Sendable {
 final class Bank: Sendable {
     static let methods = ["TransOut", "TransOutRevert", "TransIn", "TransInRevert", "Confirm", "QueryPrepared"]
     let database: SQLiteBarrierDatabase
-    private let calls = Mutex<[String]>([])
+    private let calls = Locked<[String]>([])
 
     init() throws {
         database = try SQLiteBarrierDatabase(path: temporaryPath("bank"))

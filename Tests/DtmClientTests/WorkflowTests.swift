@@ -1,6 +1,6 @@
 import DtmClient
+import DtmSync
 import Foundation
-import Synchronization
 import Testing
 
 /// Workflows run through the SDK: recorded branches, rollback on FAILURE, resume after a crash.
@@ -75,7 +75,7 @@ import Testing
         // while the first run is still going (then branch 1 legitimately runs twice).
         try await Fixture.with(transport, engine: patientEngine) { f in
             let name = "transfer-resume-\(transport)"
-            let crashes = Mutex(1)
+            let crashes = Locked(1)
             try f.workflows.register(name) { wf, data in
                 try wf.newBranch()
                 try await wf.callBranch(f.url("TransOut"), payload: data)

@@ -1,6 +1,6 @@
 import Dispatch
+import DtmSync
 import Foundation
-import Synchronization
 import Testing
 @testable import DtmEngine
 
@@ -176,7 +176,7 @@ final class NSLockedLog: @unchecked Sendable {
 
 /// A task executor that counts the jobs it runs (on Dispatch's global queue).
 final class CountingExecutor: TaskExecutor {
-    private let count = Mutex(0)
+    private let count = Locked(0)
     var jobs: Int { count.withLock { $0 } }
 
     func enqueue(_ job: consuming ExecutorJob) {

@@ -1,5 +1,5 @@
 @testable import DtmGRPC
-import Synchronization
+import DtmSync
 
 /// A gRPC client connection wired to a server connection through memory: bytes written by
 /// one are fed to the other until both are quiet. Sync handlers run as they are dispatched;
@@ -141,7 +141,7 @@ final class InMemoryPair {
 }
 
 final class Mailbox: Sendable {
-    let items = Mutex<[(Int32, GRPCStreamOutput)]>([])
+    let items = Locked<[(Int32, GRPCStreamOutput)]>([])
 }
 
 struct PairTimeout: Error {

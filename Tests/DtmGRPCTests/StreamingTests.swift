@@ -1,3 +1,4 @@
+import DtmSync
 import Synchronization
 import Testing
 @testable import DtmGRPC
@@ -5,7 +6,7 @@ import Testing
 /// What a streaming test handler did, seen from the test.
 final class HandlerLog: Sendable {
     let sent = Atomic<Int>(0)
-    let ended = Mutex<RPCError?>(nil)
+    let ended = Locked<RPCError?>(nil)
     let finished = Atomic<Bool>(false)
 }
 

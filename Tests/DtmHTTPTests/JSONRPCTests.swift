@@ -2,7 +2,7 @@ import DtmEngine
 @testable import DtmServer
 import DtmTestSupport
 import Foundation
-import Synchronization
+import DtmSync
 import Testing
 
 /// DTM's JSON-RPC endpoint (`/api/json-rpc`) and json-rpc branch calls.
@@ -114,7 +114,7 @@ import Testing
         }
 
         final class Log: Sendable {
-            let calls = Mutex<[String: [Call]]>([:])
+            let calls = Locked<[String: [Call]]>([:])
         }
 
         let busi: TestBusi

@@ -12,7 +12,7 @@ import JWTKit
 import Logging
 import NIOCore
 import NIOHTTP1
-import Synchronization
+import DtmSync
 import Testing
 
 // Issue 11 items 3-5: authentication, the branch URL fence, no secrets in logs or answers.
@@ -44,7 +44,7 @@ final class CapturedLogs: Sendable {
         var line: String { ([message] + metadata.sorted { $0.key < $1.key }.map { "\($0)=\($1)" }).joined(separator: " ") }
     }
 
-    private let records = Mutex<[Record]>([])
+    private let records = Locked<[Record]>([])
     var all: [Record] { records.withLock { $0 } }
     func add(_ record: Record) { records.withLock { $0.append(record) } }
 
@@ -504,7 +504,7 @@ final class RedirectingBusi: Stoppable {
         let forged = "2026-11-29T00:00:00+0000 critical dtm : forged line"
         let body = "FAILURE\n\(forged)\n" + String(repeating: "x", count: 2000)
         // /a fails the saga; /e errors once (a retried branch error is logged) and then fails it.
-        let errored = Mutex(false)
+        let errored = Locked(false)
         try await withStarted(try await TestBusi({ request in
             let first = request.path == "/e" && errored.withLock { (seen: inout Bool) -> Bool in
                 defer { seen = true }

@@ -1,4 +1,4 @@
-import Synchronization
+import DtmSync
 import Testing
 @testable import DtmServer
 
@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func aClockGoingBackDoesNotBreakOrder() {
-        let now = Mutex<UInt64>(2_000_000_000_000)
+        let now = Locked<UInt64>(2_000_000_000_000)
         let gids = GidGenerator(millisecondsSinceEpoch: { now.withLock { $0 } })
         let first = gids.next()
         now.withLock { $0 -= 5_000 }

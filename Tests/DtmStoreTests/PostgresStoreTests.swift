@@ -1,4 +1,5 @@
 import DtmEngine
+import DtmSync
 @testable import DtmPostgres
 import DtmTestSupport
 import Foundation
@@ -297,7 +298,7 @@ private final class WriteProgress: Sendable {
         var restarted = false
         var sinceRestart = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     var gids: [String] { state.withLock { $0.gids } }
     var count: Int { state.withLock { $0.gids.count } }
