@@ -375,10 +375,17 @@ static void tick(void) {
     }
 }
 
-static int timeout_ms(void) {
-    if (job != JOB_PACED || job_started == job_total) return 1000;
+// How long epoll may wait: until the next paced Submit is due, to the nanosecond (a timeout in
+// whole milliseconds would send paced Submits up to 1 ms late, in bursts, and that lateness
+// would count as the coordinator's latency), or a second when nothing is due.
+static struct timespec wait_timeout(void) {
+    struct timespec timeout = {1, 0};
+    if (job != JOB_PACED || job_started == job_total) return timeout;
     double wait = job_begin + (double)job_started / paced_rate - now_seconds();
-    return wait <= 0 ? 0 : (int)(wait * 1000) + 1;
+    if (wait <= 0) return (struct timespec){0, 0};
+    timeout.tv_sec = (time_t)wait;
+    timeout.tv_nsec = (long)((wait - (double)timeout.tv_sec) * 1e9);
+    return timeout;
 }
 
 static int compare_doubles(const void *a, const void *b) {
@@ -460,10 +467,11 @@ static void run_loop(void) {
         tick();
         for (size_t i = 0; i < client_count; i++) flush_connection(clients[i]);
         if (job != JOB_NONE && job_started == job_total && in_flight == 0) finish_job();
-        int n = epoll_wait(epfd, events, MAX_EVENTS, timeout_ms());
+        struct timespec timeout = wait_timeout();
+        int n = epoll_pwait2(epfd, events, MAX_EVENTS, &timeout, NULL);
         if (n < 0) {
             if (errno == EINTR) continue;
-            die("epoll_wait");
+            die("epoll_pwait2");
         }
         for (int i = 0; i < n; i++) {
             void *tag = events[i].data.ptr;
