@@ -86,6 +86,11 @@ public actor CronLoop {
         for gid in ended { finished(gid) }
     }
 
+    /// Takes only the ends of passes (the handed-over passes stay for `run()`, which is woken by them).
+    private func takeEnded() {
+        for gid in inbox.takeEnded() { finished(gid) }
+    }
+
     /// Wakes `run()` (it takes the inbox when it looks next).
     private nonisolated func signal() {
         inbox.signal()
@@ -97,6 +102,7 @@ public actor CronLoop {
     /// `run()` to stop at once.
     public func drain() {
         draining = true
+        inbox.setLazyEnds(false)
         signal()
     }
 
@@ -108,9 +114,9 @@ public actor CronLoop {
 
     /// How much work this loop holds now (for metrics).
     public func depths() -> CronDepths {
-        let handed = inbox.handedCount
+        let (handed, ended) = inbox.counts
         return CronDepths(ready: ready.count - readyHead + handed, blocked: blocked.values.reduce(0) { $0 + $1.count },
-                          running: running.count)
+                          running: running.count - ended)
     }
 
     /// Seconds `run()` sleeps when nothing was due: TransCronInterval minus jitter.
@@ -198,6 +204,10 @@ public actor CronLoop {
                         }
                     }
                 }
+                // An ended pass need not wake the loop unless something waits for a slot or a gid:
+                // its end is taken with the next wake-up (a Submit, the poll, the sleeper).
+                inbox.setLazyEnds(gidWaiters.isEmpty && blocked.isEmpty && readyHead >= ready.count
+                                  && running.count < maxConcurrent)
                 guard await wakeups.next(isolation: self) != nil else { break }
             }
             group.cancelAll()
@@ -228,7 +238,8 @@ public actor CronLoop {
         let now = driver.clock.now()
         let lease = config.leaseSeconds
         let margin = Self.renewalMargin(lease: lease)
-        let ending = running.filter { $0.value.timeIntervalSince(now) < margin }.keys.sorted()
+        let ended = inbox.pendingEnds()
+        let ending = running.filter { $0.value.timeIntervalSince(now) < margin && !ended.contains($0.key) }.keys.sorted()
         guard !ending.isEmpty else { return }
         let until = now.addingTimeInterval(lease)
         do {
@@ -283,8 +294,13 @@ public actor CronLoop {
     /// one waits for it first. One process thus never drives a transaction twice at a time.
     public func runNow(_ pass: ScheduledPass) async -> PassReport {
         let gid = pass.global.gid
+        takeEnded()
         while running[gid] != nil {
-            await withCheckedContinuation { gidWaiters[gid, default: []].append($0) }
+            await withCheckedContinuation {
+                gidWaiters[gid, default: []].append($0)
+                // Its end must wake `run()` now (an end already handed over wakes it at once).
+                inbox.setLazyEnds(false)
+            }
         }
         running[gid] = pass.global.nextCronTime
         let report = await driver.process(pass.global, branches: pass.branches)
@@ -331,6 +347,9 @@ final class CronInbox: Sendable {
         /// Whether the next item must wake `run()`: once woken, further items ride along until
         /// it takes the inbox.
         var armed = true
+        /// Whether an ended pass may wait for the next wake-up instead of causing one (set by
+        /// `run()` when nothing waits for a slot or a gid).
+        var lazyEnds = false
 
         mutating func wakeOnce() -> AsyncStream<Void>.Continuation? {
             guard armed, let signal else { return nil }
@@ -351,8 +370,30 @@ final class CronInbox: Sendable {
     func add(ended gid: String) {
         state.withLock { state in
             state.ended.append(gid)
-            return state.wakeOnce()
+            return state.lazyEnds ? nil : state.wakeOnce()
         }?.yield()
+    }
+
+    /// Sets whether ends may wait for the next wake-up; turning that off wakes `run()` for the
+    /// ends already handed over.
+    func setLazyEnds(_ lazy: Bool) {
+        state.withLock { state in
+            state.lazyEnds = lazy
+            return lazy || state.ended.isEmpty ? nil : state.wakeOnce()
+        }?.yield()
+    }
+
+    /// The ends handed over since the last take; the handed-over passes stay.
+    func takeEnded() -> [String] {
+        state.withLock { state in
+            defer { state.ended = [] }
+            return state.ended
+        }
+    }
+
+    /// The gids whose pass ended but that were not taken yet.
+    func pendingEnds() -> Set<String> {
+        state.withLock { Set($0.ended) }
     }
 
     /// Everything handed over since the last call; the next item wakes `run()` again.
@@ -364,13 +405,15 @@ final class CronInbox: Sendable {
         }
     }
 
-    var handedCount: Int { state.withLock { $0.passes.count } }
+    /// Handed-over passes and ends not taken yet.
+    var counts: (passes: Int, ended: Int) { state.withLock { ($0.passes.count, $0.ended.count) } }
 
     /// Sets (or with nil, clears) how `run()` is woken.
     func open(_ signal: AsyncStream<Void>.Continuation?) {
         state.withLock {
             $0.signal = signal
             $0.armed = true
+            $0.lazyEnds = false
         }
     }
 
