@@ -29,14 +29,20 @@ import Testing
             coordinator = Coordinator(driver: driver, schedule: { cron.enqueue($0) })
         }
 
+        /// Attaches the caller and runs the loop; the caller cancels the returned task.
+        func start() async -> Task<Void, Never> {
+            await caller.attach(store)
+            let cron = self.cron
+            return Task { await cron.run() }
+        }
+
         func passes(of gid: String) -> Int { finished.withLock { $0.filter { $0 == gid }.count } }
     }
 
     @Test("a pass that ended unseen does not hold up a wait_result pass of its gid")
     func runNowAfterALazyEnd() async throws {
         let h = Harness()
-        await h.caller.attach(h.store)
-        let loop = Task { await h.cron.run() }
+        let loop = await h.start()
         defer { loop.cancel() }
 
         try await h.coordinator.submit(sagaRequest("lazy-run-now"))
@@ -58,7 +64,8 @@ import Testing
     @Test("a pass handed over while its gid runs starts when that pass ends")
     func blockedPassStartsAfterTheEnd() async throws {
         let h = Harness()
-        await h.caller.attach(h.store)
+        let loop = await h.start()
+        defer { loop.cancel() }
         let (entered, enteredSink) = AsyncStream.makeStream(of: Void.self)
         let (release, releaseSink) = AsyncStream.makeStream(of: Void.self)
         let held = Locked(false)
@@ -70,8 +77,6 @@ import Testing
             var releases = release.makeAsyncIterator()
             _ = await releases.next()
         }
-        let loop = Task { await h.cron.run() }
-        defer { loop.cancel() }
 
         try await h.coordinator.submit(sagaRequest("lazy-blocked"))
         var calls = entered.makeAsyncIterator()
@@ -89,8 +94,7 @@ import Testing
     @Test("many passes in a row all end and none stays counted as running")
     func manyPassesInARow() async throws {
         let h = Harness()
-        await h.caller.attach(h.store)
-        let loop = Task { await h.cron.run() }
+        let loop = await h.start()
         defer { loop.cancel() }
         for i in 0..<200 {
             try await h.coordinator.submit(sagaRequest("lazy-row-\(i)"))
