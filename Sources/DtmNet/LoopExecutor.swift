@@ -1,7 +1,6 @@
 import DtmSync
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// Runs Swift tasks on a NIO event loop's thread (a task executor preference, SE-0417). Work
 /// that continues on the thread where its I/O arrives needs no thread wake-up: a gRPC handler on
@@ -19,7 +18,6 @@ public final class EventLoopTaskExecutor: TaskExecutor {
     }
 
     private static let executors = Locked<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
-    private static let turn = Atomic<Int>(0)
 
     /// The executor of `loop` (one per loop, kept for the process's life: loops are few).
     public static func of(_ loop: any EventLoop) -> EventLoopTaskExecutor {
