@@ -124,7 +124,7 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         .executableTarget(name: "dtm", dependencies: [
-            "DtmConfig", "DtmServer", "DtmLogging",
+            "DtmConfig", "DtmServer", "DtmLogging", "DtmNet",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -46,6 +46,9 @@ public struct DtmSettings: Sendable {
         public let maxRetryInterval = Setting<Int64>(
             "MaxRetryInterval", default: 3600, in: 1...Int64.max, unit: "seconds",
             help: "Longest interval retry back-off may reach (DTM doubles without bound); at least RetryInterval.")
+        public let eventLoops = Setting<Int>(
+            "EventLoops", default: 0, in: 0...1024,
+            help: "Threads serving the network and running transaction passes; 0 means half the cores, at least 1 (the store writer and Swift's task pool use the rest).")
         public let maxConcurrentPasses = Setting<Int>(
             "MaxConcurrentPasses", default: 512, in: 1...Int.max,
             help: "Transactions the retry loop drives at once (a pass mostly waits on branch calls, so this is far above the core count).")

@@ -54,11 +54,11 @@ public final class SQLiteStore: TransactionStore {
 
         self.path = path
         self.logger = logger
-        checkpointer = SQLiteWorker(connection: checkpointConnection, name: "dtm-sqlite-checkpointer",
+        checkpointer = SQLiteWorker(connection: checkpointConnection, name: "sqlite-ckpt",
                                     role: .reader, maxBatch: 1)
-        writer = SQLiteWorker(connection: writeConnection, name: "dtm-sqlite-writer",
+        writer = SQLiteWorker(connection: writeConnection, name: "sqlite-writer",
                               role: .writer(checkpointer: checkpointer), maxBatch: max(1, maxBatch))
-        reader = SQLiteWorker(connection: readConnection, name: "dtm-sqlite-reader", role: .reader,
+        reader = SQLiteWorker(connection: readConnection, name: "sqlite-reader", role: .reader,
                               maxBatch: max(1, maxBatch))
         reads = ReadPool(path: path, limit: max(2, ProcessInfo.processInfo.activeProcessorCount))
         logger.info("opened SQLite store", metadata: [

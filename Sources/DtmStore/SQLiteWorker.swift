@@ -71,6 +71,16 @@ private final class Posted: Job, @unchecked Sendable {
     func answer(_ override: StoreError?) {}
 }
 
+/// Names the calling thread for `top -H`, perf and /proc (Linux keeps 15 bytes of it).
+/// Foundation's `Thread.name` does not reach the kernel there, and Glibc's module does not
+/// export pthread_setname_np, so this writes the thread's comm file; a failure only leaves
+/// the inherited name.
+private func nameCurrentThread(_ name: String) {
+    guard let file = FileHandle(forWritingAtPath: "/proc/thread-self/comm") else { return }
+    try? file.write(contentsOf: Data(name.utf8.prefix(15)))
+    try? file.close()
+}
+
 /// A job and how to resume its caller (see `Job.answer`).
 typealias Answer = (job: any Job, override: StoreError?)
 
@@ -109,6 +119,7 @@ final class SQLiteWorker: Sendable {
         let queue = self.queue
         let exited = self.exited
         let thread = Thread {
+            nameCurrentThread(name)
             let connection = handoff.connection
             var checkpoints: CheckpointPolicy?
             if case .writer(let checkpointer) = role {

@@ -1,5 +1,6 @@
 import DtmConfig
 import DtmLogging
+import DtmNet
 import DtmServer
 import Foundation
 import Logging
@@ -45,6 +46,9 @@ enum Dtm {
         let format = settings[\.logFormat]
         LoggingSystem.bootstrap { label in DtmLogHandler(label: label, format: format, level: level) }
         let logger = Logger(label: "dtm")
+        // Before anything (the PostgreSQL client included) starts the shared event loops.
+        let loops = EventLoopThreads.configure(settings[\.eventLoops])
+        logger.debug("event loop threads: \(loops)")
         raiseOpenFileLimit(logger: logger)
         // This process in the `owner` column of the transactions it leases (shown by /query).
         let owner = "\(ProcessInfo.processInfo.hostName)/\(getpid())/\(UUID().uuidString.prefix(8).lowercased())"
