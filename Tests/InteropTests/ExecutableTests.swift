@@ -7,7 +7,7 @@ import Testing
 
 @Suite struct ExecutableTests {
     /// `dtm` listens on all interfaces, keeps its SQLite store in the working directory, serves
-    /// gRPC and HTTP, and stops cleanly on SIGTERM. Its ports default to DTM's (gRPC 36790, HTTP
+    /// gRPC and HTTP, runs half the cores' event loop threads, and stops cleanly on SIGTERM. Its ports default to DTM's (gRPC 36790, HTTP
     /// 36789), which `--help` shows; the run itself binds free ports, since another dtm on the
     /// machine (another test run) may hold DTM's.
     @Test func dtmServesAndStopsOnSIGTERM() async throws {
@@ -57,6 +57,13 @@ import Testing
         let files = try #require(limits.firstMatch(of: /Max open files\s+(\d+)\s+(\d+|unlimited)/), "\(limits)")
         let hard = Int(files.2) ?? (1 << 20)
         #expect(Int(files.1) == min(hard, 1 << 20), "\(limits)")
+        // EventLoops 0 (the default): the shared event loop group has half the cores' threads.
+        let tasks = "/proc/\(process.processIdentifier)/task"
+        let threadNames = try FileManager.default.contentsOfDirectory(atPath: tasks).compactMap {
+            try? String(contentsOfFile: "\(tasks)/\($0)/comm", encoding: .utf8)
+        }
+        #expect(threadNames.filter { $0.hasPrefix("NIO-SGLTN-") }.count == EventLoopThreads.automatic, "\(threadNames)")
+        #expect(threadNames.contains { $0.hasPrefix("sqlite-writer") }, "\(threadNames)")
 
         process.terminate()  // SIGTERM
         try await waitUntil("dtm to exit after SIGTERM: \(output)") { !process.isRunning }
