@@ -26,7 +26,7 @@ enum JobStatus {
 /// A caller suspended in `SQLiteWorker.perform`.
 private final class Call<T: Sendable>: Job, @unchecked Sendable {
     // `result` is written by the worker thread and read by `answer`, which runs after the
-    // run on the same thread, or on a task created after it (a happens-before edge).
+    // run on the same thread.
     private let work: @Sendable (SQLiteConnection) throws(StoreError) -> T
     private let continuation: UnsafeContinuation<Result<T, StoreError>, Never>
     private var result: Result<T, StoreError>?
@@ -194,15 +194,13 @@ final class SQLiteWorker: Sendable {
     /// Why the latest write batch failed, unless a later one that changed rows committed.
     var lastFailure: StoreError? { queue.lastFailure }
 
-    /// Resuming a continuation from this thread wakes a pool thread each time (a semaphore
-    /// post), which cost the writer about a fifth of its time; so a batch's callers are
-    /// resumed by one task on the pool instead, and the worker goes on to the next batch.
+    /// Resumes a batch's callers from this thread. A caller running on an event loop (a gRPC
+    /// handler, a pass) is enqueued on its loop; one task on the pool resuming them instead (as
+    /// before the handlers and passes moved to the loops) cost a pool thread wake-up per batch:
+    /// at 4.8k Submits/s, resuming here raised the Submits answered within 0.5 ms (server side)
+    /// from 16–26% to 52–61% and took 3% of the CPU per saga off; the closed loop is unchanged.
     private static func deliver(_ answers: [Answer]) {
-        if answers.count == 1 {
-            answers[0].job.answer(answers[0].override)
-        } else if !answers.isEmpty {
-            Task { for answer in answers { answer.job.answer(answer.override) } }
-        }
+        for answer in answers { answer.job.answer(answer.override) }
     }
 
     /// Lets the queued jobs finish, then closes the connection and ends the thread.
