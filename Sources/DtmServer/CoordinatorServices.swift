@@ -33,7 +33,9 @@ struct RetryLoopService: Service {
     func run() async {
         let cron = self.cron
         await withGracefulShutdownHandler {
-            await cron.run()
+            // On an event loop, like the passes and the handlers that hand it work: a request
+            // that starts a pass then enqueues the loop's next job instead of waking a pool thread.
+            await withTaskExecutorPreference(EventLoopTaskExecutor.next()) { await cron.run() }
         } onGracefulShutdown: {
             Task { await cron.drain() }
         }
