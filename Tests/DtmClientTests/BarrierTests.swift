@@ -9,8 +9,9 @@ import Testing
     /// A database with one account and a counter of business runs.
     struct Ledger {
         let database: SQLiteBarrierDatabase
+        private let file = TemporaryDatabaseFile("barrier")
         init() async throws {
-            database = try SQLiteBarrierDatabase(path: temporaryPath("barrier"))
+            database = try SQLiteBarrierDatabase(path: file.path)
             try await database.execute("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
             try await database.execute("INSERT INTO account VALUES (1, 100)")
         }
@@ -70,7 +71,9 @@ import Testing
     /// A handler whose task is cancelled mid-transaction still commits or rolls back: the
     /// connection is never left inside a transaction for the next handler.
     @Test func aCancelledTaskLeavesNoOpenTransaction() async throws {
-        let database = try SQLiteBarrierDatabase(path: temporaryPath("cancelled"))
+        let path = temporaryPath("cancelled")
+        defer { removeDatabaseFiles(path) }
+        let database = try SQLiteBarrierDatabase(path: path)
         try await database.execute("CREATE TABLE t (x INTEGER)")
         let task = Task {
             try await database.withTransaction { transaction in

@@ -41,6 +41,25 @@ func temporaryPath(_ name: String) -> String {
     FileManager.default.temporaryDirectory.appendingPathComponent("dtm-sdk-\(name)-\(UUID().uuidString).db").path
 }
 
+/// Deletes an SQLite database file and its side files.
+func removeDatabaseFiles(_ path: String) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        try? FileManager.default.removeItem(atPath: path + suffix)
+    }
+}
+
+/// A database path under the temporary directory whose files are deleted when the last owner
+/// lets go of it (hold it beside the database that uses it, so it lives as long).
+final class TemporaryDatabaseFile: Sendable {
+    let path: String
+
+    init(_ name: String) {
+        path = temporaryPath(name)
+    }
+
+    deinit { removeDatabaseFiles(path) }
+}
+
 /// A transfer request for the bank's branches: protobuf for gRPC, JSON text for HTTP.
 struct Transfer: Sendable {
     var amount: Int64 = 30
@@ -81,11 +100,16 @@ struct Transfer: Sendable {
 final class Bank: Sendable {
     static let methods = ["TransOut", "TransOutRevert", "TransIn", "TransInRevert", "Confirm", "QueryPrepared"]
     let database: SQLiteBarrierDatabase
+    private let file: TemporaryDatabaseFile
     private let calls = Locked<[String]>([])
 
     init() throws {
-        database = try SQLiteBarrierDatabase(path: temporaryPath("bank"))
+        let file = TemporaryDatabaseFile("bank")
+        self.file = file
+        database = try SQLiteBarrierDatabase(path: file.path)
     }
+
+    var databasePath: String { file.path }
 
     func setUp() async throws {
         try await database.execute("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
@@ -212,6 +236,8 @@ struct Fixture: Sendable {
     static func with(_ transport: Transport, engine: EngineConfig = quickEngine,
                      _ body: (Fixture) async throws -> Void) async throws {
         let bank = try Bank()
+        // Also when a test's closures keep the bank alive (a workflow handler capturing the fixture).
+        defer { removeDatabaseFiles(bank.databasePath) }
         try await bank.setUp()
         try await withStarted(try await CoordinatorServer.start(
             CoordinatorConfig(host: "127.0.0.1", grpcPort: 0, httpPort: 0, engine: engine),
