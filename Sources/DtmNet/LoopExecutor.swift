@@ -39,7 +39,7 @@ public final class EventLoopTaskExecutor: TaskExecutor {
 /// which serves every socket (gRPC, HTTP, branch calls) and runs the transaction passes.
 public enum EventLoopThreads {
     /// Half the cores, at least one. The coordinator's other busy threads (the SQLite writer,
-    /// Swift's task pool) take the rest: on 2 cores one loop thread used 6–12% less CPU per
+    /// Swift's task pool) take the rest: on 2 cores one loop thread used 5–17% less CPU per
     /// saga than two at 2000–4800 Submits/s, with the same peak rate (README, "CPU per saga").
     public static var automatic: Int { max(1, System.coreCount / 2) }
 
