@@ -1,4 +1,5 @@
 import DtmClient
+import DtmTestSupport
 import Foundation
 import Synchronization
 import Testing

@@ -41,13 +41,6 @@ func temporaryPath(_ name: String) -> String {
     FileManager.default.temporaryDirectory.appendingPathComponent("dtm-sdk-\(name)-\(UUID().uuidString).db").path
 }
 
-/// Deletes an SQLite database file and its side files.
-func removeDatabaseFiles(_ path: String) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        try? FileManager.default.removeItem(atPath: path + suffix)
-    }
-}
-
 /// A database path under the temporary directory whose files are deleted when the last owner
 /// lets go of it (hold it beside the database that uses it, so it lives as long).
 final class TemporaryDatabaseFile: Sendable {

@@ -14,7 +14,7 @@ import Testing
 @Suite struct HealthTests {
     @Test func pingAndHealthCheckFollowTheStore() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("health-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        defer { removeDatabaseFiles(path) }
         let store = try SQLiteStore(path: path, busyTimeout: .milliseconds(200))
         defer { store.close() }
         try await withCoordinator(store: store) { coordinator, api in try await withGRPCClient(coordinator) { client, target in

@@ -178,7 +178,7 @@ struct SQLiteStoreForTests: Stoppable {
         let (store, path) = (store, path)
         await onOwnThread {
             store.close()
-            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            removeDatabaseFiles(path)
         }
     }
 }

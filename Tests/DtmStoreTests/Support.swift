@@ -16,11 +16,7 @@ struct TemporaryDatabase: Sendable {
     }
 
     /// Removes the file and SQLite's side files.
-    func remove() {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            try? FileManager.default.removeItem(atPath: path + suffix)
-        }
-    }
+    func remove() { removeDatabaseFiles(path) }
 }
 
 /// A store under test and how to dispose of it.

@@ -7,9 +7,9 @@ import Testing
 
 @Suite struct ExecutableTests {
     /// `dtm` listens on all interfaces, keeps its SQLite store in the working directory, serves
-    /// gRPC and HTTP, runs half the cores' event loop threads, and stops cleanly on SIGTERM. Its ports default to DTM's (gRPC 36790, HTTP
-    /// 36789), which `--help` shows; the run itself binds free ports, since another dtm on the
-    /// machine (another test run) may hold DTM's.
+    /// gRPC and HTTP, runs half the cores' event loop threads, and stops cleanly on SIGTERM. Its
+    /// ports default to DTM's (gRPC 36790, HTTP 36789), which `--help` shows; the run itself binds
+    /// free ports, since another dtm on the machine (another test run) may hold DTM's.
     @Test func dtmServesAndStopsOnSIGTERM() async throws {
         let binary = try #require(Peers.dtmBinary, "build first: swift build")
         let help = try await Peers.run(binary, ["--help"])
