@@ -87,11 +87,25 @@ final class SQLiteConnection {
     var totalChanges: Int64 { sqlite3_total_changes64(db) }
 
     /// Copies committed WAL frames into the database file, without blocking writers.
-    func checkpoint() throws(StoreError) {
+    /// Returns how many of the WAL's frames are now in the database file (0 when it has none).
+    func checkpoint() throws(StoreError) -> Int {
         guard let db else { throw .database("checkpoint: database is closed") }
-        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        var frames: Int32 = -1
+        var copied: Int32 = -1
+        var rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied)
+        if rc == SQLITE_OK && frames < 0 {
+            // A connection that has not read the database yet has not opened the WAL: SQLite
+            // then checkpoints nothing and still answers OK (the checkpointer thread's connection
+            // never ran a statement and copied nothing, so the writer did every checkpoint
+            // itself). Reading the schema opens the WAL.
+            try executeScript("SELECT 1 FROM sqlite_schema LIMIT 1", context: "open the WAL to checkpoint")
+            rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied)
+        }
         // BUSY: another connection is checkpointing right now, which is as good.
-        if rc != SQLITE_OK && rc != SQLITE_BUSY { throw lastError(context: "checkpoint") }
+        if rc == SQLITE_BUSY { return 0 }
+        if rc != SQLITE_OK { throw lastError(context: "checkpoint") }
+        guard frames >= 0 else { throw .database("checkpoint: \(path) is not in WAL mode") }
+        return Int(max(0, copied))
     }
 
     /// Runs SQL text that may hold several statements (schema scripts). Not cached.

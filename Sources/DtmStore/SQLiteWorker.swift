@@ -94,6 +94,11 @@ public struct WriterStatistics: Sendable, Equatable {
     public var largestBatch = 0
     /// Time the writer spent running and committing batches (not waiting for work).
     public var busy = Duration.zero
+    /// Checkpoints the checkpointer thread ran beside the writer.
+    public var checkpointsBeside = 0
+    /// Checkpoints the writer ran itself, between two batches, because the WAL had reached
+    /// `CheckpointPolicy.limit` frames (the checkpointer had fallen behind).
+    public var checkpointsByWriter = 0
 }
 
 /// A dedicated thread that owns one `SQLiteConnection` and runs queued jobs on it, so that
@@ -124,7 +129,7 @@ final class SQLiteWorker: Sendable {
             var checkpoints: CheckpointPolicy?
             if case .writer(let checkpointer) = role {
                 connection.takeOverCheckpoints()
-                checkpoints = CheckpointPolicy(checkpointer: checkpointer)
+                checkpoints = CheckpointPolicy(checkpointer: checkpointer, statistics: queue)
             }
             while let jobs = queue.take(max: maxBatch) {
                 switch role {
@@ -140,7 +145,6 @@ final class SQLiteWorker: Sendable {
                         _ = batch.execute(jobs)
                     }
                     let answers = batch.finish()
-                    checkpoints?.afterCommit(connection)
                     queue.record(commit: batch.committedWrites, busy: .now - start)
                     // Health: a failed batch marks the store unhealthy until a batch that changed
                     // rows commits (an empty probe commit succeeds even on a full disk).
@@ -150,6 +154,9 @@ final class SQLiteWorker: Sendable {
                         queue.record(failure: nil)
                     }
                     Self.deliver(answers)
+                    // After the answers: a checkpoint the writer runs itself copies thousands of
+                    // pages, and the callers of the batch just committed need not wait for it.
+                    checkpoints?.afterCommit(connection)
                 case .reader:
                     Self.deliver(jobs.map { job -> Answer in
                         _ = job.run(connection)
@@ -265,6 +272,13 @@ private final class JobQueue: @unchecked Sendable {
         return true
     }
 
+    /// Counts a checkpoint that ran (see `WriterStatistics`).
+    func record(checkpointByWriter byWriter: Bool) {
+        condition.lock()
+        defer { condition.unlock() }
+        if byWriter { counters.checkpointsByWriter += 1 } else { counters.checkpointsBeside += 1 }
+    }
+
     /// Counts a batch: the writes of its commit (nil when it did not commit) and its duration.
     func record(commit writes: Int?, busy: Duration) {
         condition.lock()
@@ -327,10 +341,12 @@ private struct CheckpointPolicy {
     static let step = 1000
     static let limit = 10_000
     let checkpointer: SQLiteWorker
+    private let statistics: JobQueue
     private var requestedAt = 0
 
-    init(checkpointer: SQLiteWorker) {
+    init(checkpointer: SQLiteWorker, statistics: JobQueue) {
         self.checkpointer = checkpointer
+        self.statistics = statistics
     }
 
     mutating func afterCommit(_ connection: SQLiteConnection) {
@@ -338,10 +354,13 @@ private struct CheckpointPolicy {
         if frames < requestedAt { requestedAt = 0 }  // the WAL restarted
         if frames >= Self.limit {
             // A failure here is retried after the next commit; the WAL only grows meanwhile.
-            try? connection.checkpoint()
+            if (try? connection.checkpoint()) != nil { statistics.record(checkpointByWriter: true) }
         } else if frames >= requestedAt + Self.step {
             requestedAt = frames
-            checkpointer.post { try? $0.checkpoint() }
+            let statistics = self.statistics
+            checkpointer.post { connection in
+                if (try? connection.checkpoint()) != nil { statistics.record(checkpointByWriter: false) }
+            }
         }
     }
 }
