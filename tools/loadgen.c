@@ -16,6 +16,9 @@
 //   busi                the number of branch calls served so far
 // A result line: result sent=N ok=A failed=F seconds=T p50_ms= p90_ms= p99_ms= max_ms= busi=B
 // (failed: any answer but grpc-status 0, e.g. RESOURCE_EXHAUSTED from admission control).
+// With LOADGEN_TRACE=FILE in the environment it also writes one line per answered Submit to FILE:
+// its due time in seconds since its job began and its latency in milliseconds (to tell stalls,
+// where everything due in a window is answered at one moment, from scattered slow answers).
 // Exits at end of input.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -176,6 +179,9 @@ static double *latencies;
 static size_t latency_count, latency_capacity;
 static uint64_t ok_count, failed_count, in_flight;
 
+static FILE *trace_file;
+static double job_begin;  // when the current command began (see below)
+
 static void record_latency(double seconds) {
     if (latency_count == latency_capacity) {
         latency_capacity = latency_capacity ? latency_capacity * 2 : 65536;
@@ -217,7 +223,9 @@ static int client_stream_close(nghttp2_session *session, int32_t stream_id, uint
     if (!s) return 0;
     if (error_code == 0 && s->grpc_status == 0) {
         ok_count++;
-        record_latency(now_seconds() - s->start);
+        double now = now_seconds();
+        record_latency(now - s->start);
+        if (trace_file) fprintf(trace_file, "%.6f %.3f\n", s->start - job_begin, (now - s->start) * 1000);
     } else {
         failed_count++;
     }
@@ -358,7 +366,6 @@ static void handle_readable(connection *c) {
 enum job { JOB_NONE, JOB_CLOSED, JOB_PACED };
 static enum job job = JOB_NONE;
 static char run_prefix[256];
-static double job_begin;
 static uint64_t job_total, job_started, closed_limit;
 static double paced_rate;
 
@@ -489,6 +496,8 @@ static void run_loop(void) {
 }
 
 int main(int argc, char **argv) {
+    const char *trace_path = getenv("LOADGEN_TRACE");
+    if (trace_path && *trace_path && !(trace_file = fopen(trace_path, "w"))) die("LOADGEN_TRACE");
     if (argc < 2) {
         fprintf(stderr, "usage: loadgen HOST:PORT[,HOST:PORT...] [CONNECTIONS per coordinator]\n");
         return 2;
