@@ -17,8 +17,9 @@
 // A result line: result sent=N ok=A failed=F seconds=T p50_ms= p90_ms= p99_ms= max_ms= busi=B
 // (failed: any answer but grpc-status 0, e.g. RESOURCE_EXHAUSTED from admission control).
 // With LOADGEN_TRACE=FILE in the environment it also writes one line per answered Submit to FILE:
-// its due time in seconds since its job began and its latency in milliseconds (to tell stalls,
-// where everything due in a window is answered at one moment, from scattered slow answers).
+// its due time in seconds since its job began, its latency and how late the load generator itself
+// began sending it, both in milliseconds (to tell stalls, where everything due in a window is
+// answered at one moment, from scattered slow answers, and the coordinator's from our own).
 // Exits at end of input.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -171,6 +172,7 @@ typedef struct submit {
     uint8_t *body;
     size_t length, offset;
     double start;
+    double sent;     // when the load generator got to it (later than start when it lags)
     int grpc_status; // -1 until seen
     connection *conn;
 } submit;
@@ -225,7 +227,9 @@ static int client_stream_close(nghttp2_session *session, int32_t stream_id, uint
         ok_count++;
         double now = now_seconds();
         record_latency(now - s->start);
-        if (trace_file) fprintf(trace_file, "%.6f %.3f\n", s->start - job_begin, (now - s->start) * 1000);
+        if (trace_file)
+            fprintf(trace_file, "%.6f %.3f %.3f\n", s->start - job_begin, (now - s->start) * 1000,
+                    (s->sent - s->start) * 1000);
     } else {
         failed_count++;
     }
@@ -265,6 +269,7 @@ static void start_submit(const char *prefix, uint64_t index, double start) {
     dtmgimp__dtm_request__pack(&request, s->body + 5);
     s->length = size + 5;
     s->start = start;
+    s->sent = now_seconds();
     s->grpc_status = -1;
     if (client_count == 0) {
         fprintf(stderr, "loadgen: no coordinator to send Submits to (started with 'none')\n");
