@@ -1,8 +1,9 @@
 """Generates grpcio stubs from the repository's proto/ into a temporary folder and imports them.
 
 Used by the interop peers so they talk to swift-dtm exactly as any user's generated stubs do.
+The folder is deleted as soon as the modules are imported (they do not read it again), so a
+peer that a test kills with SIGKILL, where atexit never runs, leaves nothing behind.
 """
-import atexit
 import importlib
 import os
 import shutil
@@ -17,7 +18,15 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 
 def load(*protos):
     out = tempfile.mkdtemp(prefix="dtm-stubs-")
-    atexit.register(shutil.rmtree, out, True)
+    try:
+        return _generate(out, protos)
+    finally:
+        if out in sys.path:
+            sys.path.remove(out)
+        shutil.rmtree(out, True)
+
+
+def _generate(out, protos):
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     args = ["protoc", f"-I{os.path.join(ROOT, 'proto')}", f"-I{include}",
             f"--python_out={out}", f"--grpc_python_out={out}"] + [f"{p}.proto" for p in protos]
