@@ -653,20 +653,32 @@ struct Probes: Sendable {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    /// malloc + calloc + realloc + aligned calls, and frees, from the shim's shared file.
+    /// malloc + calloc + realloc + aligned calls, and frees, from the shim's shared file: the sum
+    /// of its per-thread blocks (see tools/malloc-count.c for the layout).
     static func mallocCounts(_ path: String) throws -> (allocations: UInt64, frees: UInt64) {
-        guard let data = FileManager.default.contents(atPath: path), data.count >= 48 else {
+        guard let data = FileManager.default.contents(atPath: path), data.count >= 64 else {
             throw ValidationError("malloc counter file \(path) missing or short: was the shim preloaded?")
         }
         let bytes = [UInt8](data)
         // Native (little-endian) uint64 words, as the shim writes them.
-        let words = (0..<6).map { slot in
-            bytes[(slot * 8)..<(slot * 8 + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        func word(_ index: Int) -> UInt64 {
+            bytes[(index * 8)..<(index * 8 + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         }
         guard Array(bytes[0..<8]) == Array("dtmalloc".utf8) else {
             throw ValidationError("\(path) is not a malloc counter file")
         }
-        return (words[1] &+ words[2] &+ words[3] &+ words[4], words[5])
+        let blocks = Int(word(1))
+        guard blocks > 1, blocks * 64 <= bytes.count else {
+            throw ValidationError("malloc counter file \(path) says \(blocks) blocks in \(bytes.count) bytes")
+        }
+        var allocations: UInt64 = 0
+        var frees: UInt64 = 0
+        for block in 1..<blocks {
+            let base = block * 8  // in words: 64-byte blocks
+            allocations &+= word(base + 1) &+ word(base + 2) &+ word(base + 3) &+ word(base + 4)
+            frees &+= word(base + 5)
+        }
+        return (allocations, frees)
     }
 
     /// The sum of a Prometheus metric's samples (all label sets) in a text exposition.
