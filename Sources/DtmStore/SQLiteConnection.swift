@@ -16,6 +16,12 @@ private let constraintPrimaryKey = SQLITE_CONSTRAINT | (6 << 8)
 /// Copies bound text and blobs into SQLite (the C macro `SQLITE_TRANSIENT` is not importable).
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
+/// Process-wide SQLite settings, applied once before the first connection opens (SQLite refuses
+/// them once initialized, e.g. when a test opened a database first; then they are skipped).
+/// No memory statistics: with them every SQLite malloc and free takes a global mutex, and
+/// Debian's SQLite is built without lookaside memory, so a saga's writes make about 160 of each.
+private let configureSQLite: Void = { _ = dtm_sqlite3_disable_memstatus() }()
+
 /// The one owner of a `sqlite3*` and of its prepared statements.
 ///
 /// Statements are prepared once per SQL text and reused; everything is finalized in
@@ -29,8 +35,11 @@ final class SQLiteConnection {
     private var statements = [OpaquePointer?](repeating: nil, count: SQL.allCases.count)
     /// Where SQLite's WAL hook writes the WAL's frame count (see `takeOverCheckpoints`).
     private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    /// Holds the text and blobs bound to the running statements (see `BindArena`).
+    private let arena = BindArena()
 
     init(path: String) throws(StoreError) {
+        configureSQLite
         self.path = path
         var handle: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
@@ -163,11 +172,15 @@ final class SQLiteConnection {
     private func withStatement<T>(_ sql: SQL, _ bind: (inout Binder) -> Void,
                                   _ body: (OpaquePointer) throws(StoreError) -> T) throws(StoreError) -> T {
         let statement = try prepared(sql)
+        let mark = arena.mark
         defer {
             sqlite3_reset(statement)
             sqlite3_clear_bindings(statement)
+            // Only now: the statement read its parameters until here. A statement run inside
+            // another's closure rewinds to its own mark and leaves the outer one's bytes alone.
+            arena.rewind(to: mark)
         }
-        var binder = Binder(statement: statement)
+        var binder = Binder(statement: statement, arena: arena)
         bind(&binder)
         if binder.result != SQLITE_OK { throw lastError(sql) }
         return try body(statement)
@@ -219,11 +232,13 @@ final class SQLiteConnection {
 /// `SQLiteConnection.run(_:binding:)`. The first failure is kept and reported before the step.
 struct Binder: ~Copyable {
     fileprivate let statement: OpaquePointer
+    private let arena: BindArena
     private var index: Int32 = 0
     fileprivate private(set) var result = SQLITE_OK
 
-    fileprivate init(statement: OpaquePointer) {
+    fileprivate init(statement: OpaquePointer, arena: BindArena) {
         self.statement = statement
+        self.arena = arena
     }
 
     private mutating func next(_ bind: (OpaquePointer, Int32) -> Int32) {
@@ -242,15 +257,18 @@ struct Binder: ~Copyable {
 
     mutating func text(_ value: String) {
         var value = value
+        let arena = self.arena
         next { statement, index in
             // Explicit length: keeps embedded NUL characters; an empty string must not bind NULL.
             value.withUTF8 { utf8 in
-                guard let base = utf8.baseAddress, !utf8.isEmpty else {
-                    return sqlite3_bind_text(statement, index, "", 0, transient)
+                guard !utf8.isEmpty else { return sqlite3_bind_text(statement, index, "", 0, transient) }
+                guard let copy = arena.copy(UnsafeRawBufferPointer(utf8)) else {
+                    return utf8.withMemoryRebound(to: CChar.self) {
+                        sqlite3_bind_text(statement, index, $0.baseAddress, Int32($0.count), transient)
+                    }
                 }
-                return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
-                    sqlite3_bind_text(statement, index, $0, Int32(utf8.count), transient)
-                }
+                return sqlite3_bind_text(statement, index, copy.assumingMemoryBound(to: CChar.self),
+                                         Int32(utf8.count), nil)
             }
         }
     }
@@ -260,11 +278,15 @@ struct Binder: ~Copyable {
     }
 
     mutating func blob(_ value: [UInt8]) {
+        let arena = self.arena
         next { statement, index in
             // bind_blob with a null pointer would store NULL; an empty payload is a zero-length blob.
             if value.isEmpty { return sqlite3_bind_zeroblob(statement, index, 0) }
-            return value.withUnsafeBytes {
-                sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient)
+            return value.withUnsafeBytes { bytes in
+                guard let copy = arena.copy(bytes) else {
+                    return sqlite3_bind_blob(statement, index, bytes.baseAddress, Int32(bytes.count), transient)
+                }
+                return sqlite3_bind_blob(statement, index, copy, Int32(bytes.count), nil)
             }
         }
     }
@@ -276,6 +298,49 @@ struct Binder: ~Copyable {
         case .text(let v): text(v)
         case .blob(let v): blob(v)
         }
+    }
+}
+
+/// Bytes bound to statements as SQLITE_STATIC, so that SQLite does not malloc a copy of each
+/// (about 60 per saga; Debian's SQLite has no lookaside memory to take them). A statement's
+/// bytes must stay put until it is reset: the arena hands out space in fixed chunks it never
+/// moves or frees while the connection lives, and `withStatement` rewinds to the mark it took
+/// once its statement is reset, so the space is reused by the next one. Values above
+/// `largest` bytes are left to SQLite to copy.
+private final class BindArena {
+    struct Mark { fileprivate let chunk: Int, offset: Int }
+    static let chunkSize = 16 << 10
+    static let largest = 4 << 10
+    private var chunks: [UnsafeMutableRawPointer] = []
+    private var chunk = 0
+    private var offset = 0
+
+    deinit {
+        for chunk in chunks { chunk.deallocate() }
+    }
+
+    var mark: Mark { Mark(chunk: chunk, offset: offset) }
+
+    func rewind(to mark: Mark) {
+        chunk = mark.chunk
+        offset = mark.offset
+    }
+
+    /// A copy of `bytes` that stays valid until a rewind to a mark taken before this call;
+    /// nil when `bytes` is larger than `largest`.
+    func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer? {
+        guard let source = bytes.baseAddress, bytes.count <= Self.largest else { return nil }
+        if chunk < chunks.count && offset + bytes.count > Self.chunkSize {
+            chunk += 1
+            offset = 0
+        }
+        if chunk == chunks.count {
+            chunks.append(.allocate(byteCount: Self.chunkSize, alignment: 16))
+        }
+        let destination = chunks[chunk] + offset
+        destination.copyMemory(from: source, byteCount: bytes.count)
+        offset += bytes.count
+        return UnsafeRawPointer(destination)
     }
 }
 
