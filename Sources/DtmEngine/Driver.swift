@@ -127,12 +127,17 @@ public struct TransactionDriver: Sendable {
                 // decided again once calls end (the processor never relaunches a running call).
                 if case .launch(let calls) = decision {
                     let room = config.maxCallsInFlight - pass.state.memory.callsInFlight
-                    decision = room > 0 ? .launch(Array(calls.prefix(room))) : .awaitResult
+                    if room <= 0 {
+                        decision = .awaitResult
+                    } else if calls.count > room {
+                        decision = .launch(Array(calls.prefix(room)))
+                    }
                 }
                 switch decision {
                 case .launch(let calls):
                     guard !calls.isEmpty, await pass.flush(), await pass.holdLease() else { break loop }
                     let current = pass.state.global
+                    pass.reserveForCalls()
                     for call in calls {
                         pass.state.memory.launched(call.key)
                         pass.report.calls.append(call)
@@ -225,6 +230,17 @@ private struct Pass {
 
     private var gid: String { state.global.gid }
     private var config: EngineConfig { driver.config }
+
+    /// Before the first call: room in the per-call arrays for a call per branch row (at most
+    /// 16), so that a saga's calls and answers do not grow them one reallocation at a time.
+    mutating func reserveForCalls() {
+        guard report.calls.capacity == 0 else { return }
+        let expected = min(max(state.branches.count, 2), 16)
+        report.calls.reserveCapacity(expected)
+        report.answers.reserveCapacity(expected)
+        attempts.reserveCapacity(expected)
+        pending.reserveCapacity(expected)
+    }
 
     /// Applies a call's answer (spec 4.2); false when the branch write lost its race or failed.
     mutating func record(_ result: BranchResult, of call: BranchCall, timing: CallTiming) async -> Bool {
