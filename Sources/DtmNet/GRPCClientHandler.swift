@@ -18,7 +18,10 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     private struct Pending {
         var promise: EventLoopPromise<GRPCResponse>
-        var timer: Scheduled<Void>?
+        /// When the call fails with DEADLINE_EXCEEDED (see `sweep`), and what it says then.
+        var deadline: NIODeadline?
+        var timeout: Duration?
+        var path: String
     }
 
     private let connection: GRPCClientConnection
@@ -30,7 +33,13 @@ final class GRPCClientHandler: ChannelInboundHandler {
     /// Why the connection failed (a TLS handshake refused, say), for calls that reach it after.
     private var failure: RPCError?
     private let idleTimeout: Duration
-    private var idleTimer: Scheduled<Void>?
+    /// With no call in flight: when the connection retires as idle (see `armIdleTimer`).
+    private var idleDeadline: NIODeadline?
+    /// One timer per connection for both the calls' deadlines and the idle timeout (a timer
+    /// per call, plus re-arming the idle one at each call, was about 12 allocations per saga):
+    /// it fires at the earliest of them, or earlier, and `sweep` arms it again.
+    private var sweepTimer: Scheduled<Void>?
+    private var sweepAt: NIODeadline?
     /// Bytes were read since the last read-complete: what they cause (WINDOW_UPDATE, SETTINGS
     /// ACK, PING ACK) goes out in one write when the read burst ends.
     private var readSinceFlush = false
@@ -80,8 +89,7 @@ final class GRPCClientHandler: ChannelInboundHandler {
             promise.fail(ConnectionRetired(reason: failure))
             return nil
         }
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleDeadline = nil
         let id: Int32
         do {
             id = try connection.startCall(path: path, message: message, metadata: metadata, timeout: timeout)
@@ -89,15 +97,54 @@ final class GRPCClientHandler: ChannelInboundHandler {
             promise.fail(RPCError(.unavailable, "cannot start call to \(connection.authority)\(path): \(error)"))
             return nil
         }
-        var call = Pending(promise: promise)
-        if let timeout {
-            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            call.timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: timeout.nanoseconds))) {
-                bound.value.cancel(id, RPCError(.deadlineExceeded, "deadline of \(timeout) exceeded calling \(path)"))
+        let deadline = timeout.map { NIODeadline.now() + .nanoseconds(Int64(clamping: $0.nanoseconds)) }
+        pending[id] = Pending(promise: promise, deadline: deadline, timeout: timeout, path: path)
+        if let deadline { armSweep(at: deadline) }
+        return id
+    }
+
+    /// Makes sure the sweep runs no later than `deadline`. Calls mostly share one timeout, so a
+    /// new call's deadline is later than the armed one and nothing is scheduled.
+    private func armSweep(at deadline: NIODeadline) {
+        if let sweepAt, sweepAt <= deadline { return }
+        guard let context else { return }
+        sweepTimer?.cancel()
+        sweepAt = deadline
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        sweepTimer = context.eventLoop.scheduleTask(deadline: deadline) { bound.value.sweep() }
+    }
+
+    /// Fails the calls whose deadline passed, retires the connection if it stayed idle long
+    /// enough, and arms the timer for whatever comes next.
+    private func sweep() {
+        sweepTimer = nil
+        sweepAt = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        var expired: [(Int32, Pending)] = []
+        for (id, call) in pending {
+            guard let deadline = call.deadline else { continue }
+            if deadline <= now {
+                expired.append((id, call))
+            } else {
+                next = min(next ?? deadline, deadline)
             }
         }
-        pending[id] = call
-        return id
+        for (id, call) in expired {
+            let timeout = call.timeout.map { "\($0)" } ?? "?"
+            cancel(id, RPCError(.deadlineExceeded, "deadline of \(timeout) exceeded calling \(call.path)"))
+        }
+        if let idleDeadline, pending.isEmpty {
+            if idleDeadline <= now {
+                self.idleDeadline = nil
+                logger.debug("closing idle client connection", metadata: ["target": "\(connection.authority)"])
+                markUnusable()
+                context?.close(promise: nil)
+                return
+            }
+            next = min(next ?? idleDeadline, idleDeadline)
+        }
+        if let next { armSweep(at: next) }
     }
 
     /// Abandons a call (deadline or caller cancellation): resets its stream, fails its promise.
@@ -139,8 +186,10 @@ final class GRPCClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        idleTimer = nil
+        sweepTimer?.cancel()
+        sweepTimer = nil
+        sweepAt = nil
+        idleDeadline = nil
         failAll(RPCError(.unavailable, "connection to \(connection.authority) closed"))
         self.context = nil
         context.fireChannelInactive()
@@ -158,7 +207,6 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     private func complete(_ completion: GRPCCallCompletion) {
         guard let call = pending.removeValue(forKey: completion.streamID) else { return }
-        call.timer?.cancel()
         if completion.unprocessed {
             // Never processed by the server: the caller may send it again elsewhere.
             call.promise.fail(ConnectionRetired())
@@ -176,25 +224,17 @@ final class GRPCClientHandler: ChannelInboundHandler {
     /// With no call in flight, the connection retires after `idleTimeout` (or `minimum`, if
     /// longer): it leaves the pool first, so no new call is handed to it, then closes.
     private func armIdleTimer(atLeast minimum: Duration = .zero) {
-        // `start` cancels the timer, so after a call it is re-armed with the plain idle timeout.
-        guard pending.isEmpty, idleTimer == nil, let context else { return }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let delay = max(idleTimeout, minimum)
-        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: delay.nanoseconds))) {
-            let handler = bound.value
-            handler.idleTimer = nil
-            guard handler.pending.isEmpty else { return }
-            handler.logger.debug("closing idle client connection", metadata: ["target": "\(handler.connection.authority)"])
-            handler.markUnusable()
-            handler.context?.close(promise: nil)
-        }
+        // `start` clears the idle deadline, so after a call it is set with the plain idle timeout.
+        guard pending.isEmpty, idleDeadline == nil, context != nil else { return }
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(clamping: max(idleTimeout, minimum).nanoseconds))
+        idleDeadline = deadline
+        armSweep(at: deadline)
     }
 
     private func failAll(_ error: RPCError) {
         markUnusable()
         connection.failAll(error).forEach(complete)
         for (_, call) in pending {
-            call.timer?.cancel()
             call.promise.fail(error)
         }
         pending = [:]

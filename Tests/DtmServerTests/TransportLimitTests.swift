@@ -147,6 +147,37 @@ private func global(_ gid: String, _ proto: TransProtocol) -> GlobalTransaction 
         }
         #expect(message.contains("DeadlineExceeded"))
     }
+
+    /// A connection times its calls with one timer set for the earliest deadline: a call with a
+    /// shorter deadline than one already waiting fails at its own, and a later call after the
+    /// timer fired still gets one.
+    @Test func callsOnOneConnectionEachFailAtTheirOwnDeadline() async throws {
+        let peer = try await SilentPeer.start(reply: [])
+        let client = GRPCClient()
+        let target = "127.0.0.1:\(peer.port)"
+        let long = Task { () async throws(RPCError) -> GRPCResponse in
+            try await client.unary(target: target, path: "/busi.Busi/Long", message: [1], timeout: .seconds(120))
+        }
+        // Twice: a short deadline under the long one, then another after the first timer fired.
+        for path in ["/busi.Busi/Short", "/busi.Busi/Again"] {
+            let began = ContinuousClock.now
+            let outcome = await returnsWithin(.seconds(60)) { () async -> RPCError? in
+                do throws(RPCError) {
+                    _ = try await client.unary(target: target, path: path, message: [2], timeout: .milliseconds(300))
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            let error = try #require(outcome, "\(path) must end by its deadline, not the long call's")
+            #expect(error?.code == .deadlineExceeded, "\(String(describing: error))")
+            #expect(error?.message.contains(path) == true, "\(String(describing: error))")
+            #expect(ContinuousClock.now - began < .seconds(60))
+        }
+        long.cancel()
+        await client.shutdown()
+        await peer.close()
+    }
 }
 
 /// Limits of the gRPC server and client connections, over real sockets on port 0.
