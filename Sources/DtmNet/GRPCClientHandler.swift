@@ -18,9 +18,8 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     private struct Pending {
         var promise: EventLoopPromise<GRPCResponse>
-        /// When the call fails with DEADLINE_EXCEEDED (see `sweep`), and what it says then.
-        var deadline: NIODeadline?
-        var timeout: Duration?
+        /// When the call fails with DEADLINE_EXCEEDED (see `sweep`), and the timeout it names then.
+        var deadline: (at: NIODeadline, timeout: Duration)?
         var path: String
     }
 
@@ -97,9 +96,9 @@ final class GRPCClientHandler: ChannelInboundHandler {
             promise.fail(RPCError(.unavailable, "cannot start call to \(connection.authority)\(path): \(error)"))
             return nil
         }
-        let deadline = timeout.map { NIODeadline.now() + .nanoseconds(Int64(clamping: $0.nanoseconds)) }
-        pending[id] = Pending(promise: promise, deadline: deadline, timeout: timeout, path: path)
-        if let deadline { armSweep(at: deadline) }
+        let deadline = timeout.map { (at: NIODeadline.now() + .nanoseconds(Int64(clamping: $0.nanoseconds)), timeout: $0) }
+        pending[id] = Pending(promise: promise, deadline: deadline, path: path)
+        if let deadline { armSweep(at: deadline.at) }
         return id
     }
 
@@ -121,18 +120,17 @@ final class GRPCClientHandler: ChannelInboundHandler {
         sweepAt = nil
         let now = NIODeadline.now()
         var next: NIODeadline?
-        var expired: [(Int32, Pending)] = []
+        var expired: [(id: Int32, timeout: Duration, path: String)] = []
         for (id, call) in pending {
             guard let deadline = call.deadline else { continue }
-            if deadline <= now {
-                expired.append((id, call))
+            if deadline.at <= now {
+                expired.append((id, deadline.timeout, call.path))
             } else {
-                next = min(next ?? deadline, deadline)
+                next = min(next ?? deadline.at, deadline.at)
             }
         }
-        for (id, call) in expired {
-            let timeout = call.timeout.map { "\($0)" } ?? "?"
-            cancel(id, RPCError(.deadlineExceeded, "deadline of \(timeout) exceeded calling \(call.path)"))
+        for call in expired {
+            cancel(call.id, RPCError(.deadlineExceeded, "deadline of \(call.timeout) exceeded calling \(call.path)"))
         }
         if let idleDeadline, pending.isEmpty {
             if idleDeadline <= now {

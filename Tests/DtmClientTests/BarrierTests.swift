@@ -1,5 +1,4 @@
 import DtmClient
-import DtmTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -72,9 +71,8 @@ import Testing
     /// A handler whose task is cancelled mid-transaction still commits or rolls back: the
     /// connection is never left inside a transaction for the next handler.
     @Test func aCancelledTaskLeavesNoOpenTransaction() async throws {
-        let path = temporaryPath("cancelled")
-        defer { removeDatabaseFiles(path) }
-        let database = try SQLiteBarrierDatabase(path: path)
+        let file = TemporaryDatabaseFile("cancelled")
+        let database = try SQLiteBarrierDatabase(path: file.path)
         try await database.execute("CREATE TABLE t (x INTEGER)")
         let task = Task {
             try await database.withTransaction { transaction in
