@@ -64,6 +64,12 @@ import Testing
         }
         #expect(threadNames.filter { $0.hasPrefix("NIO-SGLTN-") }.count == EventLoopThreads.automatic, "\(threadNames)")
         #expect(threadNames.contains { $0.hasPrefix("sqlite-writer") }, "\(threadNames)")
+        // dtm executed itself again with glibc's per-thread cache enlarged (same pid), under its
+        // own name (ps, top and pgrep show `dtm`, not `exe`).
+        let environment = try String(contentsOfFile: "/proc/\(process.processIdentifier)/environ", encoding: .utf8)
+        #expect(environment.split(separator: "\0").contains("GLIBC_TUNABLES=glibc.malloc.tcache_count=128"))
+        let name = try String(contentsOfFile: "/proc/\(process.processIdentifier)/comm", encoding: .utf8)
+        #expect(name.trimmingCharacters(in: .whitespacesAndNewlines) == URL(fileURLWithPath: binary).lastPathComponent)
 
         process.terminate()  // SIGTERM
         try await waitUntil("dtm to exit after SIGTERM: \(output)") { !process.isRunning }
