@@ -7,11 +7,15 @@ public struct ScheduledPass: Sendable {
     public var branches: [BranchRecord]?
     /// The admission the request took: held until this pass has run.
     public var permit: AdmissionPermit?
+    /// `global` and `branches` are the rows the request just inserted (see `FreshTransactions`).
+    public var created: Bool
 
-    public init(global: GlobalTransaction, branches: [BranchRecord]? = nil, permit: AdmissionPermit? = nil) {
+    public init(global: GlobalTransaction, branches: [BranchRecord]? = nil, permit: AdmissionPermit? = nil,
+                created: Bool = false) {
         self.global = global
         self.branches = branches
         self.permit = permit
+        self.created = created
     }
 }
 
@@ -50,7 +54,9 @@ public struct Coordinator: Sendable {
         self.driver = driver
         self.resolveTopic = resolveTopic ?? storeTopicResolver(driver.store)
         self.schedule = schedule
-        self.runNow = runNow ?? { pass in await driver.process(pass.global, branches: pass.branches) }
+        self.runNow = runNow ?? { pass in
+            await driver.process(pass.global, branches: pass.branches, created: pass.created)
+        }
         self.admission = admission
     }
 
@@ -134,6 +140,7 @@ public struct Coordinator: Sendable {
     public func registerBranch(_ registration: BranchRegistration) async throws(DtmError) {
         let rows = try Self.branchRows(registration, limits: config.limits, now: now)
         let permit = try admit()
+        driver.fresh.forget(registration.gid)
         defer { withExtendedLifetime(permit) {} }
         do {
             try await store.appendBranches(gid: registration.gid, expecting: .prepared, branches: rows, now: now)
@@ -191,6 +198,7 @@ public struct Coordinator: Sendable {
     /// Operator tool: makes the transaction due now, whatever its status.
     public func resetNextCronTime(gid: String) async throws(DtmError) {
         try Validation.gid(gid)
+        driver.fresh.forget(gid)
         do {
             try await store.resetNextCronTime(gid: gid, now: now)
         } catch .notFound {
@@ -215,6 +223,7 @@ public struct Coordinator: Sendable {
         var update = GlobalUpdate.transition(to: status, reason: request.reqExtra["rollback_reason"],
                                              result: request.reqExtra["result"], now: now)
         update.transType = .workflow
+        driver.fresh.forget(request.gid)
         do {
             try await store.changeStatus(gid: request.gid, from: .prepared, to: status, update: update, now: now)
         } catch .notFound {
@@ -238,10 +247,18 @@ public struct Coordinator: Sendable {
         global.nextCronTime = now.addingTimeInterval(Double(global.nextCronInterval))
         global.owner = driver.owner
         let branches = try await generateBranches(checked, now: now)
+        // A submitted one goes to its first pass at once. Marked before the insert: whoever finds
+        // the row afterwards forgets the mark.
+        let handedOver = status == .submitted
+        if handedOver { driver.fresh.mark(request.gid) }
         do {
-            return try await store.saveNew(global, branches: branches)
-                ? ScheduledPass(global: global, branches: branches, permit: permit) : nil
+            if try await store.saveNew(global, branches: branches) {
+                return ScheduledPass(global: global, branches: branches, permit: permit, created: handedOver)
+            }
+            if handedOver { driver.fresh.forget(request.gid) }
+            return nil
         } catch {
+            if handedOver { driver.fresh.forget(request.gid) }
             throw DtmError.storage(error)
         }
     }
@@ -249,6 +266,8 @@ public struct Coordinator: Sendable {
     /// The stored transaction; a quarantined one only when `quarantined` (operator tools and
     /// reads), otherwise refused for good.
     private func existing(_ gid: String, quarantined: Bool = false) async throws(DtmError) -> GlobalTransaction {
+        // What this request does next may change the row under a pass that has not started.
+        driver.fresh.forget(gid)
         let found: GlobalTransaction?
         do { found = try await store.findGlobal(gid: gid) } catch { throw DtmError.storage(error) }
         guard let found else { throw Self.unknownGid(gid) }

@@ -145,7 +145,7 @@ public actor CronLoop {
             for (index, pass) in passes.enumerated() {
                 if index >= limit, let report = await group.next() { reports.append(report) }
                 group.addTask(executorPreference: passExecutor?()) {
-                    await driver.process(pass.global, branches: pass.branches)
+                    await driver.process(pass.global, branches: pass.branches, created: pass.created)
                 }
             }
             for await report in group { reports.append(report) }
@@ -283,7 +283,7 @@ public actor CronLoop {
                                              onEvent: (@Sendable (CronEvent) async -> Void)?)
         -> @Sendable () async -> Void {
         {
-            let report = await driver.process(pass.global, branches: pass.branches)
+            let report = await driver.process(pass.global, branches: pass.branches, created: pass.created)
             await onEvent?(.passFinished(report))
             inbox.add(ended: pass.global.gid)
         }
@@ -303,7 +303,7 @@ public actor CronLoop {
             }
         }
         running[gid] = pass.global.nextCronTime
-        let report = await driver.process(pass.global, branches: pass.branches)
+        let report = await driver.process(pass.global, branches: pass.branches, created: pass.created)
         finished(gid)
         signal()
         await onEvent?(.passFinished(report))

@@ -59,9 +59,14 @@ public struct TransactionDriver: Sendable {
     /// the row's owner is the one it found at its start (this coordinator's, or none): every
     /// write checks it, so a coordinator whose lease was taken over stops at its next write.
     public let owner: String
+    /// Transactions requests just created, whose first pass may skip reading them back.
+    public let fresh = FreshTransactions()
 
     /// Guards against a processor that never ends a pass.
     static let maxDecisions = 100_000
+    /// A lease that ends sooner than this is not trusted to keep other coordinators out (their
+    /// clocks may run ahead of ours), as when a pass renews it before calling branches.
+    static let leaseMargin: TimeInterval = 1
 
     public init(store: any TransactionStore, caller: any BranchCaller, clock: any DtmClock = SystemClock(),
                 config: EngineConfig = EngineConfig(), owner: String = UUID().uuidString) {
@@ -87,19 +92,28 @@ public struct TransactionDriver: Sendable {
 
     /// Runs one pass over `global` as stored now. `branches` saves a read when the caller just
     /// wrote them; they are used only if the stored status is still the one of `global`.
-    public func process(_ global: GlobalTransaction, branches known: [BranchRecord]? = nil) async -> PassReport {
+    /// `created`: the request that inserted `global` and `branches` handed them over; the pass
+    /// reads them back only if that copy may be stale (see `FreshTransactions`).
+    public func process(_ global: GlobalTransaction, branches known: [BranchRecord]? = nil,
+                        created: Bool = false) async -> PassReport {
         var report = PassReport(global: global, branches: known ?? [])
-        // The given copy may be stale: another pass of this gid may have run since it was read
-        // (a pass queued behind a running one, a new transaction overtaken by the cron).
-        do {
-            let stored = try await store.findGlobal(gid: global.gid)
-            if let stored { report.global = stored }
-            if known == nil || (stored.map { $0.status != global.status } ?? false) {
-                report.branches = try await store.findBranches(gid: global.gid)
+        // Every pass start takes the mark: only a transaction's first pass can find it.
+        let untouched = fresh.take(global.gid)
+        let trusted = created && untouched && known != nil
+            && global.nextCronTime.timeIntervalSince(clock.now()) > Self.leaseMargin
+        // Otherwise the given copy may be stale: another pass of this gid may have run since it
+        // was read (a pass queued behind a running one, a new transaction overtaken by the cron).
+        if !trusted {
+            do {
+                let stored = try await store.findGlobal(gid: global.gid)
+                if let stored { report.global = stored }
+                if known == nil || (stored.map { $0.status != global.status } ?? false) {
+                    report.branches = try await store.findBranches(gid: global.gid)
+                }
+            } catch {
+                report.storeError = error
+                return report
             }
-        } catch {
-            report.storeError = error
-            return report
         }
         if report.global.isQuarantined {
             report.storeError = .database("transaction \(global.gid) is quarantined: \(report.global.quarantine)")
