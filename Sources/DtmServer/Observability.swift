@@ -59,23 +59,29 @@ public struct HTTPObservability: Sendable {
 
 /// DTM's `dtm_server_process_total` / `dtm_server_response_duration` for the HTTP API: `api` is
 /// the route's last path segment, lower-cased as DTM does; paths no route serves count as
-/// `unknown`, so a scanner cannot grow the label set.
+/// `unknown`, so a scanner cannot grow the label set. Each route's metrics are made here, once.
 struct RequestMetrics: RouterMiddleware {
     typealias Context = BasicRequestContext
-    let metrics: CoordinatorMetrics
-    let routes: [APIRoute]
+    /// Every route with its API's metrics, in the order routes are matched.
+    let routes: [(route: APIRoute, metrics: APIMetrics)]
+    let unknown: APIMetrics
+
+    init(metrics: CoordinatorMetrics, routes: [APIRoute]) {
+        self.routes = routes.map { ($0, metrics.api(.http, apiName($0.path))) }
+        unknown = metrics.api(.http, "unknown")
+    }
 
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         let path = request.uri.path
-        let api = routes.first { $0.matches(path) }.map { apiName($0.path) } ?? "unknown"
+        let api = routes.first { $0.route.matches(path) }?.metrics ?? unknown
         do {
             let response = try await next(request, context)
-            metrics.request(type: "http", api: api, ok: response.status.code < 400, duration: .now - start)
+            api.request(ok: response.status.code < 400, duration: .now - start)
             return response
         } catch {
-            metrics.request(type: "http", api: api, ok: false, duration: .now - start)
+            api.request(ok: false, duration: .now - start)
             throw error
         }
     }
@@ -88,22 +94,23 @@ func apiName(_ path: String) -> String {
 
 // MARK: - gRPC
 
-/// The router with every unary handler counted and timed (`type` grpc).
+/// The router with every unary handler counted and timed (`type` grpc); each path's metrics
+/// are made here, once, not per call.
 func instrumented(_ router: GRPCRouter, metrics: CoordinatorMetrics) -> GRPCRouter {
     var wrapped = GRPCRouter()
     for path in router.paths {
         guard let handler = router.handler(for: path) else { continue }
-        let api = apiName(path)
+        let api = metrics.api(.grpc, apiName(path))
         switch handler {
         case .sync(let body):
             wrapped.register(path, .sync { request throws(RPCError) in
                 let start = ContinuousClock.now
                 do throws(RPCError) {
                     let response = try body(request)
-                    metrics.request(type: "grpc", api: api, ok: true, duration: .now - start)
+                    api.request(ok: true, duration: .now - start)
                     return response
                 } catch {
-                    metrics.request(type: "grpc", api: api, ok: false, duration: .now - start)
+                    api.request(ok: false, duration: .now - start)
                     throw error
                 }
             })
@@ -112,10 +119,10 @@ func instrumented(_ router: GRPCRouter, metrics: CoordinatorMetrics) -> GRPCRout
                 let start = ContinuousClock.now
                 do throws(RPCError) {
                     let response = try await body(request)
-                    metrics.request(type: "grpc", api: api, ok: true, duration: .now - start)
+                    api.request(ok: true, duration: .now - start)
                     return response
                 } catch {
-                    metrics.request(type: "grpc", api: api, ok: false, duration: .now - start)
+                    api.request(ok: false, duration: .now - start)
                     throw error
                 }
             })
@@ -136,7 +143,7 @@ struct MeteredBranchCaller: BranchCaller {
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
         let start = ContinuousClock.now
         let result = await base.call(call, of: global)
-        metrics.branchCall(protocol: call.usesHTTP(global.transProtocol) ? "http" : "grpc", result: result,
+        metrics.branchCall(protocol: call.usesHTTP(global.transProtocol) ? .http : .grpc, result: result,
                            duration: .now - start)
         return result
     }

@@ -12,7 +12,7 @@ struct ObservedStore: TransactionStore {
     let metrics: CoordinatorMetrics
     let logger: Logger
 
-    private func timed<T>(_ operation: String,
+    private func timed<T>(_ operation: StoreOperation,
                           _ body: () async throws(StoreError) -> T) async throws(StoreError) -> T {
         let start = ContinuousClock.now
         do {
@@ -25,12 +25,12 @@ struct ObservedStore: TransactionStore {
         }
     }
 
-    private func logChange(_ gid: String, model: TransType, from: String, to: GlobalStatus, reason: String?) {
+    private func logChange(_ gid: String, model: TransType, from: StatusOrigin, to: GlobalStatus, reason: String?) {
         metrics.statusChanged(model: model, from: from, to: to)
         // Built only when info is logged (the metadata argument is evaluated lazily).
         logger.info("transaction state changed", metadata: {
             var metadata: Logger.Metadata = ["gid": Redaction.logValue(gid), "trans_type": "\(model.rawValue)",
-                                             "from": "\(from)", "status": "\(to.rawValue)"]
+                                             "from": "\(from.label)", "status": "\(to.rawValue)"]
             if let reason, !reason.isEmpty { metadata["reason"] = Redaction.logValue(reason) }
             return metadata
         }())
@@ -39,19 +39,19 @@ struct ObservedStore: TransactionStore {
     // MARK: Writes that change state
 
     func saveNew(_ global: GlobalTransaction, branches: [BranchRecord]) async throws(StoreError) -> Bool {
-        let created = try await timed("saveNew") { () async throws(StoreError) in
+        let created = try await timed(.saveNew) { () async throws(StoreError) in
             try await base.saveNew(global, branches: branches)
         }
         if created {
             metrics.created(model: global.transType, status: global.status)
-            logChange(global.gid, model: global.transType, from: "none", to: global.status, reason: nil)
+            logChange(global.gid, model: global.transType, from: .absent, to: global.status, reason: nil)
         }
         return created
     }
 
     func changeStatus(gid: String, from: GlobalStatus, to: GlobalStatus, update: GlobalUpdate,
                       branchUpdates: [BranchUpdate], attempts: [BranchAttempt], now: Date) async throws(StoreError) {
-        try await timed("changeStatus") { () async throws(StoreError) in
+        try await timed(.changeStatus) { () async throws(StoreError) in
             try await base.changeStatus(gid: gid, from: from, to: to, update: update, branchUpdates: branchUpdates,
                                         attempts: attempts, now: now)
         }
@@ -63,29 +63,29 @@ struct ObservedStore: TransactionStore {
         } else {
             model = (try? await base.findGlobal(gid: gid))?.transType ?? .saga
         }
-        logChange(gid, model: model, from: from.rawValue, to: to, reason: update.rollbackReason)
+        logChange(gid, model: model, from: .status(from), to: to, reason: update.rollbackReason)
     }
 
     func forceFail(gid: String, reason: String, now: Date) async throws(StoreError) {
-        try await timed("forceFail") { () async throws(StoreError) in
+        try await timed(.forceFail) { () async throws(StoreError) in
             try await base.forceFail(gid: gid, reason: reason, now: now)
         }
         let model = (try? await base.findGlobal(gid: gid))?.transType ?? .saga
-        logChange(gid, model: model, from: "unreadable", to: .failed, reason: reason)
+        logChange(gid, model: model, from: .unreadable, to: .failed, reason: reason)
     }
 
     // MARK: Other writes
 
     func appendBranches(gid: String, expecting: GlobalStatus, branches: [BranchRecord],
                         now: Date) async throws(StoreError) {
-        try await timed("appendBranches") { () async throws(StoreError) in
+        try await timed(.appendBranches) { () async throws(StoreError) in
             try await base.appendBranches(gid: gid, expecting: expecting, branches: branches, now: now)
         }
     }
 
     func updateBranches(gid: String, expecting: GlobalStatus, owner: String?, updates: [BranchUpdate],
                         attempts: [BranchAttempt], now: Date) async throws(StoreError) {
-        try await timed("updateBranches") { () async throws(StoreError) in
+        try await timed(.updateBranches) { () async throws(StoreError) in
             try await base.updateBranches(gid: gid, expecting: expecting, owner: owner, updates: updates,
                                           attempts: attempts, now: now)
         }
@@ -94,7 +94,7 @@ struct ObservedStore: TransactionStore {
     func touchCron(gid: String, status: GlobalStatus, owner: String?, nextCronInterval: Int64,
                    nextCronTime: Date, branchUpdates: [BranchUpdate], attempts: [BranchAttempt],
                    now: Date) async throws(StoreError) {
-        try await timed("touchCron") { () async throws(StoreError) in
+        try await timed(.touchCron) { () async throws(StoreError) in
             try await base.touchCron(gid: gid, status: status, owner: owner, nextCronInterval: nextCronInterval,
                                      nextCronTime: nextCronTime, branchUpdates: branchUpdates, attempts: attempts,
                                      now: now)
@@ -103,13 +103,13 @@ struct ObservedStore: TransactionStore {
 
     func claimDue(now: Date, leaseUntil: Date, owner: String, limit: Int) async throws(StoreError)
         -> [GlobalTransaction] {
-        try await timed("claimDue") { () async throws(StoreError) in
+        try await timed(.claimDue) { () async throws(StoreError) in
             try await base.claimDue(now: now, leaseUntil: leaseUntil, owner: owner, limit: limit)
         }
     }
 
     func extendLeases(gids: [String], owner: String?, until: Date, now: Date) async throws(StoreError) {
-        try await timed("extendLeases") { () async throws(StoreError) in
+        try await timed(.extendLeases) { () async throws(StoreError) in
             try await base.extendLeases(gids: gids, owner: owner, until: until, now: now)
         }
     }
@@ -123,7 +123,7 @@ struct ObservedStore: TransactionStore {
     }
 
     func deleteFinished(before: Date, limit: Int) async throws(StoreError) -> Int {
-        try await timed("deleteFinished") { () async throws(StoreError) in
+        try await timed(.deleteFinished) { () async throws(StoreError) in
             try await base.deleteFinished(before: before, limit: limit)
         }
     }
