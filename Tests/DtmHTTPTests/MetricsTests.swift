@@ -1,5 +1,7 @@
 @testable import DtmEngine
+import DtmGRPC
 @testable import DtmServer
+import DtmTestSupport
 import Foundation
 import Testing
 
@@ -112,6 +114,56 @@ struct CoordinatorMetricsTests {
             #"dtm_server_process_total{type="grpc",api="registerbranch",status="fail"} 1"#,
             #"dtm_server_process_total{type="grpc",api="submit",status="fail"} 1"#,
         ])
+    }
+
+    /// `instrumented` resolves each gRPC path's metrics once; every call still counts with the
+    /// path's lower-cased last segment, and submit is also timed on its own.
+    @Test func instrumentedGRPCHandlersCountPerPath() async throws {
+        let metrics = CoordinatorMetrics()
+        var router = GRPCRouter()
+        router.register("/dtmgimp.Dtm/Submit", .sync { _ throws(RPCError) in GRPCResponse(message: []) })
+        router.register("/dtmgimp.Dtm/Abort", .async { _ throws(RPCError) in
+            throw RPCError(.aborted, "FAILURE")
+        })
+        let wrapped = instrumented(router, metrics: metrics)
+        #expect(series(metrics, "dtm_server_process_total").isEmpty)
+        guard case .sync(let submit) = wrapped.handler(for: "/dtmgimp.Dtm/Submit"),
+              case .async(let abort) = wrapped.handler(for: "/dtmgimp.Dtm/Abort") else {
+            Issue.record("the wrapped handlers changed kind")
+            return
+        }
+        for _ in 0..<2 { _ = try submit(GRPCRequest(path: "/dtmgimp.Dtm/Submit", message: [])) }
+        await #expect(throws: RPCError.self) { try await abort(GRPCRequest(path: "/dtmgimp.Dtm/Abort", message: [])) }
+        #expect(Set(series(metrics, "dtm_server_process_total")) == [
+            #"dtm_server_process_total{type="grpc",api="submit",status="ok"} 2"#,
+            #"dtm_server_process_total{type="grpc",api="abort",status="fail"} 1"#,
+        ])
+        #expect(Set(series(metrics, "dtm_server_response_duration_count")) == [
+            #"dtm_server_response_duration_count{type="grpc",api="submit"} 2"#,
+            #"dtm_server_response_duration_count{type="grpc",api="abort"} 1"#,
+        ])
+        #expect(series(metrics, "dtm_submit_duration_seconds_count")
+            == [#"dtm_submit_duration_seconds_count{type="grpc"} 2"#])
+    }
+
+    /// The HTTP middleware's per-route metrics: a route counts under its lower-cased last
+    /// segment, a path no route serves under `unknown`.
+    @Test func httpRequestsCountPerRouteAndUnknownPaths() async throws {
+        let start = try await startCoordinator(operations: OperationsConfig(), caller: ScriptedCaller())
+        try await withStarted(start) { coordinator in
+            let api = API(port: coordinator.httpPort)
+            for _ in 0..<2 {
+                let answer = try await api.get("/api/dtmsvr/newGid")
+                #expect(answer.status == 200)
+            }
+            let unrouted = try await api.get("/api/no/such/route")
+            #expect(unrouted.status == 404)
+            let counted = series(coordinator.metrics, "dtm_server_process_total")
+            #expect(counted.contains(#"dtm_server_process_total{type="http",api="newgid",status="ok"} 2"#),
+                    "\(counted)")
+            #expect(counted.contains(#"dtm_server_process_total{type="http",api="unknown",status="fail"} 1"#),
+                    "\(counted)")
+        }
     }
 
     /// Every event kind once or more, then every line of the page but the histogram buckets
