@@ -1,6 +1,7 @@
 import DtmEngine
 import DtmGRPC
 import DtmNet
+import DtmSync
 import NIOCore
 import NIOPosix
 import Testing
@@ -54,5 +55,40 @@ import Testing
         #expect(parent)
         #expect(children == [true, true, true, true])
         #expect(EventLoopTaskExecutor.of(loop) === executor)
+    }
+
+    /// Jobs enqueued on the loop run in batches: every task, started on the loop or from
+    /// another thread, runs there, each exactly once, and tasks started on the loop one after
+    /// another begin in that order; tasks they start in turn (a later batch) run too.
+    @Test(.timeLimit(.minutes(1))) func batchedJobsAllRunOnTheLoopInOrder() async {
+        let executor = EventLoopTaskExecutor.next()
+        let loop = executor.loop
+        let log = Locked<[Int]>([])
+        let offLoop = Locked(0)
+        let count = 500
+        // Started from the loop's own thread: these go through the batch queue.
+        let started = loop.submit {
+            (0..<count).map { index in
+                Task(executorPreference: executor) {
+                    precondition(loop.inEventLoop)
+                    log.withLock { $0.append(index) }
+                    await Task.yield()  // a job enqueued by a job: the next batch
+                    if !loop.inEventLoop { offLoop.withLock { $0 += 1 } }
+                    return index
+                }
+            }
+        }
+        let tasks = try? await started.get()
+        var results = [Int]()
+        for task in tasks ?? [] { results.append(await task.value) }
+        // Started here, off the loop: one loop task each.
+        let outside = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<100 { group.addTask(executorPreference: executor) { loop.inEventLoop } }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results == Array(0..<count))
+        #expect(log.withLock { $0 } == Array(0..<count))
+        #expect(offLoop.withLock { $0 } == 0)
+        #expect(outside.count == 100 && outside.allSatisfy { $0 })
     }
 }
