@@ -265,7 +265,7 @@ extension GlobalTransaction: CustomReflectable {
     public var customMirror: Mirror {
         let f = box.fields
         return Mirror(self, children: [
-            "id": f.id,
+            "id": f.id as Any,
             "gid": f.gid,
             "transType": f.transType,
             "status": f.status,
@@ -273,8 +273,8 @@ extension GlobalTransaction: CustomReflectable {
             "transProtocol": f.transProtocol,
             "createTime": f.createTime,
             "updateTime": f.updateTime,
-            "finishTime": f.finishTime,
-            "rollbackTime": f.rollbackTime,
+            "finishTime": f.finishTime as Any,
+            "rollbackTime": f.rollbackTime as Any,
             "options": f.options,
             "customData": f.customData,
             "nextCronInterval": f.nextCronInterval,
