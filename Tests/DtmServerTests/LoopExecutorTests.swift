@@ -70,7 +70,7 @@ import Testing
         let started = loop.submit {
             (0..<count).map { index in
                 Task(executorPreference: executor) {
-                    precondition(loop.inEventLoop)
+                    if !loop.inEventLoop { offLoop.withLock { $0 += 1 } }
                     log.withLock { $0.append(index) }
                     await Task.yield()  // a job enqueued by a job: the next batch
                     if !loop.inEventLoop { offLoop.withLock { $0 += 1 } }
