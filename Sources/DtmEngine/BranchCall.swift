@@ -70,6 +70,16 @@ public struct BranchCall: Sendable, Equatable {
 /// with an empty URL never reach them (the engine treats those as successes).
 public protocol BranchCaller: Sendable {
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult
+
+    /// Whether every call returns on its own within the call's request timeout (at least 1 s),
+    /// plus the moment it takes to notice, and soon after its task is cancelled. The driver
+    /// then runs a lone call in the pass's own task instead of starting a child task that the
+    /// pass deadline could abandon (see `TransactionDriver.process`). False unless declared.
+    var endsCallsWithinTimeout: Bool { get }
+}
+
+extension BranchCaller {
+    public var endsCallsWithinTimeout: Bool { false }
 }
 
 extension BranchResult {

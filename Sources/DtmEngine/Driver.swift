@@ -84,6 +84,13 @@ public struct TransactionDriver: Sendable {
         .seconds(max(config.maxPassDuration, global.requestTimeout(config) + 2))
     }
 
+    /// How long a call run in the pass's task may take at most: its request timeout (callers
+    /// use at least 1 s) and a second to notice it. The pass runs a call in its own task only
+    /// while the pass deadline is at least that far off, so the deadline still holds.
+    static func inlineCallBound(_ call: BranchCall) -> Duration {
+        .seconds(max(call.requestTimeout, 1) + 1)
+    }
+
     /// Loads the transaction and runs one pass; nil when the gid is unknown.
     public func process(gid: String) async throws(StoreError) -> PassReport? {
         guard let global = try await store.findGlobal(gid: gid) else { return nil }
@@ -152,6 +159,22 @@ public struct TransactionDriver: Sendable {
                     guard !calls.isEmpty, await pass.flush(), await pass.holdLease() else { break loop }
                     let current = pass.state.global
                     pass.reserveForCalls()
+                    // A lone call (a sequential saga's next step, a back-check) runs in this task
+                    // when its caller ends it within its timeout and that falls well inside the
+                    // pass deadline: no child task, no hop back through the inbox.
+                    if calls.count == 1, let call = calls.first, !pass.state.memory.hasCallsInFlight,
+                       call.url.isEmpty || caller.endsCallsWithinTimeout,
+                       ContinuousClock.now + Self.inlineCallBound(call) <= passEnd {
+                        pass.state.memory.launched(call.key)
+                        pass.report.calls.append(call)
+                        let start = clock.now(), began = ContinuousClock.now
+                        let result = call.url.isEmpty ? BranchResult.success : await caller.call(call, of: current)
+                        // Cancelled by shutdown: the answer is dropped, as for a call in a child task.
+                        guard !Task.isCancelled else { break loop }
+                        let timing = CallTiming(start: start, duration: .now - began)
+                        guard await pass.record(result, of: call, timing: timing) else { break loop }
+                        continue loop
+                    }
                     for call in calls {
                         pass.state.memory.launched(call.key)
                         pass.report.calls.append(call)

@@ -21,6 +21,10 @@ public struct DtmBranchCaller: BranchCaller {
         self.http = HTTPBranchCaller(client: httpClient, logger: logger)
     }
 
+    /// gRPC calls carry the request timeout as their deadline (connecting included); HTTP and
+    /// JSON-RPC exchanges run under `withDeadline`. Both end early when cancelled.
+    public var endsCallsWithinTimeout: Bool { true }
+
     public func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
         Failpoint.hit("branch.\(global.transType.rawValue).\(call.op.rawValue).before")
         defer { Failpoint.hit("branch.\(global.transType.rawValue).\(call.op.rawValue).after") }

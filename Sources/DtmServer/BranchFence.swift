@@ -27,6 +27,9 @@ struct FencedBranchCaller: BranchCaller {
         self.resolve = resolve
     }
 
+    /// Resolving a host name for the allow-list has no deadline of its own.
+    var endsCallsWithinTimeout: Bool { allowList == nil && inner.endsCallsWithinTimeout }
+
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
         if let refusal = await refusal(for: call.url) {
             return .error(message: "branch call refused: \(refusal)")

@@ -140,6 +140,8 @@ struct MeteredBranchCaller: BranchCaller {
     let base: any BranchCaller
     let metrics: CoordinatorMetrics
 
+    var endsCallsWithinTimeout: Bool { base.endsCallsWithinTimeout }
+
     func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult {
         let start = ContinuousClock.now
         let result = await base.call(call, of: global)

@@ -308,9 +308,11 @@ struct InMemoryStoreTests {
 }
 
 @Suite struct CancelledPassTests {
-    /// Shutdown cancels passes; the call they were waiting for is not the branch's error.
-    @Test func aCancelledPassKeepsTheRetryInterval() async throws {
-        let h = Harness()
+    /// Shutdown cancels passes; the call they were waiting for is not the branch's error, whether
+    /// it ran in the pass's task or in a child task.
+    @Test(arguments: [true, false])
+    func aCancelledPassKeepsTheRetryInterval(callsInPassTask: Bool) async throws {
+        let h = Harness(endsCalls: callsInPassTask)
         await h.start()
         let coordinator = Coordinator(driver: h.driver, schedule: { _ in })
         try await coordinator.submit(sagaRequest("cut"))

@@ -37,8 +37,11 @@ struct SeenCall: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// A BranchCaller that answers from per-(branch, op) scripts (then success), records every
-/// call, and checks at each call that the stored status calls for it.
+/// call, and checks at each call that the stored status calls for it. It declares that its calls
+/// end on their own (as the server's caller does), so lone calls run in the pass's task; with
+/// `endsCalls: false` every call runs in a child task.
 actor ScriptedCaller: BranchCaller {
+    nonisolated let endsCallsWithinTimeout: Bool
     private var scripts: [CallKey: [BranchResult]] = [:]
     private(set) var seen: [SeenCall] = []
     /// Calls the stored state did not call for (should stay empty).
@@ -50,6 +53,8 @@ actor ScriptedCaller: BranchCaller {
     private var hook: (@Sendable (BranchCall, GlobalTransaction) async -> Void)?
     /// Calls wait for each other so concurrent launches really overlap.
     private var holdEachCall = false
+
+    init(endsCalls: Bool = true) { endsCallsWithinTimeout = endsCalls }
 
     func attach(_ store: InMemoryStore) { self.store = store }
 
@@ -117,14 +122,15 @@ actor Recorder<Value: Sendable> {
 struct Harness {
     let store = InMemoryStore()
     let clock = FakeClock()
-    let caller = ScriptedCaller()
+    let caller: ScriptedCaller
     let config: EngineConfig
     let driver: TransactionDriver
     let cron: CronLoop
     let coordinator: Coordinator
 
-    init(config: EngineConfig = EngineConfig(), owner: String = "test-owner") {
+    init(config: EngineConfig = EngineConfig(), owner: String = "test-owner", endsCalls: Bool = true) {
         self.config = config
+        caller = ScriptedCaller(endsCalls: endsCalls)
         driver = TransactionDriver(store: store, caller: caller, clock: clock, config: config, owner: owner)
         let cron = CronLoop(driver: driver)
         self.cron = cron

@@ -594,3 +594,30 @@ final class RedirectingBusi: Stoppable {
         #expect(grpc.contains("truncated") && grpc.utf8.count < 350)
     }
 }
+
+/// Whether lone branch calls may run in the pass's task: only when every layer ends its calls on
+/// its own (`BranchCaller.endsCallsWithinTimeout`).
+@Suite struct CallerBoundsTests {
+    struct EndingCaller: BranchCaller {
+        var endsCallsWithinTimeout: Bool { true }
+        func call(_ call: BranchCall, of global: GlobalTransaction) async -> BranchResult { .success }
+    }
+
+    @Test func eachLayerPassesItOnOrWithdrawsIt() async throws {
+        #expect(RecordingCaller().endsCallsWithinTimeout == false)
+        #expect(FencedBranchCaller(inner: EndingCaller(), allowList: nil).endsCallsWithinTimeout)
+        #expect(!FencedBranchCaller(inner: RecordingCaller(), allowList: nil).endsCallsWithinTimeout)
+        // Resolving a host for the allow-list has no deadline.
+        let listed = FencedBranchCaller(inner: EndingCaller(), allowList: try BranchAllowList(parsing: ["10.0.0.0/8"]))
+        #expect(!listed.endsCallsWithinTimeout)
+        let metrics = CoordinatorMetrics()
+        #expect(MeteredBranchCaller(base: FencedBranchCaller(inner: EndingCaller(), allowList: nil),
+                                    metrics: metrics).endsCallsWithinTimeout)
+        #expect(!MeteredBranchCaller(base: listed, metrics: metrics).endsCallsWithinTimeout)
+        let grpc = GRPCClient(logger: testLogger)
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        #expect(DtmBranchCaller(grpcClient: grpc, httpClient: http, logger: testLogger).endsCallsWithinTimeout)
+        await grpc.shutdown()
+        try await http.shutdown()
+    }
+}
