@@ -67,16 +67,22 @@ import Testing
         #expect(first != pass && second != pass)
     }
 
-    /// Pass deadline 3 s (request timeout 1 s + 2). The first call starts with 3 s left and
-    /// runs in the pass's task; it takes 1.2 s, so the second starts with less than the 2 s a
-    /// call may take (timeout + 1 s) and goes to a child task, keeping the deadline.
+    /// The transaction's request timeout is 1 s, so a call may take 2 s (timeout + 1 s); the pass
+    /// deadline is 4 s (`maxPassDuration`). The first call starts with about 4 s left and runs
+    /// in the pass's task; it takes 2.3 s, so the second starts with less than 2 s left and
+    /// goes to a child task, which the deadline can abandon. (DTM's rule that a saga pass starts
+    /// no call after the configured request timeout + 2 s is kept out of the way: 22 s.)
     @Test func aCallNearThePassDeadlineGetsAChildTask() async throws {
-        let caller = TaskNotingCaller(endsCallsWithinTimeout: true, delays: ["01": .milliseconds(1200)])
-        let config = EngineConfig(requestTimeout: 1, maxPassDuration: 1)
-        let (pass, report) = try await firstPass(sagaRequest("late"), caller: caller, config: config)
-        #expect(report.global.status == .succeed)
+        let caller = TaskNotingCaller(endsCallsWithinTimeout: true, delays: ["01": .milliseconds(2300)])
+        let config = EngineConfig(requestTimeout: 20, maxPassDuration: 4)
+        var options = TransOptions()
+        options.requestTimeout = 1
+        let (pass, report) = try await firstPass(sagaRequest("late", options: options), caller: caller, config: config)
         #expect(caller.task(of: "01/action") == pass)
         let second = try #require(caller.task(of: "02/action"))
         #expect(second != pass)
+        // On a starved machine the second answer may come after the deadline: the pass then
+        // leaves it to the next one.
+        #expect(report.global.status == .succeed || report.deadlineExceeded)
     }
 }
