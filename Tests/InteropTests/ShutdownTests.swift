@@ -46,8 +46,10 @@ import Glibc
                 && calls.count >= 20
         }
 
-        kill(first.process.processIdentifier, SIGTERM)
+        // Read before the signal: the coordinator's bound starts when it handles the signal,
+        // which can be before this thread runs again after kill() on a busy machine.
         let signalled = ContinuousClock.now
+        kill(first.process.processIdentifier, SIGTERM)
         // Exits by itself once the bound cuts the stuck pass off (plus slack for a loaded machine).
         let exited = try await first.waitForExit(timeout: .seconds(drain + 10))
         let stopTook = ContinuousClock.now - signalled
