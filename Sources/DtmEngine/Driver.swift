@@ -91,6 +91,14 @@ public struct TransactionDriver: Sendable {
         .seconds(max(call.requestTimeout, 1) + 1)
     }
 
+    /// Makes one call, timed; a call with an empty URL succeeds without reaching the caller.
+    static func make(_ call: BranchCall, of global: GlobalTransaction, caller: any BranchCaller,
+                     clock: any DtmClock) async -> (BranchResult, CallTiming) {
+        let start = clock.now(), began = ContinuousClock.now
+        let result = call.url.isEmpty ? BranchResult.success : await caller.call(call, of: global)
+        return (result, CallTiming(start: start, duration: .now - began))
+    }
+
     /// Loads the transaction and runs one pass; nil when the gid is unknown.
     public func process(gid: String) async throws(StoreError) -> PassReport? {
         guard let global = try await store.findGlobal(gid: gid) else { return nil }
@@ -167,11 +175,9 @@ public struct TransactionDriver: Sendable {
                        ContinuousClock.now + Self.inlineCallBound(call) <= passEnd {
                         pass.state.memory.launched(call.key)
                         pass.report.calls.append(call)
-                        let start = clock.now(), began = ContinuousClock.now
-                        let result = call.url.isEmpty ? BranchResult.success : await caller.call(call, of: current)
+                        let (result, timing) = await Self.make(call, of: current, caller: caller, clock: clock)
                         // Cancelled by shutdown: the answer is dropped, as for a call in a child task.
                         guard !Task.isCancelled else { break loop }
-                        let timing = CallTiming(start: start, duration: .now - began)
                         guard await pass.record(result, of: call, timing: timing) else { break loop }
                         continue loop
                     }
@@ -181,9 +187,8 @@ public struct TransactionDriver: Sendable {
                         // Started at once in this task up to its first wait (no hop to start
                         // it); its answer comes back through the inbox.
                         group.addCall {
-                            let start = clock.now(), began = ContinuousClock.now
-                            let result = call.url.isEmpty ? BranchResult.success : await caller.call(call, of: current)
-                            inbox.post(.answer(call, result, CallTiming(start: start, duration: .now - began)))
+                            let (result, timing) = await Self.make(call, of: current, caller: caller, clock: clock)
+                            inbox.post(.answer(call, result, timing))
                         }
                     }
                 case .awaitResult:
